@@ -1,0 +1,85 @@
+"""What an agent sees of its task: ids, attempt, logger, heartbeat, cancellation.
+
+A :class:`Context` is built by the worker for each try. The
+``idempotency_key`` is the same for every try of a task, so an agent can make
+its side effects idempotent (covey runs a task at least once and records
+exactly one outcome).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Context", "Handoff", "TaskCancelled"]
+
+
+class TaskCancelled(Exception):  # noqa: N818 - control flow, like asyncio.CancelledError
+    """Raised by :meth:`Context.check_cancelled` once the task's lease is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """An agent's result that also adds steps to its run.
+
+    ``steps`` uses the spec's own shape (``{"name": {"skill": ..., "input": ...}}``)
+    and may refer to this step's output as ``${steps.<this step>}``. The run's
+    ``max_steps`` bounds how far hand-offs may loop.
+    """
+
+    output: Any = None
+    steps: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """The running task, as its agent sees it."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        task_id: str,
+        step: str,
+        index: int | None,
+        try_no: int,
+        lease_no: int,
+        heartbeat: Callable[[], Awaitable[None]],
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.task_id = task_id
+        self.step = step
+        self.index = index
+        self.try_no = try_no
+        """1 for the first try, 2 for the first retry..."""
+        self.lease_no = lease_no
+        """The fencing token of this try; higher than every earlier lease of the task."""
+        self._heartbeat = heartbeat
+        self._cancelled = threading.Event()
+        base = logger or logging.getLogger("covey.agent")
+        self.log = logging.LoggerAdapter(base, {"run_id": run_id, "task_id": task_id, "try_no": try_no})
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across every try of this task: use it to make side effects idempotent."""
+        return self.task_id
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run or task was cancelled, or this try's lease was lost."""
+        return self._cancelled.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`TaskCancelled` if the task should stop; call it between long steps."""
+        if self._cancelled.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled or its lease was lost")
+
+    async def heartbeat(self) -> None:
+        """Tell covey this try is alive (the worker's own heartbeat does this too)."""
+        await self._heartbeat()
+
+    def _cancel(self) -> None:
+        self._cancelled.set()

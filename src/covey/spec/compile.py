@@ -1,0 +1,241 @@
+"""Static checks and compilation of a workflow spec into the engine's graph.
+
+:func:`compile_workflow` turns a validated :class:`WorkflowSpec` into a
+:class:`CompiledWorkflow`: every expression compiled once, the dependency
+graph derived from data references and ``after``, cycles refused, and for each
+step the paths of its output that later conditions and map sources read (the
+projections the engine loop stores in TaskSucceeded). Errors name the step and
+the field. Everything here is pure, so the engine may call it while deciding
+(steps added by a hand-off are compiled the same way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import ValidationError
+
+from covey.errors import SpecError
+from covey.spec.expr import Expr, Path, Template, compile_expr, compile_template
+from covey.spec.model import StepSpec, WorkflowSpec
+
+__all__ = [
+    "CompiledStep",
+    "CompiledWorkflow",
+    "check_targets",
+    "compile_steps",
+    "compile_workflow",
+    "spec_from_json",
+]
+
+STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledStep:
+    """One step, ready for the engine: expressions compiled, dependencies known."""
+
+    name: str
+    spec: StepSpec
+    deps: tuple[str, ...]
+    input: Template
+    when: Expr | None
+    map: Expr | None
+
+    @property
+    def target(self) -> str:
+        """The skill (or ``agent:<name>``) a worker must serve to take this step."""
+        if self.spec.agent is not None:
+            return f"agent:{self.spec.agent}"
+        return self.spec.skill or ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWorkflow:
+    """A workflow as the engine uses it; ``hash`` pins the spec a run started with."""
+
+    spec: WorkflowSpec
+    source: Mapping[str, Any]
+    hash: str
+    steps: Mapping[str, CompiledStep]
+    downstream: Mapping[str, tuple[str, ...]]
+    projections: Mapping[str, frozenset[Path]]
+    output: Template
+
+
+def spec_from_json(data: Mapping[str, Any]) -> WorkflowSpec:
+    """Validate a JSON object as a workflow spec; SpecError names the step and field."""
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc) from None
+
+
+def _spec_error(exc: ValidationError) -> SpecError:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    step = None
+    if len(loc) >= 2 and loc[0] == "steps":
+        step, loc = loc[1], loc[2:]
+    field = ".".join(loc) or None
+    more = len(exc.errors()) - 1
+    reason = first["msg"] + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    return SpecError(reason, step=step, field=field)
+
+
+def compile_workflow(spec: WorkflowSpec | Mapping[str, Any]) -> CompiledWorkflow:
+    """Check and compile a whole workflow.
+
+    Raises:
+        SpecError: bad step names or targets, references to unknown steps,
+            unknown signals, bad expressions or schemas, or a dependency cycle.
+    """
+    if not isinstance(spec, WorkflowSpec):
+        spec = spec_from_json(spec)
+    source = spec.model_dump(mode="json", exclude_defaults=True)
+    canonical = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
+    return _compile_canonical(canonical)
+
+
+@lru_cache(maxsize=256)
+def _compile_canonical(canonical: bytes) -> CompiledWorkflow:
+    source = orjson.loads(canonical)
+    spec = WorkflowSpec.model_validate(source)
+    steps = compile_steps(spec.steps, known=frozenset(spec.steps), signals=frozenset(spec.signals))
+    _check_acyclic(steps)
+    output = compile_template(spec.output, field_name="output")
+    unknown = output.steps - steps.keys()
+    if unknown:
+        raise SpecError(f"output refers to unknown step {sorted(unknown)[0]!r}", field="output")
+    return CompiledWorkflow(
+        spec=spec,
+        source=source,
+        hash=hashlib.sha256(canonical).hexdigest()[:16],
+        steps=steps,
+        downstream=downstream_of(steps),
+        projections=projections_of(steps.values()),
+        output=output,
+    )
+
+
+def compile_steps(
+    specs: Mapping[str, StepSpec], *, known: frozenset[str], signals: frozenset[str]
+) -> dict[str, CompiledStep]:
+    """Compile steps whose references must fall within ``known`` step names."""
+    compiled = {name: _compile_step(name, step, signals) for name, step in specs.items()}
+    for step in compiled.values():
+        for dep in step.deps:
+            if dep not in known:
+                raise SpecError(f"refers to unknown step {dep!r}", step=step.name, field=_field_of(step, dep))
+            if dep == step.name:
+                raise SpecError("a step cannot depend on itself", step=step.name, field=_field_of(step, dep))
+    return compiled
+
+
+def _compile_step(name: str, step: StepSpec, signals: frozenset[str]) -> CompiledStep:
+    if not STEP_NAME.match(name):
+        raise SpecError(f"step names must match {STEP_NAME.pattern}", step=name, field="name")
+    targets = [key for key in ("skill", "agent", "wait") if getattr(step, key) is not None]
+    if len(targets) != 1:
+        raise SpecError("a step needs exactly one of skill, agent or wait", step=name, field="skill")
+    if step.wait is not None and step.wait.signal not in signals:
+        raise SpecError(
+            f"unknown signal {step.wait.signal!r}; declare it in the workflow's signals",
+            step=name,
+            field="wait.signal",
+        )
+    if step.input_schema is not None:
+        try:
+            Draft202012Validator.check_schema(step.input_schema)
+        except SchemaError as exc:
+            raise SpecError(f"not a valid JSON Schema: {exc.message}", step=name, field="input_schema") from None
+    template = compile_template(step.input, step=name, field_name="input")
+    when = compile_expr(step.when, step=name, field_name="when") if step.when else None
+    fan = compile_expr(step.map, step=name, field_name="map") if step.map else None
+    _check_item_use(name, step, template, when)
+    deps = dict.fromkeys(step.after)
+    for expr_steps in (template.steps, when.steps if when else (), fan.steps if fan else ()):
+        deps.update(dict.fromkeys(sorted(expr_steps)))
+    return CompiledStep(name, step, tuple(deps), template, when, fan)
+
+
+def _check_item_use(name: str, step: StepSpec, template: Template, when: Expr | None) -> None:
+    if step.map is not None:
+        return
+    texts = [expr.text for expr in template.exprs] + ([when.text] if when else [])
+    for text in texts:
+        if re.search(r"(?<![\w.])(item|index)\b", text):
+            raise SpecError(f"{text!r} uses item/index, which exist only in a map step", step=name, field="input")
+
+
+def _field_of(step: CompiledStep, dep: str) -> str:
+    if dep in step.spec.after:
+        return "after"
+    if step.when is not None and dep in step.when.steps:
+        return "when"
+    if step.map is not None and dep in step.map.steps:
+        return "map"
+    return "input"
+
+
+def _check_acyclic(steps: Mapping[str, CompiledStep]) -> None:
+    """Refuse a dependency cycle, naming the steps on it (dynamic loops use hand-offs)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for dep in steps[name].deps:
+            if state.get(dep) == 1:
+                cycle = [*stack[stack.index(dep) :], dep]
+                raise SpecError(f"dependency cycle: {' -> '.join(cycle)}", step=dep, field="after")
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[name] = 2
+
+    for name in steps:
+        if name not in state:
+            visit(name)
+
+
+def downstream_of(steps: Mapping[str, CompiledStep]) -> dict[str, tuple[str, ...]]:
+    """For each step, the steps that depend on it, in spec order."""
+    out: dict[str, list[str]] = {name: [] for name in steps}
+    for step in steps.values():
+        for dep in step.deps:
+            out.setdefault(dep, []).append(step.name)
+    return {name: tuple(children) for name, children in out.items()}
+
+
+def projections_of(steps: Iterable[CompiledStep]) -> dict[str, frozenset[Path]]:
+    """Paths of each step's output that conditions and map sources read."""
+    out: dict[str, set[Path]] = {}
+    for step in steps:
+        for expr in (step.when, step.map):
+            if expr is not None:
+                for name, paths in expr.paths.items():
+                    out.setdefault(name, set()).update(paths)
+    return {name: frozenset(paths) for name, paths in out.items()}
+
+
+def check_targets(workflow: CompiledWorkflow, *, skills: frozenset[str], agents: frozenset[str]) -> None:
+    """Refuse steps whose skill or agent nobody serves (when the serving agents are known)."""
+    for step in workflow.steps.values():
+        if step.spec.skill is not None and step.spec.skill not in skills:
+            raise SpecError(
+                f"unknown skill {step.spec.skill!r}; known skills: {sorted(skills)}", step=step.name, field="skill"
+            )
+        if step.spec.agent is not None and step.spec.agent not in agents:
+            raise SpecError(
+                f"unknown agent {step.spec.agent!r}; known agents: {sorted(agents)}", step=step.name, field="agent"
+            )

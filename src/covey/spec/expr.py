@@ -1,0 +1,244 @@
+"""Declarative expressions: ``${...}`` placeholders holding JMESPath.
+
+Conditions (``when``), fan-out sources (``map``) and input mappings are
+expressions evaluated on JSON only, with the well-kept ``jmespath`` library;
+nothing is ever passed to ``eval``. An expression sees one scope document::
+
+    {"input": <run input>, "steps": {<step>: <output>}, "item": <map element>,
+     "index": <map index>, "signals": {<name>: <payload>}}
+
+A string that is exactly one placeholder (``"${steps.triage.intent}"``) takes
+the expression's value, of any JSON type; placeholders inside a longer string
+are interpolated as text. ``$${`` writes a literal ``${``.
+
+Each expression knows statically which steps it reads and which paths of their
+outputs (``steps.triage.intent`` reads path ``("intent",)`` of ``triage``): the
+graph's edges come from there, and the engine loop stores exactly those
+projections of an output in the TaskSucceeded event, so ``decide`` can test a
+condition without reading outputs on the side (invariant 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+
+from covey.errors import SpecError
+
+__all__ = ["ROOTS", "Expr", "Template", "compile_expr", "compile_template", "truthy"]
+
+#: Names an expression may start from.
+ROOTS = frozenset({"input", "steps", "item", "index", "signals"})
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """One compiled JMESPath expression and what it reads."""
+
+    text: str
+    parsed: Any = field(repr=False, compare=False)
+    paths: Mapping[str, frozenset[Path]]
+    """Output paths read, by step name; an empty path means the whole output."""
+
+    @property
+    def steps(self) -> frozenset[str]:
+        """The steps this expression reads."""
+        return frozenset(self.paths)
+
+    def evaluate(self, scope: Mapping[str, Any]) -> Any:
+        """The expression's value on ``scope`` (JSON in, JSON out)."""
+        return self.parsed.search(scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A compiled input mapping: a JSON value whose strings may hold placeholders."""
+
+    source: Any
+    _node: Any = field(repr=False, compare=False)
+    exprs: tuple[Expr, ...] = field(compare=False)
+
+    @property
+    def is_literal(self) -> bool:
+        """True when nothing in the template needs evaluating."""
+        return not self.exprs
+
+    @property
+    def steps(self) -> frozenset[str]:
+        """The steps this mapping reads."""
+        return frozenset(step for expr in self.exprs for step in expr.paths)
+
+    def render(self, scope: Mapping[str, Any]) -> Any:
+        """The mapping's value on ``scope``."""
+        if not self.exprs:
+            return self.source
+        return _render(self._node, scope)
+
+
+class _Interp:
+    """A string with placeholders inside text: parts are str or Expr."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[str | Expr]) -> None:
+        self.parts = parts
+
+
+def truthy(value: Any) -> bool:
+    """JMESPath truth: false, null, empty string, list and object are false."""
+    return value not in (None, False, "", [], {})
+
+
+def compile_expr(text: str, *, step: str | None = None, field_name: str = "when") -> Expr:
+    """Compile a condition or map source: ``${expr}`` or a bare JMESPath expression.
+
+    Raises:
+        SpecError: naming ``step`` and ``field_name`` when the expression does
+            not parse or starts from an unknown name.
+    """
+    body = text.strip()
+    if body.startswith("${") and body.endswith("}"):
+        pieces = list(_split(body, step, field_name))
+        if len(pieces) == 1 and isinstance(pieces[0], Expr):
+            return pieces[0]
+    return _compile(body, step, field_name)
+
+
+def compile_template(value: Any, *, step: str | None = None, field_name: str = "input") -> Template:
+    """Compile an input mapping; SpecError names the step and the field path at fault."""
+    exprs: list[Expr] = []
+    node = _compile_node(value, step, field_name, exprs)
+    return Template(value, node, tuple(exprs))
+
+
+def _compile_node(value: Any, step: str | None, where: str, exprs: list[Expr]) -> Any:
+    if isinstance(value, dict):
+        return {key: _compile_node(item, step, f"{where}.{key}", exprs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_compile_node(item, step, f"{where}[{i}]", exprs) for i, item in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        parts = list(_split(value, step, where))
+        exprs.extend(part for part in parts if isinstance(part, Expr))
+        if len(parts) == 1 and isinstance(parts[0], Expr):
+            return parts[0]
+        return _Interp(parts)
+    return value
+
+
+def _render(node: Any, scope: Mapping[str, Any]) -> Any:
+    if isinstance(node, Expr):
+        return node.evaluate(scope)
+    if isinstance(node, dict):
+        return {key: _render(item, scope) for key, item in node.items()}
+    if isinstance(node, list):
+        return [_render(item, scope) for item in node]
+    if isinstance(node, _Interp):
+        return "".join(_as_text(p.evaluate(scope)) if isinstance(p, Expr) else p for p in node.parts)
+    return node
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def _split(text: str, step: str | None, where: str) -> Iterator[str | Expr]:
+    """Cut a string into literal text and compiled placeholders."""
+    pos, literal = 0, []
+    while pos < len(text):
+        if text.startswith("$${", pos):
+            literal.append("${")
+            pos += 3
+        elif text.startswith("${", pos):
+            end = _closing_brace(text, pos + 2, step, where)
+            if literal:
+                yield "".join(literal)
+                literal = []
+            yield _compile(text[pos + 2 : end], step, where)
+            pos = end + 1
+        else:
+            literal.append(text[pos])
+            pos += 1
+    if literal:
+        yield "".join(literal)
+
+
+def _closing_brace(text: str, start: int, step: str | None, where: str) -> int:
+    """Index of the ``}`` closing a placeholder, skipping quoted and nested braces."""
+    depth, quote = 0, ""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'`\"":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+    raise SpecError(f"unclosed '${{' in {text!r}", step=step, field=where)
+
+
+def _compile(body: str, step: str | None, where: str) -> Expr:
+    if not body.strip():
+        raise SpecError("empty expression", step=step, field=where)
+    try:
+        parsed = jmespath.compile(body)
+    except JMESPathError as exc:
+        raise SpecError(f"bad expression {body!r}: {exc}", step=step, field=where) from None
+    root = _leftmost_field(parsed.parsed)
+    if root is not None and root not in ROOTS:
+        raise SpecError(
+            f"expression {body!r} starts from unknown name {root!r}; use one of {sorted(ROOTS)}",
+            step=step,
+            field=where,
+        )
+    paths: dict[str, set[Path]] = {}
+    _collect_paths(parsed.parsed, paths, step, where, body)
+    return Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()})
+
+
+def _leftmost_field(node: dict[str, Any]) -> str | None:
+    while node["type"] in ("subexpression", "index_expression", "projection", "flatten", "value_projection"):
+        node = node["children"][0]
+    return node["value"] if node["type"] == "field" else None
+
+
+def _collect_paths(node: Any, out: dict[str, set[Path]], step: str | None, where: str, body: str) -> None:
+    """Record every ``steps.<name>.<path>`` the expression reads.
+
+    The path stops at the first non-field part (an index, a filter): the
+    projection then holds a little more than needed, never less.
+    """
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "field" and node.get("value") == "steps":
+        raise SpecError(f"expression {body!r} must name a step: steps.<name>", step=step, field=where)
+    if kind == "subexpression":
+        lead: list[str] = []
+        for child in node["children"]:
+            if child.get("type") != "field":
+                break
+            lead.append(child["value"])
+        if lead and lead[0] == "steps":
+            if len(lead) < 2:
+                raise SpecError(f"expression {body!r} must name a step: steps.<name>", step=step, field=where)
+            out.setdefault(lead[1], set()).add(tuple(lead[2:]))
+            return
+    for child in node.get("children", ()):
+        _collect_paths(child, out, step, where, body)
