@@ -1,0 +1,235 @@
+"""Events: immutable, versioned facts appended to a run's history.
+
+Two families share one history. *Input* events come from outside the engine
+(a submit, a worker's report, a fired timer, a signal, a cancel) and are folded
+by :func:`covey.engine.decide.decide`. *Derived* events are what deciding
+concluded (a task became ready, a retry was scheduled, the run finished); they
+are recorded for people and tools, and a replay recomputes them, so comparing
+the two checks determinism (invariant 2). Time is always carried in ``at_ms``
+(the store's clock), never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from covey.errors import InputError
+
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "INPUT_EVENTS",
+    "CancelRequested",
+    "Event",
+    "Rejected",
+    "RetryScheduled",
+    "RunFinished",
+    "RunSubmitted",
+    "SignalReceived",
+    "StepFinished",
+    "StepsAdded",
+    "TaskFailed",
+    "TaskReady",
+    "TaskSucceeded",
+    "TimerFired",
+    "event_from_json",
+    "event_to_json",
+]
+
+#: Version of the event encoding; stored with every event so later releases can upgrade old histories.
+EVENT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunSubmitted:
+    """A run was accepted: its workflow (the spec source, pinned) and its input."""
+
+    run_id: str
+    workflow: dict[str, Any]
+    input: Any
+    at_ms: int
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSucceeded:
+    """A worker reported success for one lease of a task.
+
+    ``projection`` holds ``[path, value]`` pairs: the parts of the output that
+    later conditions and map sources read, evaluated by the engine loop.
+    ``handoff`` holds steps the agent asked to add (the spec's step shape).
+    """
+
+    task_id: str
+    lease_no: int
+    at_ms: int
+    projection: list[Any] = field(default_factory=list)
+    handoff: dict[str, Any] | None = None
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """A worker reported failure: ``error`` has kind, message, retryable, retry_after_ms."""
+
+    task_id: str
+    lease_no: int
+    at_ms: int
+    error: dict[str, Any]
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer came due. Kinds: retry, wait_timeout, run_deadline, lease_expired, try_timeout, lease_voided."""
+
+    timer_id: str
+    kind: str
+    at_ms: int
+    task_id: str | None = None
+    lease_no: int = 0
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReceived:
+    """A named signal arrived for the run."""
+
+    signal_id: str
+    name: str
+    payload: Any
+    at_ms: int
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """Cancel the whole run (``step`` None) or one step with all its tasks."""
+
+    at_ms: int
+    step: str | None = None
+    reason: str = "cancelled"
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReady:
+    """A task may now be claimed, for its ``try_no``-th try."""
+
+    task_id: str
+    try_no: int
+    at_ms: int
+    is_input: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """A try failed and the task will be ready again at ``due_ms``."""
+
+    task_id: str
+    next_try: int
+    due_ms: int
+    error: dict[str, Any]
+    at_ms: int
+    is_input: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepsAdded:
+    """An agent's hand-off added steps to the run."""
+
+    by_task: str
+    steps: list[str]
+    at_ms: int
+    is_input: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    """A step reached a final status: succeeded, failed, skipped or cancelled."""
+
+    step: str
+    status: str
+    at_ms: int
+    error: dict[str, Any] | None = None
+    is_input: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input changed nothing: a stale or repeated report, an unknown signal..."""
+
+    what: str
+    reason: str
+    at_ms: int
+    is_input: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run ended: succeeded, failed or cancelled."""
+
+    status: str
+    at_ms: int
+    error: dict[str, Any] | None = None
+    is_input: ClassVar[bool] = False
+
+
+Event = (
+    RunSubmitted
+    | TaskSucceeded
+    | TaskFailed
+    | TimerFired
+    | SignalReceived
+    | CancelRequested
+    | TaskReady
+    | RetryScheduled
+    | StepsAdded
+    | StepFinished
+    | Rejected
+    | RunFinished
+)
+
+_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        RunSubmitted,
+        TaskSucceeded,
+        TaskFailed,
+        TimerFired,
+        SignalReceived,
+        CancelRequested,
+        TaskReady,
+        RetryScheduled,
+        StepsAdded,
+        StepFinished,
+        Rejected,
+        RunFinished,
+    )
+}
+INPUT_EVENTS = frozenset(name for name, cls in _TYPES.items() if cls.is_input)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """The event as a JSON object tagged with its type and schema version."""
+    body = {f.name: getattr(event, f.name) for f in fields(event)}
+    body["type"] = type(event).__name__
+    body["v"] = EVENT_SCHEMA_VERSION
+    return body
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    """Rebuild an event from :func:`event_to_json`'s output; InputError if it is not one."""
+    body = dict(data)
+    kind = body.pop("type", None)
+    version = body.pop("v", EVENT_SCHEMA_VERSION)
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InputError(f"unknown event type {kind!r}", field="type")
+    if version > EVENT_SCHEMA_VERSION:
+        raise InputError(f"event version {version} is newer than this covey understands ({EVENT_SCHEMA_VERSION})")
+    try:
+        event: Event = cls(**body)
+    except TypeError as exc:
+        raise InputError(f"bad {kind} event: {exc}") from None
+    return event
