@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["Context", "Handoff", "TaskCancelled"]
 
 
-class TaskCancelled(Exception):  # noqa: N818 - control flow, like asyncio.CancelledError
+class TaskCancelled(Exception):
     """Raised by :meth:`Context.check_cancelled` once the task's lease is gone."""
 
 

@@ -135,7 +135,9 @@ def agent(
         if concurrency < 1:
             raise ConfigError(f"agent {agent_name!r}: concurrency must be >= 1, got {concurrency}")
         params = [
-            p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         definition = AgentDef(
             name=agent_name,
@@ -146,7 +148,7 @@ def agent(
             is_async=inspect.iscoroutinefunction(func),
             wants_context=len(params) >= 2,
         )
-        (registry or default_registry).add(definition)
+        (registry if registry is not None else default_registry).add(definition)
         return definition
 
     return wrap(fn) if fn is not None else wrap

@@ -18,7 +18,7 @@ from typing import Any
 
 from covey.engine import graph
 from covey.engine.backoff import retry_delay_ms
-from covey.engine.commands import Command, DropTask, EnqueueTask, FinishRun, KeepOutput, SetTimer
+from covey.engine.commands import Command, DropTask, KeepOutput, SetTimer
 from covey.engine.events import (
     CancelRequested,
     Event,
@@ -123,7 +123,9 @@ def _failed(out: Decision, event: TaskFailed) -> None:
         _retry_or_fail(out, found[0], found[1], event.lease_no, event.error, event.at_ms)
 
 
-def _current_task(out: Decision, task_id: str, lease_no: int, at_ms: int) -> tuple[StepState, TaskState] | None:
+def _current_task(
+    out: Decision, task_id: str, lease_no: int, at_ms: int
+) -> tuple[StepState, TaskState] | None:
     """The task a report or lease timer is about, if ``lease_no`` is its current lease (invariant 4)."""
     found = out.state.task(task_id)
     what = f"report {task_id}#{lease_no}"
@@ -155,7 +157,9 @@ def _retry_or_fail(
         graph.finish_step(out, step, "failed", at_ms, {"step": step.name, "task": task.task_id, **error})
         return
     after = error.get("retry_after_ms")
-    delay = int(after) if isinstance(after, int | float) else retry_delay_ms(policy, task.task_id, task.try_no)
+    delay = (
+        int(after) if isinstance(after, int | float) else retry_delay_ms(policy, task.task_id, task.try_no)
+    )
     task.status = "retry_wait"
     task.try_no += 1
     out.emit(RetryScheduled(task.task_id, task.try_no, at_ms + delay, error, at_ms))
@@ -204,7 +208,11 @@ def _lease_ended(out: Decision, event: TimerFired) -> None:
         limit = out.state.defs[step.name].spec.max_lost_leases
         error = {"kind": "lease_lost", "message": "worker stopped heartbeating", "retryable": True}
         if task.lost_leases >= limit:
-            error = {"kind": "poison", "message": f"quarantined after {limit} lost leases", "retryable": False}
+            error = {
+                "kind": "poison",
+                "message": f"quarantined after {limit} lost leases",
+                "retryable": False,
+            }
     _retry_or_fail(out, step, task, event.lease_no, error, event.at_ms)
 
 
@@ -239,4 +247,3 @@ _HANDLERS: dict[type[Any], Any] = {
     SignalReceived: _signal,
     CancelRequested: _cancel,
 }
-

@@ -227,7 +227,9 @@ def event_from_json(data: dict[str, Any]) -> Event:
     if cls is None:
         raise InputError(f"unknown event type {kind!r}", field="type")
     if version > EVENT_SCHEMA_VERSION:
-        raise InputError(f"event version {version} is newer than this covey understands ({EVENT_SCHEMA_VERSION})")
+        raise InputError(
+            f"event version {version} is newer than this covey understands ({EVENT_SCHEMA_VERSION})"
+        )
     try:
         event: Event = cls(**body)
     except TypeError as exc:

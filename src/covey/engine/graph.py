@@ -2,8 +2,8 @@
 
 Helpers of :mod:`covey.engine.decide`, pure like it. A step waits until its
 upstream steps are final; with ``join: all`` it runs when all succeeded and is
-skipped when any was skipped or cancelled; with ``join: any`` it runs once one
-succeeded and is skipped when all ended otherwise. A failed step fails the run.
+skipped when any was skipped or cancelled; with ``join: any`` it runs once all are final
+and at least one succeeded, and is skipped when none did. A failed step fails the run.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _join_verdict(out: Decision, name: str) -> str:
     definition = state.defs[name]
     statuses = [state.steps[dep].status for dep in definition.deps]
     if definition.spec.join == "any" and definition.deps:
-        if "succeeded" in statuses:
-            return "run"
-        return "skip" if all(s in FINAL_STEP for s in statuses) else "wait"
+        if not all(s in FINAL_STEP for s in statuses):
+            return "wait"
+        return "run" if "succeeded" in statuses else "skip"
     if any(s in ("skipped", "cancelled", "failed") for s in statuses):
         return "skip"
     return "run" if all(s == "succeeded" for s in statuses) else "wait"
@@ -92,13 +92,17 @@ def _start_wait(out: Decision, step: StepState, at_ms: int) -> None:
         complete_wait(out, step, out.state.signals.pop(wait.signal), at_ms)
     elif wait.timeout_s is not None:
         due = at_ms + int(wait.timeout_s * 1000)
-        out.do(SetTimer(f"wait:{out.state.run_id}/{step.name}", out.state.run_id, due, "wait_timeout", step.name))
+        out.do(
+            SetTimer(f"wait:{out.state.run_id}/{step.name}", out.state.run_id, due, "wait_timeout", step.name)
+        )
 
 
 def complete_wait(out: Decision, step: StepState, payload: Any, at_ms: int) -> None:
     """A signal completed a wait step: its output is the signal's payload."""
     out.do(CancelTimer(f"wait:{out.state.run_id}/{step.name}"))
-    out.do(KeepOutput(task_id_of(out.state.run_id, step.name, -1), step.name, -1, literal=True, value=payload))
+    out.do(
+        KeepOutput(task_id_of(out.state.run_id, step.name, -1), step.name, -1, literal=True, value=payload)
+    )
     step.partial[-1] = payload
     finish_step(out, step, "succeeded", at_ms)
 
@@ -109,7 +113,11 @@ def _start_map(out: Decision, step: StepState, at_ms: int) -> None:
     items = definition.map.evaluate(_scope(out, definition.map.steps))
     step.is_map = True
     if not isinstance(items, list):
-        error = {"step": step.name, "kind": "bad_map", "message": f"map gave {type(items).__name__}, not a list"}
+        error = {
+            "step": step.name,
+            "kind": "bad_map",
+            "message": f"map gave {type(items).__name__}, not a list",
+        }
         finish_step(out, step, "failed", at_ms, error)
         return
     if not items:
@@ -159,7 +167,9 @@ def enqueue(out: Decision, step: StepState, task: TaskState, at_ms: int, item: A
     )
 
 
-def finish_step(out: Decision, step: StepState, status: str, at_ms: int, error: dict[str, Any] | None = None) -> None:
+def finish_step(
+    out: Decision, step: StepState, status: str, at_ms: int, error: dict[str, Any] | None = None
+) -> None:
     """Move a step to a final status and let its consequences follow."""
     _finish(out, step, status, at_ms, error)
     if status == "failed":
@@ -234,6 +244,8 @@ def add_steps(out: Decision, task_id: str, parent: str, handoff: dict[str, Any],
             state.downstream.setdefault(dep, []).append(name)
     state.open_steps += len(added)
     out.emit(StepsAdded(task_id, list(added), at_ms))
-    ready = [name for name, d in added.items() if all(state.steps[dep].status in FINAL_STEP for dep in d.deps)]
+    ready = [
+        name for name, d in added.items() if all(state.steps[dep].status in FINAL_STEP for dep in d.deps)
+    ]
     advance(out, ready, at_ms)
     return True

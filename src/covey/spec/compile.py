@@ -101,16 +101,16 @@ def compile_workflow(spec: WorkflowSpec | Mapping[str, Any]) -> CompiledWorkflow
     if not isinstance(spec, WorkflowSpec):
         spec = spec_from_json(spec)
     source = spec.model_dump(mode="json", exclude_defaults=True)
-    canonical = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
-    return _compile_canonical(canonical)
+    return _compile_source(orjson.dumps(source))
 
 
 @lru_cache(maxsize=256)
-def _compile_canonical(canonical: bytes) -> CompiledWorkflow:
-    source = orjson.loads(canonical)
+def _compile_source(text: bytes) -> CompiledWorkflow:
+    """Compile once per distinct spec text; steps keep the order written, the hash ignores key order."""
+    source = orjson.loads(text)
+    canonical = orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
     spec = WorkflowSpec.model_validate(source)
     steps = compile_steps(spec.steps, known=frozenset(spec.steps), signals=frozenset(spec.signals))
-    _check_acyclic(steps)
     output = compile_template(spec.output, field_name="output")
     unknown = output.steps - steps.keys()
     if unknown:
@@ -129,7 +129,12 @@ def _compile_canonical(canonical: bytes) -> CompiledWorkflow:
 def compile_steps(
     specs: Mapping[str, StepSpec], *, known: frozenset[str], signals: frozenset[str]
 ) -> dict[str, CompiledStep]:
-    """Compile steps whose references must fall within ``known`` step names."""
+    """Compile steps whose references must fall within ``known`` step names.
+
+    Raises:
+        SpecError: as for :func:`compile_workflow`; a cycle among ``specs``
+            is refused too (steps outside ``specs`` are taken as acyclic).
+    """
     compiled = {name: _compile_step(name, step, signals) for name, step in specs.items()}
     for step in compiled.values():
         for dep in step.deps:
@@ -137,6 +142,7 @@ def compile_steps(
                 raise SpecError(f"refers to unknown step {dep!r}", step=step.name, field=_field_of(step, dep))
             if dep == step.name:
                 raise SpecError("a step cannot depend on itself", step=step.name, field=_field_of(step, dep))
+    _check_acyclic(compiled)
     return compiled
 
 
@@ -156,24 +162,33 @@ def _compile_step(name: str, step: StepSpec, signals: frozenset[str]) -> Compile
         try:
             Draft202012Validator.check_schema(step.input_schema)
         except SchemaError as exc:
-            raise SpecError(f"not a valid JSON Schema: {exc.message}", step=name, field="input_schema") from None
+            reason = f"not a valid JSON Schema: {exc.message}"
+            raise SpecError(reason, step=name, field="input_schema") from None
     template = compile_template(step.input, step=name, field_name="input")
     when = compile_expr(step.when, step=name, field_name="when") if step.when else None
     fan = compile_expr(step.map, step=name, field_name="map") if step.map else None
-    _check_item_use(name, step, template, when)
+    _check_item_use(name, template, when, fan)
     deps = dict.fromkeys(step.after)
     for expr_steps in (template.steps, when.steps if when else (), fan.steps if fan else ()):
         deps.update(dict.fromkeys(sorted(expr_steps)))
     return CompiledStep(name, step, tuple(deps), template, when, fan)
 
 
-def _check_item_use(name: str, step: StepSpec, template: Template, when: Expr | None) -> None:
-    if step.map is not None:
-        return
-    texts = [expr.text for expr in template.exprs] + ([when.text] if when else [])
-    for text in texts:
-        if re.search(r"(?<![\w.])(item|index)\b", text):
-            raise SpecError(f"{text!r} uses item/index, which exist only in a map step", step=name, field="input")
+def _check_item_use(name: str, template: Template, when: Expr | None, fan: Expr | None) -> None:
+    """Refuse ``item``/``index`` outside a map step's input.
+
+    ``when`` and ``map`` are evaluated once for the whole step, before it fans
+    out, so there is no element for them to see.
+    """
+    used = [(expr, "input") for expr in template.exprs] + [(when, "when"), (fan, "map")]
+    for expr, where in used:
+        allowed = fan is not None and where == "input"
+        if expr is not None and not allowed and expr.roots & {"item", "index"}:
+            raise SpecError(
+                f"{expr.text!r} uses item/index, which exist only in a map step's input",
+                step=name,
+                field=where,
+            )
 
 
 def _field_of(step: CompiledStep, dep: str) -> str:
@@ -187,25 +202,37 @@ def _field_of(step: CompiledStep, dep: str) -> str:
 
 
 def _check_acyclic(steps: Mapping[str, CompiledStep]) -> None:
-    """Refuse a dependency cycle, naming the steps on it (dynamic loops use hand-offs)."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    """Refuse a dependency cycle, naming the steps on it (dynamic loops use hand-offs).
 
-    def visit(name: str) -> None:
-        state[name] = 1
-        stack.append(name)
-        for dep in steps[name].deps:
-            if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep) :], dep]
-                raise SpecError(f"dependency cycle: {' -> '.join(cycle)}", step=dep, field="after")
-            if dep not in state:
-                visit(dep)
-        stack.pop()
-        state[name] = 2
+    Dependencies outside ``steps`` (the run's existing steps, for a hand-off)
+    cannot lead back into them, so the walk stops there. The walk keeps its own
+    stack: a long chain of steps must not reach Python's recursion limit.
+    """
+    done: set[str] = set()
+    for root in steps:
+        if root not in done:
+            _walk_from(root, steps, done)
 
-    for name in steps:
-        if name not in state:
-            visit(name)
+
+def _walk_from(root: str, steps: Mapping[str, CompiledStep], done: set[str]) -> None:
+    path, on_path = [root], {root}
+    pending = [iter(steps[root].deps)]
+    while pending:
+        dep = next(pending[-1], None)
+        if dep is None:
+            on_path.discard(path[-1])
+            done.add(path.pop())
+            pending.pop()
+        elif dep in on_path:
+            cycle = [*path[path.index(dep) :], dep]
+            step = steps[path[-1]]
+            raise SpecError(
+                f"dependency cycle: {' -> '.join(cycle)}", step=step.name, field=_field_of(step, dep)
+            )
+        elif dep in steps and dep not in done:
+            path.append(dep)
+            on_path.add(dep)
+            pending.append(iter(steps[dep].deps))
 
 
 def downstream_of(steps: Mapping[str, CompiledStep]) -> dict[str, tuple[str, ...]]:
@@ -232,10 +259,8 @@ def check_targets(workflow: CompiledWorkflow, *, skills: frozenset[str], agents:
     """Refuse steps whose skill or agent nobody serves (when the serving agents are known)."""
     for step in workflow.steps.values():
         if step.spec.skill is not None and step.spec.skill not in skills:
-            raise SpecError(
-                f"unknown skill {step.spec.skill!r}; known skills: {sorted(skills)}", step=step.name, field="skill"
-            )
+            reason = f"unknown skill {step.spec.skill!r}; known skills: {sorted(skills)}"
+            raise SpecError(reason, step=step.name, field="skill")
         if step.spec.agent is not None and step.spec.agent not in agents:
-            raise SpecError(
-                f"unknown agent {step.spec.agent!r}; known agents: {sorted(agents)}", step=step.name, field="agent"
-            )
+            reason = f"unknown agent {step.spec.agent!r}; known agents: {sorted(agents)}"
+            raise SpecError(reason, step=step.name, field="agent")

@@ -5,7 +5,9 @@ expressions evaluated on JSON only, with the well-kept ``jmespath`` library;
 nothing is ever passed to ``eval``. An expression sees one scope document::
 
     {"input": <run input>, "steps": {<step>: <output>}, "item": <map element>,
-     "index": <map index>, "signals": {<name>: <payload>}}
+     "index": <map index>}
+
+A wait step's output is its signal's payload (``steps.approval``).
 
 A string that is exactly one placeholder (``"${steps.triage.intent}"``) takes
 the expression's value, of any JSON type; placeholders inside a longer string
@@ -32,7 +34,7 @@ from covey.errors import SpecError
 __all__ = ["ROOTS", "Expr", "Template", "compile_expr", "compile_template", "truthy"]
 
 #: Names an expression may start from.
-ROOTS = frozenset({"input", "steps", "item", "index", "signals"})
+ROOTS = frozenset({"input", "steps", "item", "index"})
 
 Path = tuple[str, ...]
 
@@ -45,6 +47,8 @@ class Expr:
     parsed: Any = field(repr=False, compare=False)
     paths: Mapping[str, frozenset[Path]]
     """Output paths read, by step name; an empty path means the whole output."""
+    roots: frozenset[str] = frozenset()
+    """Scope names read (``input``, ``steps``, ``item``...)."""
 
     @property
     def steps(self) -> frozenset[str]:
@@ -63,11 +67,13 @@ class Template:
     source: Any
     _node: Any = field(repr=False, compare=False)
     exprs: tuple[Expr, ...] = field(compare=False)
+    escapes: bool = field(default=False, compare=False)
+    """True when the template has no placeholder but some ``$${`` escape, so ``source`` is not its value."""
 
     @property
     def is_literal(self) -> bool:
-        """True when nothing in the template needs evaluating."""
-        return not self.exprs
+        """True when nothing in the template needs evaluating: ``source`` is its value."""
+        return not self.exprs and not self.escapes
 
     @property
     def steps(self) -> frozenset[str]:
@@ -76,7 +82,7 @@ class Template:
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         """The mapping's value on ``scope``."""
-        if not self.exprs:
+        if self.is_literal:
             return self.source
         return _render(self._node, scope)
 
@@ -91,8 +97,13 @@ class _Interp:
 
 
 def truthy(value: Any) -> bool:
-    """JMESPath truth: false, null, empty string, list and object are false."""
-    return value not in (None, False, "", [], {})
+    """JMESPath truth: false, null, empty string, list and object are false.
+
+    Zero is true, as in JMESPath (``0 in (False,)`` would say otherwise in Python).
+    """
+    if value is None or value is False:
+        return False
+    return not isinstance(value, str | list | dict) or bool(value)
 
 
 def compile_expr(text: str, *, step: str | None = None, field_name: str = "when") -> Expr:
@@ -114,7 +125,15 @@ def compile_template(value: Any, *, step: str | None = None, field_name: str = "
     """Compile an input mapping; SpecError names the step and the field path at fault."""
     exprs: list[Expr] = []
     node = _compile_node(value, step, field_name, exprs)
-    return Template(value, node, tuple(exprs))
+    return Template(value, node, tuple(exprs), escapes=not exprs and _has_interp(node))
+
+
+def _has_interp(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(_has_interp(item) for item in node.values())
+    if isinstance(node, list):
+        return any(_has_interp(item) for item in node)
+    return isinstance(node, _Interp)
 
 
 def _compile_node(value: Any, step: str | None, where: str, exprs: list[Expr]) -> Any:
@@ -176,11 +195,15 @@ def _split(text: str, step: str | None, where: str) -> Iterator[str | Expr]:
 
 def _closing_brace(text: str, start: int, step: str | None, where: str) -> int:
     """Index of the ``}`` closing a placeholder, skipping quoted and nested braces."""
-    depth, quote = 0, ""
+    depth, quote, escaped = 0, "", False
     for i in range(start, len(text)):
         ch = text[i]
-        if quote:
-            if ch == quote:
+        if escaped:
+            escaped = False
+        elif quote:
+            if ch == "\\":
+                escaped = True
+            elif ch == quote:
                 quote = ""
         elif ch in "'`\"":
             quote = ch
@@ -200,22 +223,62 @@ def _compile(body: str, step: str | None, where: str) -> Expr:
         parsed = jmespath.compile(body)
     except JMESPathError as exc:
         raise SpecError(f"bad expression {body!r}: {exc}", step=step, field=where) from None
-    root = _leftmost_field(parsed.parsed)
-    if root is not None and root not in ROOTS:
+    roots = frozenset(_root_fields(parsed.parsed))
+    unknown = sorted(roots - ROOTS)
+    if unknown:
         raise SpecError(
-            f"expression {body!r} starts from unknown name {root!r}; use one of {sorted(ROOTS)}",
+            f"expression {body!r} starts from unknown name {unknown[0]!r}; use one of {sorted(ROOTS)}",
             step=step,
             field=where,
         )
     paths: dict[str, set[Path]] = {}
     _collect_paths(parsed.parsed, paths, step, where, body)
-    return Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()})
+    return Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()}, roots)
 
 
-def _leftmost_field(node: dict[str, Any]) -> str | None:
-    while node["type"] in ("subexpression", "index_expression", "projection", "flatten", "value_projection"):
-        node = node["children"][0]
-    return node["value"] if node["type"] == "field" else None
+#: Nodes whose first child is evaluated where the node is; the others see its result.
+_LEFT_FIRST = frozenset(
+    {
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "flatten",
+        "filter_projection",
+        "pipe",
+    }
+)
+#: Nodes whose children are all evaluated where the node is.
+_ALL_HERE = frozenset(
+    {
+        "comparator",
+        "and_expression",
+        "or_expression",
+        "not_expression",
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+    }
+)
+
+
+def _root_fields(node: Mapping[str, Any]) -> Iterator[str]:
+    """Names the expression looks up in the scope document itself.
+
+    Every operand of a comparison, boolean, function call or multi-select
+    starts from the scope, so each is checked, not only the leftmost one
+    (``${stpes.a.x == `1`}`` would otherwise be silently false forever).
+    Right-hand sides of dots, projections and filters see other values.
+    """
+    kind = node["type"]
+    if kind == "field":
+        yield node["value"]
+    elif kind in _LEFT_FIRST:
+        yield from _root_fields(node["children"][0])
+    elif kind in _ALL_HERE:
+        for child in node["children"]:
+            yield from _root_fields(child)
 
 
 def _collect_paths(node: Any, out: dict[str, set[Path]], step: str | None, where: str, body: str) -> None:

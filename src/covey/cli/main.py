@@ -1,0 +1,92 @@
+"""The ``covey`` command: one group, one module per family of commands.
+
+Global option: ``--store URL`` (or ``COVEY_STORE``), default
+``sqlite:///covey.db``. Every covey error becomes a one-line message in red
+and exit code 2; a failed run exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from covey.cli.render import console
+from covey.errors import CoveyError
+from covey.store.open import sqlite_path
+
+__all__ = ["cli", "main"]
+
+DEFAULT_STORE = "sqlite:///covey.db"
+
+
+class Settings:
+    """Options shared by every command."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+
+    @property
+    def db_path(self) -> Path:
+        """The embedded store's file."""
+        return Path(sqlite_path(self.store))
+
+
+def store_option(command: Any) -> Any:
+    """Accept ``--store URL`` after the command name too (``covey worker APP --store URL``)."""
+
+    def keep(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.find_object(Settings).store = value  # type: ignore[union-attr]
+
+    return click.option(
+        "--store",
+        "store_override",
+        expose_value=False,
+        callback=keep,
+        help="Store URL (overrides the global one).",
+    )(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", envvar="COVEY_STORE", default=DEFAULT_STORE, show_default=True, help="Store URL.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what covey does.")
+@click.version_option(package_name="covey")
+@click.pass_context
+def cli(ctx: click.Context, store: str, verbose: bool) -> None:
+    """covey: durable workflows for AI agents, embedded or distributed."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = Settings(store)
+
+
+def _register() -> None:
+    from covey.cli import bench, control, inspect, run, serve
+
+    for module in (run, serve, control, inspect, bench):
+        for command in module.COMMANDS:
+            cli.add_command(store_option(command))
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the command, turning covey errors into clear messages."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except CoveyError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)

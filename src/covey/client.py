@@ -1,0 +1,131 @@
+"""A client for an embedded store: submit, signal, cancel, wait, and read.
+
+Commands reach the store the safe way: through the runner's socket when a
+runner holds the database (one writer per file), or, when none runs, by
+appending to the store's inbox directly; a runner started later decides them.
+Either way a call returns only after its input is committed. Reads open the
+file read-only, which WAL allows beside a writing runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from covey.codec import check_payload
+from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
+from covey.errors import InputError, NotFound
+from covey.ids import new_id
+from covey.runtime.lockfile import find_runner_socket
+from covey.runtime.submit import WorkflowLike, prepare_submission
+from covey.store.base import InboxRow, RunInfo
+from covey.store.sqlite import SQLiteStore
+from covey.worker.socket_link import SocketLink
+
+__all__ = ["LocalClient"]
+
+
+class LocalClient:
+    """Talks to the embedded store at ``path`` (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[SQLiteStore]:
+        """The store opened read-only.
+
+        Raises:
+            NotFound: the database file does not exist.
+        """
+        if not self.path.exists():
+            raise NotFound(f"no covey database at {self.path}")
+        async with SQLiteStore(self.path, readonly=True) as store:
+            yield store
+
+    async def _runner_call(self, op: str, **fields: Any) -> Any:
+        socket_path = find_runner_socket(self.path)
+        if socket_path is None:
+            return _NO_RUNNER
+        async with SocketLink(socket_path) as link:
+            return await link.call(op, **fields)
+
+    async def _append(self, row: InboxRow) -> None:
+        async with SQLiteStore(self.path) as store:
+            await store.append_inbox([row])
+
+    async def submit(
+        self, workflow: WorkflowLike, run_input: Any = None, *, run_id: str | None = None
+    ) -> str:
+        """Submit a run; returns its id once committed (to the inbox, if no runner is up)."""
+        submission = prepare_submission(workflow, run_input, run_id=run_id)
+        answer = await self._runner_call(
+            "submit", workflow=dict(submission.workflow.source), input=run_input, run_id=submission.run_id
+        )
+        if answer is _NO_RUNNER:
+            event = RunSubmitted(submission.run_id, dict(submission.workflow.source), run_input, 0)
+            await self._append(
+                InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event))
+            )
+        return submission.run_id
+
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> None:
+        """Send a named signal to a run."""
+        check_payload(payload, field="payload")
+        chosen = signal_id or new_id()
+        answer = await self._runner_call(
+            "signal", run_id=run_id, name=name, payload=payload, signal_id=chosen
+        )
+        if answer is _NO_RUNNER:
+            declared = await self._signals_of(run_id)
+            if name not in declared:
+                raise InputError(
+                    f"run {run_id} accepts no signal {name!r}; it declares {declared}", field="name"
+                )
+            seen_id = f"signal:{run_id}:{chosen}"
+            event = SignalReceived(seen_id, name, payload, 0)
+            await self._append(InboxRow(seen_id, run_id, event_to_json(event)))
+
+    async def cancel(
+        self, run_id: str, *, step: str | None = None, reason: str = "cancelled by request"
+    ) -> None:
+        """Cancel a run or one step of it."""
+        answer = await self._runner_call("cancel", run_id=run_id, step=step, reason=reason)
+        if answer is _NO_RUNNER:
+            await self._signals_of(run_id)
+            event = CancelRequested(0, step, reason)
+            await self._append(InboxRow(f"cancel:{run_id}:{new_id()}", run_id, event_to_json(event)))
+
+    async def _signals_of(self, run_id: str) -> list[str]:
+        async with self.reader() as store:
+            history = await store.load_history(run_id)
+        if not history:
+            raise NotFound(f"no run {run_id!r}")
+        return list(history[0]["workflow"].get("signals", []))
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """One run; NotFound if it does not exist."""
+        async with self.reader() as store:
+            info = await store.get_run(run_id)
+        if info is None:
+            raise NotFound(f"no run {run_id!r}")
+        return info
+
+    async def wait(self, run_id: str, *, poll_s: float = 0.1) -> RunInfo:
+        """Wait until the run finishes (through the runner when one is up)."""
+        answer = await self._runner_call("wait", run_id=run_id)
+        if answer is not _NO_RUNNER:
+            return RunInfo(**answer["run"])
+        while True:
+            info = await self.get_run(run_id)
+            if info.status != "running":
+                return info
+            await asyncio.sleep(poll_s)
+
+
+_NO_RUNNER = object()

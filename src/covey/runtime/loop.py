@@ -1,0 +1,455 @@
+"""The engine loop: inbox batch -> decide -> one group commit -> replies.
+
+The only caller of :func:`~covey.engine.decide.decide`. Each iteration takes
+*everything* pending now (submits, reports, signals, cancels, fired timers,
+claims), decides each against its run's cached state, and writes the whole
+batch in one transaction. No timer waits to fill a batch: alone, a report is
+committed at once; under load, batches grow while the previous commit is
+being fsync'd, and throughput follows. Replies and leases leave only after the
+commit returns; a failed commit discards the cached state of its runs
+(invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from covey.engine.commands import CancelTimer, DropTask, EnqueueTask, FinishRun, KeepOutput, SetTimer
+from covey.engine.decide import Decision, decide
+from covey.engine.events import Event, RunSubmitted, TaskSucceeded, event_from_json, event_to_json
+from covey.engine.replay import fold
+from covey.engine.state import RunState, project
+from covey.errors import BackendError, Conflict, CoveyError
+from covey.spec.compile import CompiledWorkflow, compile_workflow
+from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunWrite, Store
+
+__all__ = ["EngineLoop", "Submission"]
+
+log = logging.getLogger("covey.engine")
+
+#: Cap on inbox rows read from the store per iteration.
+INBOX_BATCH = 2_000
+#: Finished runs kept in the cache (for late reports, repeated submits).
+FINISHED_CACHE = 2_000
+
+
+@dataclass(slots=True)
+class Submission:
+    """A run to start: a compiled workflow, its validated input and the run id."""
+
+    run_id: str
+    workflow: CompiledWorkflow
+    input: Any
+    input_bytes: bytes
+
+
+@dataclass(slots=True)
+class _Item:
+    """One input waiting for the next batch, with whoever waits for its commit."""
+
+    run_id: str
+    event: Event | None
+    submission: Submission | None = None
+    output: bytes | None = None
+    output_value: Any = None
+    seq: int = 0
+    seen_id: str | None = None
+    future: asyncio.Future[bool] | None = None
+
+
+@dataclass(slots=True)
+class _Claim:
+    request: ClaimRequest
+    future: asyncio.Future[list[Lease]]
+    park_until: float = 0.0
+
+
+@dataclass(slots=True)
+class _Write:
+    """A run's share of the batch being built, with its commands normalized."""
+
+    write: RunWrite
+    tasks: dict[str, EnqueueTask | None] = field(default_factory=dict)
+    timers: dict[str, SetTimer | None] = field(default_factory=dict)
+    items: list[_Item] = field(default_factory=list)
+    finished: bool = False
+
+
+class EngineLoop:
+    """Folds inputs into runs and commits them in groups; see the module docstring."""
+
+    def __init__(self, store: Store, *, epoch: int) -> None:
+        self.store = store
+        self.epoch = epoch
+        self.runs: dict[str, RunState] = {}
+        self._finished_order: list[str] = []
+        self._items: list[_Item] = []
+        self._claims: list[_Claim] = []
+        self._parked: list[_Claim] = []
+        self._wake = asyncio.Event()
+        self._read_inbox = True
+        self._inbox_cursor = 0
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self.commits = 0
+
+    # -- inputs ------------------------------------------------------------------------
+
+    async def submit(self, submission: Submission, at_ms: int) -> bool:
+        """Start a run; True if it was created, False if a run with that id already existed."""
+        event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
+        return await self._enqueue(_Item(submission.run_id, event, submission=submission))
+
+    async def deliver(
+        self, event: Event, run_id: str, *, output: Any = None, seen_id: str | None = None
+    ) -> bool:
+        """Decide an input event (report, signal, cancel) and wait for its commit."""
+        item = _Item(run_id, event, output_value=output, seen_id=seen_id)
+        if isinstance(event, TaskSucceeded):
+            item.output = orjson.dumps(output)
+        return await self._enqueue(item)
+
+    def deliver_nowait(self, event: Event, run_id: str, *, output: Any = None) -> asyncio.Future[bool]:
+        """Queue an input event; the future resolves after its commit."""
+        item = _Item(run_id, event, output_value=output)
+        if isinstance(event, TaskSucceeded):
+            item.output = orjson.dumps(output)
+        item.future = asyncio.get_running_loop().create_future()
+        self._items.append(item)
+        self._wake.set()
+        return item.future
+
+    async def _enqueue(self, item: _Item) -> bool:
+        item.future = asyncio.get_running_loop().create_future()
+        self._items.append(item)
+        self._wake.set()
+        return await item.future
+
+    async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
+        """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""
+        loop = asyncio.get_running_loop()
+        pending = _Claim(request, loop.create_future(), loop.time() + wait_s if wait_s > 0 else 0.0)
+        self._claims.append(pending)
+        self._wake.set()
+        return await pending.future
+
+    def poke_inbox(self) -> None:
+        """Something was appended to the store's inbox (a timer fired): read it next iteration."""
+        self._read_inbox = True
+        self._wake.set()
+
+    def poke_claims(self) -> None:
+        """Tasks became ready outside a decision (released leases): retry parked claims."""
+        self._claims.extend(self._parked)
+        self._parked.clear()
+        self._wake.set()
+
+    async def state_of(self, run_id: str) -> RunState | None:
+        """A run's current state, loaded from its history if not cached (read-only use)."""
+        if run_id not in self.runs:
+            await self._load([run_id])
+        return self.runs.get(run_id)
+
+    async def wait_finished(self, run_id: str) -> str:
+        """Wait until the run finishes; returns its status."""
+        state = self.runs.get(run_id)
+        if state is not None and state.finished:
+            return state.status
+        info = await self.store.get_run(run_id)
+        if info is not None and info.status != "running":
+            return info.status
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(future)
+        return await future
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Iterate forever: wait for work, decide it, commit it, answer."""
+        while True:
+            self._expire_parked()
+            timeout = self._next_park_deadline()
+            if not (self._items or self._claims or self._read_inbox):
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    continue
+            await self.iterate()
+
+    async def iterate(self) -> None:
+        """One batch: take what is pending, decide, commit, answer."""
+        items, self._items = self._items, []
+        claims, self._claims = self._claims, []
+        if self._read_inbox:
+            self._read_inbox = False
+            items.extend(await self._from_store_inbox())
+        if not items and not claims:
+            return
+        try:
+            await self._process(items, claims)
+        except Exception as exc:
+            log.exception("commit failed; discarding the cached state of its runs")
+            for item in items:
+                self.runs.pop(item.run_id, None)
+                _fail(item.future, exc)
+            for pending in claims:
+                _fail(pending.future, exc)
+
+    async def _from_store_inbox(self) -> list[_Item]:
+        rows = await self.store.read_inbox(self._inbox_cursor, INBOX_BATCH)
+        if len(rows) == INBOX_BATCH:
+            self._read_inbox = True
+        items = []
+        for row in rows:
+            self._inbox_cursor = max(self._inbox_cursor, row.seq)
+            try:
+                event = event_from_json(row.event)
+            except CoveyError as exc:
+                log.error("dropping malformed inbox row %s: %s", row.id, exc)
+                items.append(_Item(row.run_id, None, seq=row.seq))
+                continue
+            output_value = orjson.loads(row.output) if row.output is not None else None
+            item = _Item(row.run_id, event, output=row.output, output_value=output_value, seq=row.seq)
+            if isinstance(event, RunSubmitted):
+                item.submission = _offline_submission(event, row.id)
+                if item.submission is None:
+                    item.event = None
+            items.append(item)
+        return items
+
+    async def _process(self, items: list[_Item], claims: list[_Claim]) -> None:
+        await self._load([item.run_id for item in items if item.run_id not in self.runs])
+        batch = CommitBatch(self.epoch, claims=[c.request for c in claims])
+        writes: dict[str, _Write] = {}
+        answers: list[tuple[_Item, bool]] = []
+        for item in items:
+            self._decide_item(item, writes, batch, answers)
+        for pending in self._parked_matching(writes):
+            claims.append(pending)
+            batch.claims.append(pending.request)
+        batch.runs = [_finish_write(w) for w in writes.values()]
+        try:
+            result = await self.store.commit(batch)
+        except Conflict:
+            self._drop_cache(writes)
+            raise
+        except BackendError:
+            self._drop_cache(writes)
+            raise
+        self.commits += 1
+        self._after_commit(result, writes, answers, claims)
+
+    async def _load(self, run_ids: Sequence[str]) -> None:
+        if not run_ids:
+            return
+        histories = await self.store.load_histories(sorted(set(run_ids)))
+        for run_id, history in histories.items():
+            state = fold([event_from_json(body) for body in history], check=False)
+            if state is not None:
+                self.runs[run_id] = state
+
+    def _decide_item(
+        self, item: _Item, writes: dict[str, _Write], batch: CommitBatch, answers: list[tuple[_Item, bool]]
+    ) -> None:
+        state = self.runs.get(item.run_id)
+        if item.event is None or (state is None and not isinstance(item.event, RunSubmitted)):
+            if item.seq:
+                batch.consumed.append(item.seq)
+            answers.append((item, False))
+            return
+        if isinstance(item.event, RunSubmitted) and state is not None:
+            if item.seq:
+                batch.consumed.append(item.seq)
+            answers.append((item, False))
+            return
+        if state is not None and isinstance(item.event, TaskSucceeded):
+            item.event = self._with_projection(state, item)
+        decision = decide(state, item.event)
+        entry = writes.get(item.run_id)
+        if entry is None:
+            expected = 0 if state is None else decision.state.seq
+            entry = writes[item.run_id] = _Write(RunWrite(item.run_id, expected, expected))
+        self.runs[item.run_id] = decision.state
+        _record(entry, item, decision)
+        answers.append((item, True))
+
+    @staticmethod
+    def _with_projection(state: RunState, item: _Item) -> Event:
+        event = item.event
+        assert isinstance(event, TaskSucceeded)
+        found = state.task(event.task_id)
+        if found is None:
+            return event
+        paths = state.projection_paths(found[0].name)
+        if not paths:
+            return event
+        return TaskSucceeded(
+            event.task_id, event.lease_no, event.at_ms, project(item.output_value, paths), event.handoff
+        )
+
+    def _parked_matching(self, writes: dict[str, _Write]) -> list[_Claim]:
+        if not self._parked:
+            return []
+        targets = {t.target for w in writes.values() for t in w.tasks.values() if t is not None}
+        matching = [c for c in self._parked if c.request.targets & targets]
+        if matching:
+            self._parked = [c for c in self._parked if not (c.request.targets & targets)]
+        return matching
+
+    def _drop_cache(self, writes: dict[str, _Write]) -> None:
+        for run_id in writes:
+            self.runs.pop(run_id, None)
+
+    def _after_commit(
+        self,
+        result: CommitResult,
+        writes: dict[str, _Write],
+        answers: list[tuple[_Item, bool]],
+        claims: list[_Claim],
+    ) -> None:
+        for run_id in result.conflicts:
+            self.runs.pop(run_id, None)
+            for item in writes[run_id].items:
+                if isinstance(item.event, RunSubmitted):
+                    _answer(item.future, False)
+                else:
+                    self._items.append(item)
+        for item, created in answers:
+            if item.run_id not in result.conflicts:
+                _answer(item.future, created)
+        granted: dict[str, list[Lease]] = {k: list(v) for k, v in result.leases.items()}
+        for pending in claims:
+            leases = granted.get(pending.request.worker_id, [])
+            granted[pending.request.worker_id] = []
+            if leases or not pending.park_until:
+                _answer(pending.future, leases)
+            else:
+                self._parked.append(pending)
+        for run_id, entry in writes.items():
+            if entry.finished and run_id not in result.conflicts:
+                self._run_finished(run_id)
+
+    def _run_finished(self, run_id: str) -> None:
+        state = self.runs.get(run_id)
+        status = state.status if state is not None else "finished"
+        for future in self._waiters.pop(run_id, []):
+            _answer(future, status)
+        self._finished_order.append(run_id)
+        if len(self._finished_order) > FINISHED_CACHE:
+            old = self._finished_order[: len(self._finished_order) // 2]
+            self._finished_order = self._finished_order[len(old) :]
+            for stale in old:
+                cached = self.runs.get(stale)
+                if cached is not None and cached.finished:
+                    del self.runs[stale]
+
+    def _expire_parked(self) -> None:
+        if not self._parked:
+            return
+        now = asyncio.get_running_loop().time()
+        keep = []
+        for pending in self._parked:
+            if pending.park_until <= now:
+                _answer(pending.future, [])
+            else:
+                keep.append(pending)
+        self._parked = keep
+
+    def _next_park_deadline(self) -> float | None:
+        if not self._parked:
+            return None
+        now = asyncio.get_running_loop().time()
+        return max(0.0, min(c.park_until for c in self._parked) - now)
+
+
+def _offline_submission(event: RunSubmitted, row_id: str) -> Submission | None:
+    """A submit appended to the store while no runner ran (it was validated by the command)."""
+    try:
+        compiled = compile_workflow(event.workflow)
+    except CoveyError as exc:
+        log.error("dropping submit %s: %s", row_id, exc)
+        return None
+    return Submission(event.run_id, compiled, event.input, orjson.dumps(event.input))
+
+
+def _record(entry: _Write, item: _Item, decision: Decision) -> None:
+    """Fold one decision into its run's write: events appended, commands normalized."""
+    write, state = entry.write, decision.state
+    assert item.event is not None
+    entry.items.append(item)
+    for event in (item.event, *decision.events):
+        write.new_seq += 1
+        body = event_to_json(event)
+        if isinstance(event, RunSubmitted) and item.submission is not None:
+            body["workflow"] = {"$spec": item.submission.workflow.hash}
+        write.events.append((write.new_seq, body["type"], event.at_ms, orjson.dumps(body)))
+    state.seq = write.new_seq
+    if item.submission is not None:
+        spec = orjson.dumps(item.submission.workflow.source)
+        wf = item.submission.workflow
+        write.new = NewRun(wf.spec.name, wf.hash, spec, item.submission.input_bytes)
+    if item.seq:
+        write.consumed.append(item.seq)
+    if item.seen_id:
+        write.seen.append(item.seen_id)
+    for command in decision.commands:
+        _command(entry, item, command, state)
+
+
+def _command(entry: _Write, item: _Item, command: Any, state: RunState) -> None:
+    write = entry.write
+    if isinstance(command, EnqueueTask):
+        entry.tasks[command.task_id] = command
+    elif isinstance(command, DropTask):
+        entry.tasks[command.task_id] = None
+    elif isinstance(command, SetTimer):
+        entry.timers[command.timer_id] = command
+    elif isinstance(command, CancelTimer):
+        entry.timers[command.timer_id] = None
+    elif isinstance(command, KeepOutput):
+        body = orjson.dumps(command.value) if command.literal else (item.output or b"null")
+        write.outputs.append((command.step, command.index, body))
+    elif isinstance(command, FinishRun):
+        write.status = command.status
+        write.error = orjson.dumps(command.error) if command.error is not None else None
+        write.finished_ms = command.at_ms
+        write.output_template = orjson.dumps(_output_template(state))
+        entry.finished = True
+
+
+def _output_template(state: RunState) -> Any:
+    if state.workflow.spec.output is not None:
+        return state.workflow.spec.output
+    sinks = [name for name in state.defs if not state.downstream.get(name)]
+    return {name: f"${{steps.{name}}}" for name in sinks}
+
+
+def _finish_write(entry: _Write) -> RunWrite:
+    write = entry.write
+    for task_id, task in entry.tasks.items():
+        if task is None:
+            write.drop.append(task_id)
+        else:
+            write.enqueue.append(task)
+    for timer_id, timer in entry.timers.items():
+        if timer is None:
+            write.cancel_timers.append(timer_id)
+        else:
+            write.set_timers.append(timer)
+    return write
+
+
+def _answer(future: asyncio.Future[Any] | None, value: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc)

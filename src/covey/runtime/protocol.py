@@ -1,0 +1,57 @@
+"""The wire format of covey's local socket: length-prefixed JSON frames.
+
+Each frame is a 4-byte big-endian length and a JSON object. Requests carry
+``id`` and ``op``; the answer carries the same ``id`` and either ``ok`` with
+the result or ``error`` with ``type`` and ``message``. Many requests may be in
+flight on one connection (a long-poll claim beside a report). No pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from covey.errors import CoveyError, InputError
+from covey.store.base import Lease
+
+__all__ = ["MAX_FRAME", "lease_from_json", "lease_to_json", "read_frame", "write_frame"]
+
+#: Largest frame accepted, in bytes (a claim of many leases with large inputs fits).
+MAX_FRAME = 256 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next frame, or None at a clean end of stream."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise InputError(f"frame of {size} bytes is over the limit of {MAX_FRAME}")
+    body = await reader.readexactly(size)
+    value = orjson.loads(body)
+    if not isinstance(value, dict):
+        raise CoveyError("protocol error: a frame must be a JSON object")
+    return value
+
+
+def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    """Queue one frame on ``writer`` (the caller drains)."""
+    body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+    writer.write(_HEADER.pack(len(body)) + body)
+
+
+def lease_to_json(lease: Lease) -> dict[str, Any]:
+    """A lease as a JSON object."""
+    return asdict(lease)
+
+
+def lease_from_json(data: dict[str, Any]) -> Lease:
+    """A lease from :func:`lease_to_json`'s output."""
+    return Lease(**data)

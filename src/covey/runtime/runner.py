@@ -1,0 +1,170 @@
+"""The embedded runner: owns one SQLite file and everything that writes to it.
+
+It holds the file's writer lock, bumps the epoch (voiding leases of a previous
+incarnation), runs the engine loop and the timekeeper, and serves the local
+socket through which worker processes and commands (``covey submit``,
+``signal``, ``cancel``) reach it. A runner killed at any moment loses nothing
+committed; started again on the same file, it resumes every unfinished run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from covey.engine.events import CancelRequested, SignalReceived
+from covey.errors import InputError, NotFound
+from covey.ids import new_id
+from covey.runtime.lockfile import RunnerLock, socket_path_for
+from covey.runtime.loop import EngineLoop
+from covey.runtime.submit import WorkflowLike, prepare_submission
+from covey.runtime.timekeeper import Timekeeper
+from covey.store.base import RunInfo
+from covey.store.sqlite import SQLiteStore
+
+__all__ = ["DEFAULT_LEASE_MS", "Runner"]
+
+#: How long a lease lasts without a heartbeat, in milliseconds.
+DEFAULT_LEASE_MS = 30_000
+
+
+class Runner:
+    """The engine of one embedded store; use as ``async with Runner("covey.db") as runner``.
+
+    Args:
+        path: the SQLite database file (created if missing).
+        durable: fsync every commit; False is the explicitly non-durable fast mode.
+        skills, agents: when given, submits naming other skills or agents are refused.
+        serve_socket: listen on the local socket for worker processes and commands.
+        lease_ms: lease length; workers heartbeat well within it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durable: bool = True,
+        skills: frozenset[str] | None = None,
+        agents: frozenset[str] | None = None,
+        serve_socket: bool = True,
+        lease_ms: int = DEFAULT_LEASE_MS,
+    ) -> None:
+        self.path = Path(path)
+        self.store = SQLiteStore(self.path, durable=durable)
+        self.skills = skills
+        self.agents = agents
+        self.lease_ms = lease_ms
+        self.socket_path = socket_path_for(self.path) if serve_socket else None
+        self._lock = RunnerLock(self.path)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._server: asyncio.AbstractServer | None = None
+        self.loop: EngineLoop | None = None
+        self.timekeeper: Timekeeper | None = None
+
+    async def __aenter__(self) -> Self:
+        self._lock.acquire(self.socket_path or self.path)
+        try:
+            await self.store.__aenter__()
+            epoch = await self.store.begin_epoch()
+            self.loop = EngineLoop(self.store, epoch=epoch)
+            self.timekeeper = Timekeeper(self.store, self.loop.poke_inbox)
+            self._tasks = [
+                asyncio.create_task(self.loop.run(), name="covey-engine-loop"),
+                asyncio.create_task(self.timekeeper.run(), name="covey-timekeeper"),
+            ]
+            if self.socket_path is not None:
+                from covey.runtime.socket_server import serve
+
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()
+                self._server = await serve(self, self.socket_path)
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+            if self.socket_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.store.__aexit__(None, None, None)
+        self._lock.release()
+
+    @property
+    def engine(self) -> EngineLoop:
+        """The engine loop (available inside ``async with``)."""
+        assert self.loop is not None, "use 'async with Runner(...)'"
+        return self.loop
+
+    async def submit(
+        self, workflow: WorkflowLike, run_input: Any = None, *, run_id: str | None = None
+    ) -> str:
+        """Start a run and return its id once committed; repeating a run id is a no-op."""
+        submission = prepare_submission(
+            workflow, run_input, run_id=run_id, skills=self.skills, agents=self.agents
+        )
+        await self.engine.submit(submission, await self.store.now_ms())
+        return submission.run_id
+
+    async def submit_many(self, items: list[tuple[WorkflowLike, Any]]) -> list[str]:
+        """Start many runs in one group commit; every input is checked before any is stored."""
+        submissions = [prepare_submission(w, i, skills=self.skills, agents=self.agents) for w, i in items]
+        at_ms = await self.store.now_ms()
+        await asyncio.gather(*(self.engine.submit(s, at_ms) for s in submissions))
+        return [s.run_id for s in submissions]
+
+    async def wait(self, run_id: str) -> RunInfo:
+        """Wait for a run to finish and return it (output included); bound it with ``asyncio.timeout``."""
+        if await self.store.get_run(run_id) is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self.engine.wait_finished(run_id)
+        info = await self.store.get_run(run_id)
+        assert info is not None
+        return info
+
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> None:
+        """Deliver a named signal; repeating a signal id is a no-op."""
+        from covey.codec import check_payload
+
+        check_payload(payload, field="payload")
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise NotFound(f"no run {run_id!r}")
+        state = await self.engine.state_of(run_id)
+        declared = state.workflow.spec.signals if state is not None else None
+        if declared is not None and name not in declared:
+            raise InputError(f"run {run_id} accepts no signal {name!r}; it declares {declared}", field="name")
+        seen_id = f"signal:{run_id}:{signal_id or new_id()}"
+        if await self.store.seen([seen_id]):
+            return
+        event = SignalReceived(seen_id, name, payload, await self.store.now_ms())
+        await self.engine.deliver(event, run_id, seen_id=seen_id)
+
+    async def cancel(
+        self, run_id: str, *, step: str | None = None, reason: str = "cancelled by request"
+    ) -> None:
+        """Cancel a run, or one step of it."""
+        if await self.store.get_run(run_id) is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self.engine.deliver(CancelRequested(await self.store.now_ms(), step, reason), run_id)

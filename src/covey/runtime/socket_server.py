@@ -1,0 +1,166 @@
+"""The runner's local socket: the worker protocol and commands, over frames.
+
+Each connection may carry many requests at once; each is handled in its own
+task so a long-poll claim never holds up a report on the same connection.
+Errors a caller caused come back as ``{"error": {"type", "message", ...}}``
+and the caller re-raises them as the same covey error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from covey.errors import ConfigError, CoveyError
+from covey.runtime.protocol import lease_to_json, read_frame, write_frame
+from covey.store.base import ClaimRequest
+from covey.worker.link import PROTOCOL_VERSION, deliver_results
+
+if TYPE_CHECKING:
+    from covey.runtime.runner import Runner
+
+__all__ = ["serve"]
+
+log = logging.getLogger("covey.socket")
+
+Handler = Callable[["Runner", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
+    """Listen on ``path`` for the runner."""
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _connection(runner, reader, writer)
+
+    return await asyncio.start_unix_server(on_connect, path=str(path))
+
+
+async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                message = await read_frame(reader)
+            except (CoveyError, ConnectionError) as exc:
+                log.warning("closing connection: %s", exc)
+                break
+            if message is None:
+                break
+            task = asyncio.create_task(_answer(runner, message, writer))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    finally:
+        for task in pending:
+            task.cancel()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _answer(runner: Runner, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    request_id = message.get("id")
+    handler = _HANDLERS.get(str(message.get("op")))
+    try:
+        if handler is None:
+            raise ConfigError(f"unknown operation {message.get('op')!r}")
+        reply: dict[str, Any] = {"id": request_id, "ok": await handler(runner, message)}
+    except CoveyError as exc:
+        reply = {"id": request_id, "error": _error_json(exc)}
+    except Exception as exc:
+        log.exception("request %s failed", message.get("op"))
+        reply = {"id": request_id, "error": {"type": "CoveyError", "message": f"internal error: {exc}"}}
+    if writer.is_closing():
+        return
+    write_frame(writer, reply)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+def _error_json(exc: CoveyError) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    for attr in ("step", "field", "reason"):
+        if hasattr(exc, attr):
+            body[attr] = getattr(exc, attr)
+    return body
+
+
+async def _hello(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    if message.get("protocol") != PROTOCOL_VERSION:
+        raise ConfigError(f"worker protocol {message.get('protocol')} is not the runner's {PROTOCOL_VERSION}")
+    return {"protocol": PROTOCOL_VERSION, "epoch": runner.engine.epoch, "lease_ms": runner.lease_ms}
+
+
+async def _claim(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    request = ClaimRequest(
+        str(message["worker_id"]),
+        frozenset(message["targets"]),
+        dict(message.get("labels") or {}),
+        int(message["limit"]),
+        runner.lease_ms,
+    )
+    leases = await runner.engine.claim(request, wait_s=float(message.get("wait_s", 0)))
+    return {"leases": [lease_to_json(lease) for lease in leases]}
+
+
+async def _report(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    await deliver_results(runner.engine, runner.store, message["results"])
+    return {}
+
+
+async def _heartbeat(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    leases = [(str(t), int(n)) for t, n in message["leases"]]
+    lost = await runner.store.heartbeat(str(message["worker_id"]), leases, runner.lease_ms)
+    return {"lost": lost}
+
+
+async def _release(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    leases = [(str(t), int(n)) for t, n in message["leases"]]
+    await runner.store.release(str(message["worker_id"]), leases)
+    runner.engine.poke_claims()
+    return {}
+
+
+async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    run_id = await runner.submit(message["workflow"], message.get("input"), run_id=message.get("run_id"))
+    return {"run_id": run_id}
+
+
+async def _signal(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    await runner.signal(
+        str(message["run_id"]),
+        str(message["name"]),
+        message.get("payload"),
+        signal_id=message.get("signal_id"),
+    )
+    return {}
+
+
+async def _cancel(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    await runner.cancel(
+        str(message["run_id"]), step=message.get("step"), reason=str(message.get("reason", "cancelled"))
+    )
+    return {}
+
+
+async def _wait(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    async with asyncio.timeout(message.get("timeout_s")):
+        info = await runner.wait(str(message["run_id"]))
+    return {"run": asdict(info)}
+
+
+_HANDLERS: dict[str, Handler] = {
+    "hello": _hello,
+    "claim": _claim,
+    "report": _report,
+    "heartbeat": _heartbeat,
+    "release": _release,
+    "submit": _submit,
+    "signal": _signal,
+    "cancel": _cancel,
+    "wait": _wait,
+}

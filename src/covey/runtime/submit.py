@@ -1,0 +1,63 @@
+"""Checking a submission at the edge, before anything is stored.
+
+A submit is refused whole, with an error naming the field, when the workflow
+is invalid, a step asks for a skill no known agent serves, the run id is
+malformed, or the input is not JSON, too large, too deep or fails the
+workflow's input schema. Nothing is half-applied: these checks run before the
+engine loop sees the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from covey.codec import check_payload
+from covey.errors import InputError
+from covey.ids import check_run_id, new_id
+from covey.runtime.loop import Submission
+from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
+from covey.spec.model import WorkflowSpec
+
+__all__ = ["WorkflowLike", "as_compiled", "prepare_submission"]
+
+WorkflowLike = CompiledWorkflow | WorkflowSpec | Mapping[str, Any] | Any
+
+
+def as_compiled(workflow: WorkflowLike) -> CompiledWorkflow:
+    """Accept a compiled workflow, a spec, its JSON, or a builder with ``.to_dict()``."""
+    if isinstance(workflow, CompiledWorkflow):
+        return workflow
+    if isinstance(workflow, WorkflowSpec | Mapping):
+        return compile_workflow(workflow)
+    to_dict = getattr(workflow, "to_dict", None)
+    if callable(to_dict):
+        return compile_workflow(to_dict())
+    raise InputError(f"cannot use a {type(workflow).__name__} as a workflow", field="workflow")
+
+
+def prepare_submission(
+    workflow: WorkflowLike,
+    run_input: Any,
+    *,
+    run_id: str | None = None,
+    skills: frozenset[str] | None = None,
+    agents: frozenset[str] | None = None,
+) -> Submission:
+    """Validate everything about a submit; raises SpecError or InputError naming what is wrong."""
+    compiled = as_compiled(workflow)
+    if skills is not None and agents is not None:
+        check_targets(compiled, skills=skills, agents=agents)
+    chosen = check_run_id(run_id) if run_id is not None else new_id()
+    data = check_payload(run_input, field="input")
+    schema = compiled.spec.input_schema
+    if schema is not None:
+        problem = next(iter(Draft202012Validator(schema).iter_errors(run_input)), None)
+        if problem is not None:
+            where = "input" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path
+            )
+            raise InputError(problem.message, field=where)
+    return Submission(chosen, compiled, run_input, data)

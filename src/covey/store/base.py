@@ -1,0 +1,290 @@
+"""The store contract: the durable source of truth (invariants 1, 3, 4, 5).
+
+Every store (SQLite embedded; PostgreSQL and Redis distributed) implements
+:class:`Store` with the same semantics, checked by one conformance suite
+(``tests/store``). The engine loop is the only caller of :meth:`Store.commit`;
+workers call :meth:`Store.claim`, :meth:`Store.heartbeat` and
+:meth:`Store.append_inbox`; timekeepers call :meth:`Store.fire_due`.
+
+Semantics every implementation keeps:
+
+* ``commit`` is atomic: all of a batch's runs that pass their sequence check
+  are written, with their events, task rows, timers, outputs and consumed
+  inbox rows, or nothing is. A run whose ``expected_seq`` does not match is
+  left out and reported in ``CommitResult.conflicts``; the others still
+  commit. A stale ``epoch`` fails the whole commit with Conflict.
+* Claims listed in a batch run after its writes, in the same transaction, so
+  a task made ready by the batch can be leased by it ("hand-off in one commit").
+* A claim takes only ``ready`` rows, highest priority first with aging
+  (one priority level per :data:`AGING_MS` waited), then oldest, and gives each
+  lease ``lease_no + 1``. Leases are never handed out by a clock: a deadline
+  only makes :meth:`fire_due` report the lease as ended.
+* ``fire_due`` deletes due timer rows and marks ended leases ``expired``, and
+  appends the matching TimerFired rows to the inbox in the same transaction.
+* Times are the store's clock (:meth:`now_ms`), never a worker's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from covey.engine.commands import EnqueueTask, SetTimer
+
+__all__ = [
+    "AGING_MS",
+    "ClaimRequest",
+    "CommitBatch",
+    "CommitResult",
+    "InboxRow",
+    "Lease",
+    "NewRun",
+    "RunInfo",
+    "RunWrite",
+    "Store",
+    "TaskInfo",
+    "WorkerInfo",
+]
+
+#: A waiting task gains one priority level per this many milliseconds, so low priority never starves.
+AGING_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """Something for a run waiting to be decided: a report, a signal, a fired timer, a submit, a cancel.
+
+    ``id`` makes appending idempotent: a second row with the same id is ignored.
+    ``event`` is the input event as JSON (see :func:`covey.engine.events.event_to_json`).
+    """
+
+    id: str
+    run_id: str
+    event: dict[str, Any]
+    seq: int = 0
+    output: bytes | None = None
+    """For a success report: the agent's output as JSON bytes, stored if the report is accepted."""
+
+
+@dataclass(slots=True)
+class NewRun:
+    """What a first commit of a run writes besides its events."""
+
+    workflow: str
+    spec_hash: str
+    spec: bytes
+    input: bytes
+    parent: str | None = None
+
+
+@dataclass(slots=True)
+class RunWrite:
+    """One run's share of a commit: a delta, never a copy of the run."""
+
+    run_id: str
+    expected_seq: int
+    new_seq: int
+    events: list[tuple[int, str, int, bytes]] = field(default_factory=list)
+    """(seq, type, at_ms, JSON body) of each event appended."""
+    new: NewRun | None = None
+    status: str | None = None
+    output: bytes | None = None
+    error: bytes | None = None
+    finished_ms: int | None = None
+    enqueue: list[EnqueueTask] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
+    set_timers: list[SetTimer] = field(default_factory=list)
+    cancel_timers: list[str] = field(default_factory=list)
+    outputs: list[tuple[str, int, bytes]] = field(default_factory=list)
+    """(step, index, JSON body): index -1 for a plain step, 0.. for map elements."""
+    output_template: bytes | None = None
+    """When the run finishes: its output mapping, rendered by the store after this commit's outputs are written."""
+    consumed: list[int] = field(default_factory=list)
+    """Inbox row seqs decided by this commit."""
+    seen: list[str] = field(default_factory=list)
+    """Client-chosen ids (signals, cancels) to remember, so repeating them is a no-op."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A worker with free slots asks for up to ``limit`` tasks it can run."""
+
+    worker_id: str
+    targets: frozenset[str]
+    """Skills, and ``agent:<name>`` for named agents."""
+    labels: Mapping[str, str]
+    limit: int
+    lease_ms: int
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """Everything one engine-loop iteration writes, in one transaction."""
+
+    epoch: int
+    runs: list[RunWrite] = field(default_factory=list)
+    claims: list[ClaimRequest] = field(default_factory=list)
+    consumed: list[int] = field(default_factory=list)
+    """Inbox rows that changed nothing (for unknown runs) and are simply removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A task handed to one worker until a deadline; ``lease_no`` is its fencing token."""
+
+    task_id: str
+    run_id: str
+    step: str
+    index: int
+    target: str
+    lease_no: int
+    try_no: int
+    input: Any
+    input_schema: dict[str, Any] | None
+    timeout_ms: int | None
+    lease_until_ms: int
+    input_error: str | None = None
+    """Set when the input could not be resolved; the worker reports it as a failure."""
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What a commit did: runs left out for a sequence conflict, and leases granted."""
+
+    conflicts: set[str] = field(default_factory=set)
+    leases: dict[str, list[Lease]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as listed and shown."""
+
+    run_id: str
+    workflow: str
+    status: str
+    seq: int
+    created_ms: int
+    updated_ms: int
+    finished_ms: int | None
+    input: Any
+    output: Any
+    error: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A task row: ready, leased or expired (finished tasks have no row)."""
+
+    task_id: str
+    step: str
+    index: int
+    status: str
+    try_no: int
+    lease_no: int
+    worker_id: str | None
+    lease_until_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker: what it serves and when it was last heard from."""
+
+    worker_id: str
+    targets: frozenset[str]
+    labels: Mapping[str, str]
+    slots: int
+    heartbeat_ms: int
+    started_ms: int
+
+
+class Store(Protocol):
+    """The durable source of truth; see the module docstring for the semantics."""
+
+    async def now_ms(self) -> int:
+        """The store's clock, in milliseconds since the epoch."""
+        ...
+
+    async def begin_epoch(self) -> int:
+        """Take ownership of every shard for this process; returns the new epoch.
+
+        Leases granted under earlier epochs are void: each is reported to its
+        run as TimerFired(kind="lease_voided").
+        """
+        ...
+
+    async def commit(self, batch: CommitBatch) -> CommitResult:
+        """Write a batch atomically, then grant its claims (see module docstring)."""
+        ...
+
+    async def claim(self, request: ClaimRequest) -> list[Lease]:
+        """Lease up to ``request.limit`` ready tasks, inputs resolved."""
+        ...
+
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
+        """Extend the worker's leases (capped by each try's timeout).
+
+        ``leases`` are (task_id, lease_no) pairs; returns the task ids among them
+        this worker no longer holds (finished elsewhere, cancelled, expired).
+        """
+        ...
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back at once (graceful stop): the tasks become ready for others."""
+        ...
+
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> None:
+        """Append rows for the engine loop; a row whose id was seen before is ignored."""
+        ...
+
+    async def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
+        """Inbox rows after ``after_seq``, oldest first."""
+        ...
+
+    async def fire_due(self, limit: int) -> int:
+        """Move due timers and ended leases into the inbox; returns how many fired."""
+        ...
+
+    async def next_due_ms(self) -> int | None:
+        """When the earliest timer or lease comes due, if any."""
+        ...
+
+    async def load_history(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events as JSON objects, in sequence order."""
+        ...
+
+    async def load_histories(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Several runs' events at once; runs that do not exist are left out."""
+        ...
+
+    async def seen(self, ids: Sequence[str]) -> set[str]:
+        """Which of these client-chosen ids were already committed."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """One run, or None."""
+        ...
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
+        """Runs, newest first."""
+        ...
+
+    async def list_tasks(self, run_id: str) -> list[TaskInfo]:
+        """A run's unfinished task rows."""
+        ...
+
+    async def get_outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
+        """Outputs of steps: a plain step's value, a map step's ordered list, None if none."""
+        ...
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Add or refresh a worker in the registry."""
+        ...
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+        ...

@@ -1,0 +1,170 @@
+"""The embedded store: one SQLite file in WAL mode, one writing thread.
+
+:class:`SQLiteStore` is the async face of :class:`SQLiteCore`: every call
+runs on one dedicated thread, so the event loop never blocks on an fsync and
+SQLite sees a single writer. While a commit is being fsync'd the engine loop
+keeps accepting work, which becomes the next (larger) group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from covey.store.base import (
+    ClaimRequest,
+    CommitBatch,
+    CommitResult,
+    InboxRow,
+    Lease,
+    RunInfo,
+    TaskInfo,
+    WorkerInfo,
+)
+from covey.store.sqlite.core import SQLiteCore
+
+__all__ = ["SQLiteCore", "SQLiteStore"]
+
+T = TypeVar("T")
+
+
+class SQLiteStore:
+    """The :class:`~covey.store.base.Store` on one SQLite file.
+
+    Args:
+        path: the database file.
+        durable: fsync every commit (``synchronous=FULL``); False trades the
+            last commits before a power loss for speed, and is named so.
+        readonly: open for reading only (inspection while a runner writes).
+    """
+
+    def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self.readonly = readonly
+        self._core: SQLiteCore | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def __aenter__(self) -> Self:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
+        self._core = await self._run(
+            lambda: SQLiteCore(self.path, durable=self.durable, readonly=self.readonly)
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._core is not None:
+            await self._run(self._core.close)
+            self._core = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        assert self._thread is not None, "use 'async with SQLiteStore(...)'"
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        core = self._core
+        assert core is not None, "use 'async with SQLiteStore(...)'"
+        return await self._run(functools.partial(getattr(core, name), *args))
+
+    async def now_ms(self) -> int:
+        """The store's clock."""
+        return SQLiteCore.now_ms()
+
+    async def begin_epoch(self) -> int:
+        """Take every shard; void older leases."""
+        return int(await self._call("begin_epoch"))
+
+    async def commit(self, batch: CommitBatch) -> CommitResult:
+        """Write a batch atomically, then grant its claims."""
+        result: CommitResult = await self._call("commit", batch)
+        return result
+
+    async def claim(self, request: ClaimRequest) -> list[Lease]:
+        """Lease ready tasks."""
+        leases: list[Lease] = await self._call("claim", request)
+        return leases
+
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
+        """Extend leases; return those lost."""
+        lost: list[str] = await self._call("heartbeat", worker_id, leases, lease_ms)
+        return lost
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back."""
+        await self._call("release", worker_id, leases)
+
+    async def append_inbox(self, rows: Sequence[InboxRow]) -> None:
+        """Append inbox rows idempotently."""
+        await self._call("append_inbox", rows)
+
+    async def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
+        """Inbox rows after a sequence number."""
+        rows: list[InboxRow] = await self._call("read_inbox", after_seq, limit)
+        return rows
+
+    async def fire_due(self, limit: int) -> int:
+        """Fire due timers and ended leases."""
+        return int(await self._call("fire_due", limit))
+
+    async def next_due_ms(self) -> int | None:
+        """When the next timer or lease comes due."""
+        due: int | None = await self._call("next_due_ms")
+        return due
+
+    async def load_history(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events."""
+        history: list[dict[str, Any]] = await self._call("load_history", run_id)
+        return history
+
+    async def load_histories(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Several runs' events at once; absent runs are left out."""
+        found: dict[str, list[dict[str, Any]]] = await self._call("load_histories", run_ids)
+        return found
+
+    async def seen(self, ids: Sequence[str]) -> set[str]:
+        """Already committed client ids."""
+        found: set[str] = await self._call("seen", ids)
+        return found
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """One run."""
+        info: RunInfo | None = await self._call("get_run", run_id)
+        return info
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
+        """Runs, newest first."""
+        runs: list[RunInfo] = await self._call("list_runs", status, limit)
+        return runs
+
+    async def list_tasks(self, run_id: str) -> list[TaskInfo]:
+        """A run's task rows."""
+        tasks: list[TaskInfo] = await self._call("list_tasks", run_id)
+        return tasks
+
+    async def get_outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
+        """Step outputs."""
+        outputs: dict[str, Any] = await self._call("get_outputs", run_id, steps)
+        return outputs
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Register a worker."""
+        await self._call("register_worker", info)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Unregister a worker."""
+        await self._call("unregister_worker", worker_id)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+        workers: list[WorkerInfo] = await self._call("list_workers")
+        return workers

@@ -1,0 +1,594 @@
+"""The SQLite store's synchronous core: one connection, used from one thread.
+
+SQLite serializes writers, so covey gives each database file exactly one
+writing process (the runner, which holds a lock file) and in it one writing
+thread. Every write is ``BEGIN IMMEDIATE`` ... ``COMMIT``; durability is WAL
+with ``synchronous=FULL`` (an fsync per commit), which group commit amortizes
+over every run in the batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from covey.engine.events import TimerFired, event_to_json
+from covey.errors import BackendError, Conflict, CoveyError
+from covey.store.base import (
+    AGING_MS,
+    ClaimRequest,
+    CommitBatch,
+    CommitResult,
+    InboxRow,
+    Lease,
+    RunInfo,
+    RunWrite,
+    TaskInfo,
+    WorkerInfo,
+)
+from covey.store.inputs import render_input, template_of
+from covey.store.sqlite.schema import MIGRATIONS
+
+__all__ = ["SQLiteCore"]
+
+_CHUNK = 400
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _qmarks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _json(body: bytes | None) -> Any:
+    return None if body is None else orjson.loads(body)
+
+
+class SQLiteCore:
+    """All SQL of the embedded store; not thread-safe, callers keep it on one thread."""
+
+    def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        try:
+            if readonly:
+                uri = f"file:{Path(self.path).resolve()}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open SQLite database {self.path}: {exc}") from None
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._migrate()
+        else:
+            self._check_version()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    @staticmethod
+    def now_ms() -> int:
+        """The store's clock: this machine's wall clock (one machine in embedded mode)."""
+        return time.time_ns() // 1_000_000
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _version(self) -> int:
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+        if not exists:
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_version(self) -> int:
+        version = self._version()
+        if version > len(MIGRATIONS):
+            raise CoveyError(
+                f"{self.path} has schema version {version}, newer than this covey knows "
+                f"({len(MIGRATIONS)}); upgrade covey to open it"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        version = self._check_version()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', '0')")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(*args)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return result
+
+    def begin_epoch(self) -> int:
+        """Bump the epoch and void every lease granted under an earlier one."""
+        return int(self._write(self._begin_epoch))
+
+    def _begin_epoch(self) -> int:
+        epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]) + 1
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (str(epoch),))
+        now = self.now_ms()
+        rows = self.db.execute(
+            "SELECT task_id, run_id, lease_no FROM tasks WHERE status = 'leased'"
+        ).fetchall()
+        self.db.execute("UPDATE tasks SET status = 'expired' WHERE status = 'leased'")
+        self._append_timer_rows(
+            (
+                f"void:{task_id}:{lease_no}:{epoch}",
+                run_id,
+                TimerFired(f"void:{task_id}", "lease_voided", now, task_id, lease_no),
+            )
+            for task_id, run_id, lease_no in rows
+        )
+        return epoch
+
+    def commit(self, batch: CommitBatch) -> CommitResult:
+        """Write a batch atomically, then grant its claims."""
+        return self._write(self._commit, batch)  # type: ignore[no-any-return]
+
+    def _commit(self, batch: CommitBatch) -> CommitResult:
+        epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        if epoch != batch.epoch:
+            raise Conflict(f"epoch {batch.epoch} is stale (store is at {epoch}); another runner took over")
+        result = CommitResult()
+        current = self._current_seqs([w.run_id for w in batch.runs])
+        ok: list[RunWrite] = []
+        for write in batch.runs:
+            if current.get(write.run_id, 0) != write.expected_seq:
+                result.conflicts.add(write.run_id)
+            else:
+                ok.append(write)
+        now = self.now_ms()
+        self._write_runs(ok, now)
+        self._write_children(ok, now)
+        if batch.consumed:
+            self.db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
+        for write in ok:
+            if write.output_template is not None:
+                self._render_run_output(write)
+        for request in batch.claims:
+            result.leases[request.worker_id] = self._claim(request, now)
+        return result
+
+    def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for part in _chunks(run_ids):
+            sql = f"SELECT run_id, seq FROM runs WHERE run_id IN ({_qmarks(len(part))})"
+            found.update(self.db.execute(sql, part).fetchall())
+        return found
+
+    def _write_runs(self, writes: list[RunWrite], now: int) -> None:
+        db = self.db
+        new = [w for w in writes if w.new is not None]
+        db.executemany(
+            "INSERT OR IGNORE INTO specs VALUES (?, ?)", [(w.new.spec_hash, w.new.spec) for w in new if w.new]
+        )
+        db.executemany(
+            "INSERT INTO runs (run_id, workflow, spec_hash, status, seq, input, parent, created_ms, updated_ms)"
+            " VALUES (?, ?, ?, 'running', 0, ?, ?, ?, ?)",
+            [
+                (w.run_id, w.new.workflow, w.new.spec_hash, w.new.input, w.new.parent, now, now)
+                for w in new
+                if w.new
+            ],
+        )
+        db.executemany(
+            "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), error = coalesce(?, error),"
+            " finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
+            [(w.new_seq, now, w.status, w.error, w.finished_ms, w.run_id) for w in writes],
+        )
+        db.executemany(
+            "INSERT INTO events (run_id, seq, type, at_ms, body) VALUES (?, ?, ?, ?, ?)",
+            [(w.run_id, *event) for w in writes for event in w.events],
+        )
+
+    def _write_children(self, writes: list[RunWrite], now: int) -> None:
+        db = self.db
+        db.executemany("DELETE FROM tasks WHERE task_id = ?", [(t,) for w in writes for t in w.drop])
+        db.executemany(
+            "INSERT OR REPLACE INTO tasks (task_id, run_id, step, idx, target, labels, priority, prio_key, status,"
+            " try_no, lease_no, timeout_ms, input_template, item, input_schema, ready_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    t.task_id, t.run_id, t.step, t.index, t.target,
+                    orjson.dumps(t.labels) if t.labels else None,
+                    t.priority, t.priority * AGING_MS - now, t.try_no, t.lease_floor, t.timeout_ms,
+                    orjson.dumps(t.input_template), orjson.dumps(t.item),
+                    orjson.dumps(t.input_schema) if t.input_schema else None, now,
+                )
+                for w in writes
+                for t in w.enqueue
+            ],
+        )  # fmt: skip
+        db.executemany(
+            "DELETE FROM timers WHERE timer_id = ?", [(t,) for w in writes for t in w.cancel_timers]
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (t.timer_id, t.run_id, t.due_ms, t.kind, t.task_id, t.lease_no)
+                for w in writes
+                for t in w.set_timers
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+            [(w.run_id, step, idx, body) for w in writes for step, idx, body in w.outputs],
+        )
+        db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for w in writes for seq in w.consumed])
+        db.executemany(
+            "INSERT OR IGNORE INTO seen VALUES (?, ?)", [(i, w.run_id) for w in writes for i in w.seen]
+        )
+
+    def _render_run_output(self, write: RunWrite) -> None:
+        assert write.output_template is not None
+        template = template_of(write.output_template)
+        outputs = self._outputs(write.run_id, sorted(template.steps))
+        run_input = _json(
+            self.db.execute("SELECT input FROM runs WHERE run_id = ?", (write.run_id,)).fetchone()[0]
+        )
+        try:
+            output = render_input(template, run_input=run_input, outputs=outputs, item=None, index=-1)
+        except CoveyError as exc:
+            output = {"error": str(exc)}
+        self.db.execute("UPDATE runs SET output = ? WHERE run_id = ?", (orjson.dumps(output), write.run_id))
+
+    # -- claims and leases -------------------------------------------------------------
+
+    def claim(self, request: ClaimRequest) -> list[Lease]:
+        """Lease up to ``request.limit`` ready tasks, inputs resolved."""
+        return self._write(self._claim, request, self.now_ms())  # type: ignore[no-any-return]
+
+    def _claim(self, request: ClaimRequest, now: int) -> list[Lease]:
+        targets = sorted(request.targets)
+        if not targets or request.limit <= 0:
+            return []
+        rows = self.db.execute(
+            "SELECT task_id, run_id, step, idx, target, labels, lease_no, try_no, timeout_ms, input_template,"
+            f" item, input_schema FROM tasks WHERE status = 'ready' AND target IN ({_qmarks(len(targets))})"
+            " ORDER BY prio_key DESC LIMIT ?",
+            (*targets, request.limit * 4 if request.labels is not None else request.limit),
+        ).fetchall()
+        chosen = [row for row in rows if self._labels_match(row[5], request.labels)][: request.limit]
+        updates, leases = [], []
+        resolver = _InputResolver(self)
+        for (
+            task_id,
+            run_id,
+            step,
+            idx,
+            target,
+            _,
+            lease_no,
+            try_no,
+            timeout_ms,
+            template,
+            item,
+            schema,
+        ) in chosen:
+            until = now + request.lease_ms
+            deadline = now + timeout_ms if timeout_ms else None
+            if deadline is not None:
+                until = min(until, deadline)
+            updates.append((lease_no + 1, request.worker_id, until, deadline, task_id))
+            value, error = resolver.resolve(run_id, template, item, idx)
+            leases.append(
+                Lease(
+                    task_id,
+                    run_id,
+                    step,
+                    idx,
+                    target,
+                    lease_no + 1,
+                    try_no,
+                    value,
+                    _json(schema),
+                    timeout_ms,
+                    until,
+                    error,
+                )
+            )
+        self.db.executemany(
+            "UPDATE tasks SET status = 'leased', lease_no = ?, worker_id = ?, lease_until_ms = ?,"
+            " try_deadline_ms = ? WHERE task_id = ?",
+            updates,
+        )
+        return leases
+
+    @staticmethod
+    def _labels_match(required: bytes | None, offered: Any) -> bool:
+        if required is None:
+            return True
+        wanted = orjson.loads(required)
+        return all(offered.get(key) == value for key, value in wanted.items())
+
+    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
+        """Extend the worker's leases; return the task ids it no longer holds."""
+        return self._write(self._heartbeat, worker_id, leases, lease_ms)  # type: ignore[no-any-return]
+
+    def _heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
+        now = self.now_ms()
+        until = now + lease_ms
+        self.db.execute(
+            "UPDATE tasks SET lease_until_ms = CASE WHEN try_deadline_ms IS NULL THEN ?"
+            " ELSE min(?, try_deadline_ms) END WHERE worker_id = ? AND status = 'leased'",
+            (until, until, worker_id),
+        )
+        self.db.execute("UPDATE workers SET heartbeat_ms = ? WHERE worker_id = ?", (now, worker_id))
+        held = set(
+            self.db.execute(
+                "SELECT task_id, lease_no FROM tasks WHERE worker_id = ? AND status = 'leased'", (worker_id,)
+            )
+        )
+        return [task_id for task_id, lease_no in leases if (task_id, lease_no) not in held]
+
+    def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back: the tasks become ready again with their lease numbers kept."""
+        self._write(
+            lambda: self.db.executemany(
+                "UPDATE tasks SET status = 'ready', worker_id = NULL, lease_until_ms = NULL, try_deadline_ms = NULL"
+                " WHERE task_id = ? AND lease_no = ? AND worker_id = ? AND status = 'leased'",
+                [(task_id, lease_no, worker_id) for task_id, lease_no in leases],
+            )
+        )
+
+    # -- inbox and timers --------------------------------------------------------------
+
+    def append_inbox(self, rows: Sequence[InboxRow]) -> None:
+        """Append rows; ids already in the inbox or already committed are ignored."""
+        self._write(self._append_inbox, rows)
+
+    def _append_inbox(self, rows: Sequence[InboxRow]) -> None:
+        seen = self._seen([row.id for row in rows])
+        self.db.executemany(
+            "INSERT OR IGNORE INTO inbox (id, run_id, body, output) VALUES (?, ?, ?, ?)",
+            [(r.id, r.run_id, orjson.dumps(r.event), r.output) for r in rows if r.id not in seen],
+        )
+
+    def _append_timer_rows(self, rows: Iterable[tuple[str, str, TimerFired]]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO inbox (id, run_id, body) VALUES (?, ?, ?)",
+            [(row_id, run_id, orjson.dumps(event_to_json(event))) for row_id, run_id, event in rows],
+        )
+
+    def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
+        """Inbox rows after ``after_seq``, oldest first."""
+        rows = self.db.execute(
+            "SELECT seq, id, run_id, body, output FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [
+            InboxRow(row_id, run_id, orjson.loads(body), seq, output)
+            for seq, row_id, run_id, body, output in rows
+        ]
+
+    def fire_due(self, limit: int) -> int:
+        """Move due timers and ended leases into the inbox."""
+        return self._write(self._fire_due, limit)  # type: ignore[no-any-return]
+
+    def _fire_due(self, limit: int) -> int:
+        now = self.now_ms()
+        timers = self.db.execute(
+            "SELECT timer_id, run_id, kind, task_id, lease_no FROM timers WHERE due_ms <= ? ORDER BY due_ms LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        self.db.executemany("DELETE FROM timers WHERE timer_id = ?", [(t[0],) for t in timers])
+        self._append_timer_rows(
+            (f"timer:{timer_id}", run_id, TimerFired(timer_id, kind, now, task_id, lease_no))
+            for timer_id, run_id, kind, task_id, lease_no in timers
+        )
+        leases = self.db.execute(
+            "SELECT task_id, run_id, lease_no, lease_until_ms, try_deadline_ms FROM tasks"
+            " WHERE status = 'leased' AND lease_until_ms <= ? LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        self.db.executemany(
+            "UPDATE tasks SET status = 'expired' WHERE task_id = ?", [(row[0],) for row in leases]
+        )
+        self._append_timer_rows(
+            (
+                f"lease:{task_id}:{lease_no}",
+                run_id,
+                TimerFired(
+                    f"lease:{task_id}:{lease_no}",
+                    "try_timeout" if deadline is not None and until >= deadline else "lease_expired",
+                    now,
+                    task_id,
+                    lease_no,
+                ),
+            )
+            for task_id, run_id, lease_no, until, deadline in leases
+        )
+        return len(timers) + len(leases)
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest timer or lease comes due."""
+        row = self.db.execute(
+            "SELECT min(t) FROM (SELECT min(due_ms) AS t FROM timers"
+            " UNION ALL SELECT min(lease_until_ms) FROM tasks WHERE status = 'leased')"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _seen(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(list(ids)):
+            sql = f"SELECT id FROM seen WHERE id IN ({_qmarks(len(part))})"
+            found.update(row[0] for row in self.db.execute(sql, part))
+        return found
+
+    def seen(self, ids: Sequence[str]) -> set[str]:
+        """Which client-chosen ids were already committed."""
+        return self._seen(ids)
+
+    def load_history(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events as JSON objects, in order, the pinned spec filled in."""
+        return self.load_histories([run_id]).get(run_id, [])
+
+    def load_histories(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Histories of several runs at once (absent runs are left out), specs filled in."""
+        result: dict[str, list[dict[str, Any]]] = {}
+        for part in _chunks(list(run_ids)):
+            sql = (
+                f"SELECT run_id, body FROM events WHERE run_id IN ({_qmarks(len(part))}) ORDER BY run_id, seq"
+            )
+            for run_id, body in self.db.execute(sql, part):
+                result.setdefault(run_id, []).append(orjson.loads(body))
+        for history in result.values():
+            first = history[0]
+            ref = first.get("workflow", {}).get("$spec") if first.get("type") == "RunSubmitted" else None
+            if ref is not None:
+                first["workflow"] = self.load_spec(ref)
+        return result
+
+    def load_spec(self, spec_hash: str) -> dict[str, Any] | None:
+        """A pinned workflow spec by hash."""
+        row = self.db.execute("SELECT body FROM specs WHERE hash = ?", (spec_hash,)).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    _RUN_COLUMNS = "run_id, workflow, status, seq, created_ms, updated_ms, finished_ms, input, output, error"
+
+    @staticmethod
+    def _run_info(row: Any) -> RunInfo:
+        run_id, workflow, status, seq, created_ms, updated_ms, finished_ms, data, output, error = row
+        return RunInfo(
+            run_id, workflow, status, seq, created_ms, updated_ms, finished_ms, _json(data), _json(output), _json(error)
+        )
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """One run."""
+        row = self.db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else self._run_info(row)
+
+    def list_runs(self, status: str | None, limit: int) -> list[RunInfo]:
+        """Runs, newest first."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        sql = f"SELECT {self._RUN_COLUMNS} FROM runs {where} ORDER BY created_ms DESC, run_id LIMIT ?"
+        return [self._run_info(row) for row in self.db.execute(sql, (*args, limit))]
+
+    def list_tasks(self, run_id: str) -> list[TaskInfo]:
+        """A run's unfinished task rows."""
+        rows = self.db.execute(
+            "SELECT task_id, step, idx, status, try_no, lease_no, worker_id, lease_until_ms FROM tasks"
+            " WHERE run_id = ? ORDER BY step, idx",
+            (run_id,),
+        )
+        return [TaskInfo(*row) for row in rows]
+
+    def _outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
+        result: dict[str, Any] = dict.fromkeys(steps)
+        if not steps:
+            return result
+        rows = self.db.execute(
+            f"SELECT step, idx, body FROM outputs WHERE run_id = ? AND step IN ({_qmarks(len(steps))}) ORDER BY step, idx",
+            (run_id, *steps),
+        )
+        for step, idx, body in rows:
+            if idx < 0:
+                result[step] = orjson.loads(body)
+            else:
+                if not isinstance(result[step], list):
+                    result[step] = []
+                result[step].append(orjson.loads(body))
+        return result
+
+    def get_outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
+        """Outputs of steps: a value, an ordered list for a map step, None if none."""
+        return self._outputs(run_id, list(steps))
+
+    # -- registry ----------------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or refresh a worker."""
+        body = orjson.dumps(
+            {"targets": sorted(info.targets), "labels": dict(info.labels), "slots": info.slots}
+        )
+        self._write(
+            lambda: self.db.execute(
+                "INSERT OR REPLACE INTO workers VALUES (?, ?, ?, ?)",
+                (info.worker_id, body, info.heartbeat_ms, info.started_ms),
+            )
+        )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker."""
+        self._write(lambda: self.db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+        result = []
+        for worker_id, body, heartbeat_ms, started_ms in self.db.execute(
+            "SELECT * FROM workers ORDER BY worker_id"
+        ):
+            info = orjson.loads(body)
+            result.append(
+                WorkerInfo(
+                    worker_id,
+                    frozenset(info["targets"]),
+                    info["labels"],
+                    info["slots"],
+                    heartbeat_ms,
+                    started_ms,
+                )
+            )
+        return result
+
+
+class _InputResolver:
+    """Resolves the inputs of one claim batch, reading each run input and output once."""
+
+    def __init__(self, core: SQLiteCore) -> None:
+        self.core = core
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[tuple[str, str], Any] = {}
+
+    def resolve(
+        self, run_id: str, template_text: bytes, item_text: bytes | None, index: int
+    ) -> tuple[Any, str | None]:
+        template = template_of(template_text)
+        item = _json(item_text)
+        if template.is_literal:
+            return (template.source if template.source is not None else (item if index >= 0 else {})), None
+        if run_id not in self.inputs:
+            row = self.core.db.execute("SELECT input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            self.inputs[run_id] = _json(row[0]) if row else None
+        missing = [s for s in template.steps if (run_id, s) not in self.outputs]
+        for step, value in self.core.get_outputs(run_id, missing).items():
+            self.outputs[(run_id, step)] = value
+        outputs = {s: self.outputs[(run_id, s)] for s in template.steps}
+        try:
+            return render_input(
+                template, run_input=self.inputs[run_id], outputs=outputs, item=item, index=index
+            ), None
+        except CoveyError as exc:
+            return None, str(exc)

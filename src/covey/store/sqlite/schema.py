@@ -1,0 +1,58 @@
+"""The SQLite store's schema, as an append-only list of migrations.
+
+Each entry runs once, in order, inside the transaction that records the new
+``schema_version``. Never edit an entry that has shipped: append a new one.
+A database whose version is newer than this list is refused.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE specs (hash TEXT PRIMARY KEY, body BLOB NOT NULL);
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, spec_hash TEXT NOT NULL,
+        status TEXT NOT NULL, seq INTEGER NOT NULL, input BLOB, output BLOB, error BLOB,
+        parent TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, finished_ms INTEGER
+    );
+    CREATE INDEX runs_by_created ON runs (created_ms);
+    CREATE INDEX runs_by_status ON runs (status, created_ms);
+    CREATE TABLE events (
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL, PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, step TEXT NOT NULL, idx INTEGER NOT NULL,
+        target TEXT NOT NULL, labels BLOB, priority INTEGER NOT NULL, prio_key INTEGER NOT NULL,
+        status TEXT NOT NULL, try_no INTEGER NOT NULL, lease_no INTEGER NOT NULL,
+        worker_id TEXT, lease_until_ms INTEGER, try_deadline_ms INTEGER, timeout_ms INTEGER,
+        input_template BLOB NOT NULL, item BLOB, input_schema BLOB, ready_ms INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_to_claim ON tasks (target, status, prio_key);
+    CREATE INDEX tasks_by_lease ON tasks (status, lease_until_ms);
+    CREATE INDEX tasks_by_worker ON tasks (worker_id);
+    CREATE INDEX tasks_by_run ON tasks (run_id);
+    CREATE TABLE outputs (
+        run_id TEXT NOT NULL, step TEXT NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (run_id, step, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE timers (
+        timer_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, due_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+        task_id TEXT, lease_no INTEGER NOT NULL
+    );
+    CREATE INDEX timers_by_due ON timers (due_ms);
+    CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
+        body BLOB NOT NULL, output BLOB
+    );
+    CREATE TABLE seen (id TEXT PRIMARY KEY, run_id TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY, info BLOB NOT NULL, heartbeat_ms INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL
+    );
+    """,
+]

@@ -1,0 +1,91 @@
+"""How a worker talks to covey: the worker protocol, as an interface.
+
+A :class:`WorkerLink` is either in-process (:class:`LocalLink`, calling the
+embedded runner's engine loop directly) or remote (:class:`~covey.worker.
+socket_link.SocketLink`, the same calls over the runner's unix socket). The
+worker code is the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from covey.engine.events import Event, TaskFailed, TaskSucceeded
+from covey.runtime.loop import EngineLoop
+from covey.store.base import ClaimRequest, Lease, Store
+
+__all__ = ["PROTOCOL_VERSION", "LocalLink", "WorkerLink", "result_event"]
+
+#: Version of the worker protocol; a runner refuses workers speaking another one.
+PROTOCOL_VERSION = 1
+
+
+class WorkerLink(Protocol):
+    """The calls a worker makes; each is acknowledged only after it is committed."""
+
+    async def claim(
+        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+    ) -> list[Lease]:
+        """Lease up to ``limit`` tasks, waiting up to ``wait_s`` for some to be ready."""
+        ...
+
+    async def report(self, results: Sequence[dict[str, Any]]) -> None:
+        """Report finished tries (see :func:`covey.worker.execute.execute` for their shape)."""
+        ...
+
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
+        """Extend this worker's leases; returns the task ids it no longer holds."""
+        ...
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back (graceful stop)."""
+        ...
+
+
+def result_event(result: Mapping[str, Any], at_ms: int) -> Event:
+    """The input event for a reported result, timed by the store's clock."""
+    if result.get("ok"):
+        return TaskSucceeded(result["task_id"], int(result["lease_no"]), at_ms, handoff=result.get("handoff"))
+    return TaskFailed(result["task_id"], int(result["lease_no"]), at_ms, dict(result["error"]))
+
+
+class LocalLink:
+    """A worker in the runner's own process: calls go straight to the engine loop."""
+
+    def __init__(self, loop: EngineLoop, store: Store, *, lease_ms: int) -> None:
+        self.loop = loop
+        self.store = store
+        self.lease_ms = lease_ms
+
+    async def claim(
+        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+    ) -> list[Lease]:
+        """Lease tasks through the engine loop's next batch."""
+        request = ClaimRequest(worker_id, targets, dict(labels), limit, self.lease_ms)
+        return await self.loop.claim(request, wait_s=wait_s)
+
+    async def report(self, results: Sequence[dict[str, Any]]) -> None:
+        """Hand results to the engine loop and wait for their commit."""
+        await deliver_results(self.loop, self.store, results)
+
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
+        """Extend leases in the store."""
+        return await self.store.heartbeat(worker_id, leases, self.lease_ms)
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back and let parked claims see the tasks again."""
+        await self.store.release(worker_id, leases)
+        self.loop.poke_claims()
+
+
+async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:
+    """Queue every result for one batch and wait until all are committed."""
+    import asyncio
+
+    at_ms = await store.now_ms()
+    futures = [
+        loop.deliver_nowait(result_event(result, at_ms), str(result["run_id"]), output=result.get("output"))
+        for result in results
+    ]
+    await asyncio.gather(*futures)

@@ -1,0 +1,140 @@
+"""The worker protocol over the embedded runner's unix socket.
+
+One connection carries every call of a process, multiplexed by request id,
+so a parked claim and a report travel side by side. Commands (``covey
+submit``, ``signal``...) use the same connection type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from covey import errors
+from covey.errors import BackendUnavailable, CoveyError
+from covey.runtime.protocol import lease_from_json, read_frame, write_frame
+from covey.store.base import Lease
+from covey.worker.link import PROTOCOL_VERSION
+
+__all__ = ["SocketLink"]
+
+
+class SocketLink:
+    """A connection to a runner; use as ``async with SocketLink(path) as link``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self.lease_ms = 0
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot reach the covey runner at {self.path}: {exc}") from None
+        self._listener = asyncio.create_task(self._listen())
+        hello = await self.call("hello", protocol=PROTOCOL_VERSION)
+        self.lease_ms = int(hello["lease_ms"])
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                message = await read_frame(self._reader)
+                if message is None:
+                    break
+                future = self._waiting.pop(int(message.get("id") or 0), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+        except (ConnectionError, CoveyError):
+            pass
+        finally:
+            lost = BackendUnavailable(f"connection to the covey runner at {self.path} was lost")
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(lost)
+            self._waiting.clear()
+
+    async def call(self, op: str, **fields: Any) -> Any:
+        """Send one request and wait for its answer; covey errors are re-raised as themselves."""
+        if self._writer is None or self._listener is None or self._listener.done():
+            raise BackendUnavailable(f"not connected to the covey runner at {self.path}")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        write_frame(self._writer, {"id": request_id, "op": op, **fields})
+        await self._writer.drain()
+        reply = await future
+        if "error" in reply:
+            raise _rebuild_error(reply["error"])
+        return reply["ok"]
+
+    async def claim(
+        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+    ) -> list[Lease]:
+        """Lease tasks from the runner."""
+        answer = await self.call(
+            "claim",
+            worker_id=worker_id,
+            targets=sorted(targets),
+            labels=dict(labels),
+            limit=limit,
+            wait_s=wait_s,
+        )
+        return [lease_from_json(item) for item in answer["leases"]]
+
+    async def report(self, results: Sequence[dict[str, Any]]) -> None:
+        """Report finished tries."""
+        await self.call("report", results=list(results))
+
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
+        """Extend leases."""
+        answer = await self.call("heartbeat", worker_id=worker_id, leases=[list(pair) for pair in leases])
+        return list(answer["lost"])
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back."""
+        await self.call("release", worker_id=worker_id, leases=[list(pair) for pair in leases])
+
+
+def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
+    cls = getattr(errors, str(body.get("type")), None)
+    message = str(body.get("message"))
+    if cls is errors.SpecError:
+        return errors.SpecError(
+            str(body.get("reason") or message), step=body.get("step"), field=body.get("field")
+        )
+    if cls is errors.InputError:
+        return errors.InputError(str(body.get("reason") or message), field=body.get("field"))
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, CoveyError)
+        and cls not in (errors.AgentFailure, errors.Retry)
+    ):
+        try:
+            return cls(message)
+        except TypeError:
+            pass
+    return CoveyError(message)

@@ -1,0 +1,207 @@
+"""The worker: pulls tasks it can run, runs them, reports, stops gracefully.
+
+Pull, not push: a worker with free slots claims ready tasks for its skills and
+labels (one round trip for up to all its free slots), so a free worker is an
+available one and load balances itself over replicas. Claiming and reporting
+run side by side: a report never waits behind a long-poll claim, and the
+commit that accepts a report leases the next ready task to the claim already
+parked at the runner, so a hand-off costs one commit.
+
+On stop (SIGTERM), a worker claims nothing more, waits for running tries up
+to a grace period, reports them, and releases whatever is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from covey.agents.context import Context
+from covey.agents.registry import AgentDef, Registry
+from covey.errors import ConfigError
+from covey.store.base import Lease
+from covey.worker.execute import execute
+from covey.worker.link import WorkerLink
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("covey.worker")
+
+#: Longest a claim waits at the runner when nothing is ready (the store is polled this often when idle).
+CLAIM_WAIT_S = 1.0
+
+
+class Worker:
+    """Serves the agents of a registry through a link.
+
+    Args:
+        registry: the agents this worker hosts.
+        link: how it reaches covey (in-process or over a socket).
+        concurrency: task slots in all (default: the sum of the agents' concurrency).
+        labels: labels this worker offers, added to each agent's own.
+        heartbeat_s: how often leases are extended.
+        grace_s: how long a stop waits for running tries before releasing them.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        link: WorkerLink,
+        *,
+        concurrency: int | None = None,
+        labels: dict[str, str] | None = None,
+        heartbeat_s: float = 5.0,
+        grace_s: float = 10.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if len(registry) == 0:
+            raise ConfigError("a worker needs at least one agent")
+        self.registry = registry
+        self.link = link
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.slots = concurrency or sum(a.concurrency for a in registry)
+        self.labels = dict(labels or {})
+        self.heartbeat_s = heartbeat_s
+        self.grace_s = grace_s
+        self.targets = frozenset(registry.skills | {f"agent:{a.name}" for a in registry})
+        self.running: dict[str, tuple[Lease, Context, asyncio.Task[None]]] = {}
+        self.completed = 0
+        self._results: list[dict[str, Any]] = []
+        self._have_results = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._threads = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="covey-agent")
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new claims; running tries finish within the grace period."""
+        self._stopping.set()
+        self._slot_freed.set()
+        self._have_results.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`, then drain, report and release."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._claimer())
+                group.create_task(self._reporter())
+                group.create_task(self._heartbeats())
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _claimer(self) -> None:
+        while not self._stopping.is_set():
+            free = self.slots - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
+            except Exception:
+                log.exception("claim failed; retrying")
+                await _pause(self._stopping, 0.5)
+                continue
+            if self._stopping.is_set() and leases:
+                with contextlib.suppress(Exception):
+                    await self.link.release(self.id, [(lease.task_id, lease.lease_no) for lease in leases])
+                return
+            for lease in leases:
+                self._start(lease)
+
+    def _start(self, lease: Lease) -> None:
+        agent = self._agent_for(lease.target)
+        ctx = Context(
+            run_id=lease.run_id,
+            task_id=lease.task_id,
+            step=lease.step,
+            index=lease.index if lease.index >= 0 else None,
+            try_no=lease.try_no,
+            lease_no=lease.lease_no,
+            heartbeat=self._beat,
+        )
+        task = asyncio.create_task(self._try(agent, lease, ctx))
+        self.running[lease.task_id] = (lease, ctx, task)
+
+    def _agent_for(self, target: str) -> AgentDef:
+        found = (
+            self.registry.get(target[6:]) if target.startswith("agent:") else self.registry.for_skill(target)
+        )
+        if found is None:  # the claim only asks for targets we serve
+            raise ConfigError(f"worker {self.id} has no agent for {target!r}")
+        return found
+
+    async def _try(self, agent: AgentDef, lease: Lease, ctx: Context) -> None:
+        try:
+            result = await execute(agent, lease, ctx, self._threads)
+        finally:
+            self.running.pop(lease.task_id, None)
+            self._slot_freed.set()
+        self._results.append(result)
+        self._have_results.set()
+
+    async def _reporter(self) -> None:
+        while True:
+            if not self._results:
+                if self._stopping.is_set() and not self.running:
+                    return
+                self._have_results.clear()
+                await self._have_results.wait()
+                continue
+            results, self._results = self._results, []
+            try:
+                await self.link.report(results)
+                self.completed += len(results)
+            except Exception:
+                log.exception("report failed; retrying")
+                self._results = results + self._results
+                await asyncio.sleep(0.2)
+
+    async def _heartbeats(self) -> None:
+        while not (self._stopping.is_set() and not self.running):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_s)
+            if self._stopping.is_set():
+                await self._drain()
+                return
+            await self._beat()
+
+    async def _beat(self) -> None:
+        held = [(lease.task_id, lease.lease_no) for lease, _, _ in self.running.values()]
+        if not held:
+            return
+        try:
+            lost = await self.link.heartbeat(self.id, held)
+        except Exception:
+            log.exception("heartbeat failed")
+            return
+        for task_id in lost:
+            entry = self.running.get(task_id)
+            if entry is not None:
+                entry[1]._cancel()
+
+    async def _drain(self) -> None:
+        """Graceful stop: let running tries finish within the grace period, release the rest."""
+        deadline = asyncio.get_running_loop().time() + self.grace_s
+        while self.running and asyncio.get_running_loop().time() < deadline:
+            await _pause(None, min(0.05, self.heartbeat_s))
+        leftover = [(lease.task_id, lease.lease_no) for lease, _, _ in self.running.values()]
+        for _, _, task in list(self.running.values()):
+            task.cancel()
+        if leftover:
+            with contextlib.suppress(Exception):
+                await self.link.release(self.id, leftover)
+        self._have_results.set()
+
+
+async def _pause(event: asyncio.Event | None, seconds: float) -> None:
+    if event is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
