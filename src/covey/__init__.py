@@ -1,0 +1,78 @@
+"""covey: durable, event-driven workflows for AI agents.
+
+The public API. Everything else is importable but may change between
+releases::
+
+    import covey
+
+    @covey.agent(skills=["classify"])
+    def classify(ticket): ...
+
+    wf = covey.Workflow("triage")
+    label = wf.step("label", skill="classify", input={"text": wf.input["text"]})
+    print(covey.run(wf, {"text": "my invoice is wrong"}, agents=[classify]))
+"""
+
+from __future__ import annotations
+
+from covey.agents.context import Context, Handoff, TaskCancelled
+from covey.agents.registry import AgentDef, Registry, agent
+from covey.client import LocalClient
+from covey.embedded import Embedded, run
+from covey.errors import (
+    AgentFailure,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    CoveyError,
+    InputError,
+    NotFound,
+    Retry,
+    RunFailed,
+    SpecError,
+    StaleLease,
+    StoreLocked,
+)
+from covey.runtime.runner import Runner
+from covey.spec.builder import Workflow
+from covey.spec.load import load_spec, load_spec_file
+from covey.spec.model import RetryPolicy, StepSpec, WaitSpec, WorkflowSpec
+from covey.store.base import RunInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentDef",
+    "AgentFailure",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "Conflict",
+    "Context",
+    "CoveyError",
+    "Embedded",
+    "Handoff",
+    "InputError",
+    "LocalClient",
+    "NotFound",
+    "Registry",
+    "Retry",
+    "RetryPolicy",
+    "RunFailed",
+    "RunInfo",
+    "Runner",
+    "SpecError",
+    "StaleLease",
+    "StepSpec",
+    "StoreLocked",
+    "TaskCancelled",
+    "WaitSpec",
+    "Workflow",
+    "WorkflowSpec",
+    "__version__",
+    "agent",
+    "load_spec",
+    "load_spec_file",
+    "run",
+]

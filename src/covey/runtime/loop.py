@@ -143,6 +143,19 @@ class EngineLoop:
         self._read_inbox = True
         self._wake.set()
 
+    def unpark(self, worker_id: str) -> None:
+        """Answer a stopping worker's parked claim at once, with no leases."""
+        keep = []
+        for pending in self._parked:
+            if pending.request.worker_id == worker_id:
+                _answer(pending.future, [])
+            else:
+                keep.append(pending)
+        self._parked = keep
+        for pending in self._claims:
+            if pending.request.worker_id == worker_id:
+                pending.park_until = 0.0
+
     def poke_claims(self) -> None:
         """Tasks became ready outside a decision (released leases): retry parked claims."""
         self._claims.extend(self._parked)

@@ -125,6 +125,11 @@ async def _release(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+async def _unpark(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    runner.engine.unpark(str(message["worker_id"]))
+    return {}
+
+
 async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     run_id = await runner.submit(message["workflow"], message.get("input"), run_id=message.get("run_id"))
     return {"run_id": run_id}
@@ -159,6 +164,7 @@ _HANDLERS: dict[str, Handler] = {
     "report": _report,
     "heartbeat": _heartbeat,
     "release": _release,
+    "unpark": _unpark,
     "submit": _submit,
     "signal": _signal,
     "cancel": _cancel,

@@ -42,6 +42,10 @@ class WorkerLink(Protocol):
         """Give leases back (graceful stop)."""
         ...
 
+    async def unpark(self, worker_id: str) -> None:
+        """Answer this worker's waiting claim now, empty (it is stopping)."""
+        ...
+
 
 def result_event(result: Mapping[str, Any], at_ms: int) -> Event:
     """The input event for a reported result, timed by the store's clock."""
@@ -77,6 +81,10 @@ class LocalLink:
         """Give leases back and let parked claims see the tasks again."""
         await self.store.release(worker_id, leases)
         self.loop.poke_claims()
+
+    async def unpark(self, worker_id: str) -> None:
+        """Answer the worker's parked claim at once."""
+        self.loop.unpark(worker_id)
 
 
 async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:

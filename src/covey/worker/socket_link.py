@@ -118,6 +118,10 @@ class SocketLink:
         """Give leases back."""
         await self.call("release", worker_id=worker_id, leases=[list(pair) for pair in leases])
 
+    async def unpark(self, worker_id: str) -> None:
+        """Answer this worker's waiting claim now."""
+        await self.call("unpark", worker_id=worker_id)
+
 
 def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
     cls = getattr(errors, str(body.get("type")), None)

@@ -24,7 +24,7 @@ from typing import Any
 
 from covey.agents.context import Context
 from covey.agents.registry import AgentDef, Registry
-from covey.errors import ConfigError
+from covey.errors import BackendUnavailable, ConfigError
 from covey.store.base import Lease
 from covey.worker.execute import execute
 from covey.worker.link import WorkerLink
@@ -72,6 +72,8 @@ class Worker:
         self.targets = frozenset(registry.skills | {f"agent:{a.name}" for a in registry})
         self.running: dict[str, tuple[Lease, Context, asyncio.Task[None]]] = {}
         self.completed = 0
+        self.link_lost = False
+        self._unparking: asyncio.Task[None] | None = None
         self._results: list[dict[str, Any]] = []
         self._have_results = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -80,9 +82,28 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to stop: no new claims; running tries finish within the grace period."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._slot_freed.set()
         self._have_results.set()
+        if not self.link_lost:
+            self._unparking = asyncio.get_running_loop().create_task(self._unpark())
+
+    async def _unpark(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.link.unpark(self.id)
+
+    def _lose_link(self) -> None:
+        """The runner is gone: stop at once; its successor voids our leases and re-runs the tasks."""
+        if not self.link_lost:
+            log.warning("worker %s lost its link to covey; stopping", self.id)
+        self.link_lost = True
+        for _, ctx, task in self.running.values():
+            ctx._cancel()
+            task.cancel()
+        self.grace_s = 0
+        self.stop()
 
     async def run(self) -> None:
         """Serve until :meth:`stop`, then drain, report and release."""
@@ -103,6 +124,9 @@ class Worker:
                 continue
             try:
                 leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
+            except BackendUnavailable:
+                self._lose_link()
+                return
             except Exception:
                 log.exception("claim failed; retrying")
                 await _pause(self._stopping, 0.5)
@@ -157,6 +181,9 @@ class Worker:
             try:
                 await self.link.report(results)
                 self.completed += len(results)
+            except BackendUnavailable:
+                self._lose_link()
+                return
             except Exception:
                 log.exception("report failed; retrying")
                 self._results = results + self._results
@@ -167,7 +194,8 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.heartbeat_s)
             if self._stopping.is_set():
-                await self._drain()
+                if not self.link_lost:
+                    await self._drain()
                 return
             await self._beat()
 
