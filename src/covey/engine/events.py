@@ -210,9 +210,12 @@ _TYPES: dict[str, type[Any]] = {
 INPUT_EVENTS = frozenset(name for name, cls in _TYPES.items() if cls.is_input)
 
 
+_FIELDS: dict[type[Any], tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()}
+
+
 def event_to_json(event: Event) -> dict[str, Any]:
     """The event as a JSON object tagged with its type and schema version."""
-    body = {f.name: getattr(event, f.name) for f in fields(event)}
+    body = {name: getattr(event, name) for name in _FIELDS[type(event)]}
     body["type"] = type(event).__name__
     body["v"] = EVENT_SCHEMA_VERSION
     return body

@@ -89,6 +89,8 @@ class EngineLoop:
         self.epoch = epoch
         self.runs: dict[str, RunState] = {}
         self._finished_order: list[str] = []
+        self._finished: set[str] = set()
+        """Runs whose end is committed (a cached state may say finished before its commit lands)."""
         self._items: list[_Item] = []
         self._claims: list[_Claim] = []
         self._parked: list[_Claim] = []
@@ -171,9 +173,9 @@ class EngineLoop:
     async def wait_finished(self, run_id: str) -> str:
         """Wait until the run finishes; returns its status."""
         state = self.runs.get(run_id)
-        if state is not None and state.finished:
+        if state is not None and run_id in self._finished:
             return state.status
-        info = await self.store.get_run(run_id)
+        info = None if state is not None else await self.store.get_run(run_id)
         if info is not None and info.status != "running":
             return info.status
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -266,6 +268,8 @@ class EngineLoop:
             state = fold([event_from_json(body) for body in history], check=False)
             if state is not None:
                 self.runs[run_id] = state
+                if state.finished:
+                    self._finished.add(run_id)
 
     def _decide_item(
         self, item: _Item, writes: dict[str, _Write], batch: CommitBatch, answers: list[tuple[_Item, bool]]
@@ -354,10 +358,12 @@ class EngineLoop:
         for future in self._waiters.pop(run_id, []):
             _answer(future, status)
         self._finished_order.append(run_id)
+        self._finished.add(run_id)
         if len(self._finished_order) > FINISHED_CACHE:
             old = self._finished_order[: len(self._finished_order) // 2]
             self._finished_order = self._finished_order[len(old) :]
             for stale in old:
+                self._finished.discard(stale)
                 cached = self.runs.get(stale)
                 if cached is not None and cached.finished:
                     del self.runs[stale]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -47,9 +47,12 @@ def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(_HEADER.pack(len(body)) + body)
 
 
+_LEASE_FIELDS = tuple(f.name for f in fields(Lease))
+
+
 def lease_to_json(lease: Lease) -> dict[str, Any]:
-    """A lease as a JSON object."""
-    return asdict(lease)
+    """A lease as a JSON object (a shallow copy: its values are JSON already)."""
+    return {name: getattr(lease, name) for name in _LEASE_FIELDS}
 
 
 def lease_from_json(data: dict[str, Any]) -> Lease:

@@ -98,10 +98,22 @@ def compile_workflow(spec: WorkflowSpec | Mapping[str, Any]) -> CompiledWorkflow
         SpecError: bad step names or targets, references to unknown steps,
             unknown signals, bad expressions or schemas, or a dependency cycle.
     """
-    if not isinstance(spec, WorkflowSpec):
-        spec = spec_from_json(spec)
-    source = spec.model_dump(mode="json", exclude_defaults=True)
-    return _compile_source(orjson.dumps(source))
+    if isinstance(spec, WorkflowSpec):
+        return _compile_source(orjson.dumps(spec.model_dump(mode="json", exclude_defaults=True)))
+    try:
+        text = orjson.dumps(spec)
+    except TypeError:
+        text = None
+    if text is None:
+        return _compile_source(orjson.dumps(spec_from_json(spec).model_dump(mode="json", exclude_defaults=True)))
+    return _compile_json(text)
+
+
+@lru_cache(maxsize=256)
+def _compile_json(text: bytes) -> CompiledWorkflow:
+    """Compile a spec given as JSON text, once per distinct text (submits of one workflow repeat it)."""
+    spec = spec_from_json(orjson.loads(text))
+    return _compile_source(orjson.dumps(spec.model_dump(mode="json", exclude_defaults=True)))
 
 
 @lru_cache(maxsize=256)
