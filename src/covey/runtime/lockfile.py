@@ -40,7 +40,7 @@ class RunnerLock:
         self.path = db_path.with_name(db_path.name + ".lock")
         self._fd: int | None = None
 
-    def acquire(self, socket_path: Path) -> None:
+    def acquire(self) -> None:
         """Take the lock or raise StoreLocked naming the holder."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -49,8 +49,14 @@ class RunnerLock:
             os.close(fd)
             raise StoreLocked(f"another covey runner is using {self.path.with_suffix('')}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, orjson.dumps({"pid": os.getpid(), "socket": str(socket_path)}))
+        os.write(fd, orjson.dumps({"pid": os.getpid()}))
         self._fd = fd
+
+    def announce(self, socket_path: Path) -> None:
+        """Publish the socket path, once the runner listens on it."""
+        assert self._fd is not None, "acquire the lock first"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, orjson.dumps({"pid": os.getpid(), "socket": str(socket_path)}), 0)
 
     def release(self) -> None:
         """Let go of the lock."""
@@ -70,7 +76,8 @@ def find_runner_socket(db_path: Path) -> Path | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             data = os.read(fd, 4096)
-            return Path(orjson.loads(data)["socket"]) if data else None
+            socket = orjson.loads(data).get("socket") if data else None
+            return Path(socket) if socket else None
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

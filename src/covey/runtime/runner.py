@@ -65,7 +65,7 @@ class Runner:
         self.timekeeper: Timekeeper | None = None
 
     async def __aenter__(self) -> Self:
-        self._lock.acquire(self.socket_path or self.path)
+        self._lock.acquire()
         try:
             await self.store.__aenter__()
             epoch = await self.store.begin_epoch()
@@ -81,6 +81,7 @@ class Runner:
                 with contextlib.suppress(FileNotFoundError):
                     self.socket_path.unlink()
                 self._server = await serve(self, self.socket_path)
+                self._lock.announce(self.socket_path)
         except BaseException:
             await self._shutdown()
             raise

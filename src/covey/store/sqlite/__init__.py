@@ -32,6 +32,9 @@ __all__ = ["SQLiteCore", "SQLiteStore"]
 
 T = TypeVar("T")
 
+#: Commits touching at most this many runs and claims run on the event loop's thread (see ``_call``).
+INLINE_COMMIT_LIMIT = 8
+
 
 class SQLiteStore:
     """The :class:`~covey.store.base.Store` on one SQLite file.
@@ -49,6 +52,7 @@ class SQLiteStore:
         self.readonly = readonly
         self._core: SQLiteCore | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._in_flight = 0
 
     async def __aenter__(self) -> Self:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
@@ -71,10 +75,25 @@ class SQLiteStore:
         assert self._thread is not None, "use 'async with SQLiteStore(...)'"
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def _call(self, name: str, *args: Any, inline: bool = True) -> Any:
+        """Run a core call: inline when it is small and the writer thread is idle, else on that thread.
+
+        Inline calls skip the thread hop (about 100 µs of wake-ups, a third of
+        a hand-off); large commits go to the writer thread so the event loop
+        keeps deciding the next batch during their fsync. The two never
+        overlap: an inline call runs only while no job is in flight, and while
+        it runs the event loop, the only submitter of jobs, is busy with it.
+        """
         core = self._core
         assert core is not None, "use 'async with SQLiteStore(...)'"
-        return await self._run(functools.partial(getattr(core, name), *args))
+        call = functools.partial(getattr(core, name), *args)
+        if inline and self._in_flight == 0:
+            return call()
+        self._in_flight += 1
+        try:
+            return await self._run(call)
+        finally:
+            self._in_flight -= 1
 
     async def now_ms(self) -> int:
         """The store's clock."""
@@ -86,7 +105,8 @@ class SQLiteStore:
 
     async def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims."""
-        result: CommitResult = await self._call("commit", batch)
+        small = len(batch.runs) + len(batch.claims) <= INLINE_COMMIT_LIMIT
+        result: CommitResult = await self._call("commit", batch, inline=small)
         return result
 
     async def claim(self, request: ClaimRequest) -> list[Lease]:
