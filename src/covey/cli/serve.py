@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import click
 
 from covey.cli.render import console
 from covey.embedded import Embedded
+from covey.errors import ConfigError
 from covey.runtime.runner import Runner
 from covey.worker.process import run_worker
 
@@ -47,12 +51,29 @@ async def _serve(db: Path, app: str | None, workers: int, *, durable: bool) -> N
 @click.argument("app")
 @click.option("--concurrency", type=int, help="Task slots (default: the sum of the agents' concurrency).")
 @click.option("--labels", multiple=True, metavar="KEY=VALUE", help="Labels this worker offers (repeatable).")
+@click.option("--grace", default=10.0, show_default=True, help="Seconds a stop waits for running tries.")
 @click.pass_obj
-def worker_command(settings: Any, app: str, concurrency: int | None, labels: tuple[str, ...]) -> None:
+def worker_command(
+    settings: Any, app: str, concurrency: int | None, labels: tuple[str, ...], grace: float
+) -> None:
     """Serve the agents of APP (a module or .py file) for the store's runner until SIGTERM."""
-    offered = dict(item.partition("=")[::2] for item in labels)
+    offered = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--labels takes key=value, got {item!r}")
+        offered[key] = value
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(app, settings.db_path, concurrency=concurrency, labels=offered))
+        asyncio.run(run_worker(app, settings.db_path, concurrency=concurrency, labels=offered, grace_s=grace))
+    _exit_past_stuck_agents()
+
+
+def _exit_past_stuck_agents() -> None:
+    """Leave even if a sync agent's thread still runs: its lease is released or expired, so covey re-runs it."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 COMMANDS = [serve_command, worker_command]

@@ -29,6 +29,7 @@ async def run_worker(
     concurrency: int | None = None,
     labels: dict[str, str] | None = None,
     heartbeat_s: float | None = None,
+    grace_s: float = 10.0,
 ) -> int:
     """Serve ``app_ref``'s agents for the runner of ``db_path`` until told to stop; returns tries completed."""
     app = load_app(app_ref)
@@ -39,7 +40,9 @@ async def run_worker(
         )
     async with SocketLink(socket_path) as link:
         beat = heartbeat_s if heartbeat_s is not None else max(0.05, link.lease_ms / 3000)
-        worker = Worker(app.registry, link, concurrency=concurrency, labels=labels, heartbeat_s=beat)
+        worker = Worker(
+            app.registry, link, concurrency=concurrency, labels=labels, heartbeat_s=beat, grace_s=grace_s
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

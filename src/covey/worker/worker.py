@@ -66,7 +66,8 @@ class Worker:
         self.link = link
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.slots = concurrency or sum(a.concurrency for a in registry)
-        self.labels = dict(labels or {})
+        self.labels = {key: value for item in registry for key, value in item.labels.items()}
+        self.labels.update(labels or {})
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
         self.targets = frozenset(registry.skills | {f"agent:{a.name}" for a in registry})
@@ -211,7 +212,10 @@ class Worker:
         for task_id in lost:
             entry = self.running.get(task_id)
             if entry is not None:
-                entry[1]._cancel()
+                lease, ctx, task = entry
+                ctx._cancel()
+                if self._agent_for(lease.target).is_async:
+                    task.cancel()  # nobody waits for this try's result any more
 
     async def _drain(self) -> None:
         """Graceful stop: let running tries finish within the grace period, release the rest."""
