@@ -2,9 +2,10 @@
 
 Every store (SQLite embedded; PostgreSQL and Redis distributed) implements
 :class:`Store` with the same semantics, checked by one conformance suite
-(``tests/store``). The engine loop is the only caller of :meth:`Store.commit`;
-workers call :meth:`Store.claim`, :meth:`Store.heartbeat` and
-:meth:`Store.append_inbox`; timekeepers call :meth:`Store.fire_due`.
+(:mod:`covey.testing.conformance`, run by ``tests/store``). The engine loop
+is the only caller of :meth:`Store.commit`; workers call :meth:`Store.claim`,
+:meth:`Store.heartbeat` and :meth:`Store.append_inbox`; timekeepers call
+:meth:`Store.fire_due`.
 
 Semantics every implementation keeps:
 
@@ -12,7 +13,9 @@ Semantics every implementation keeps:
   are written, with their events, task rows, timers, outputs and consumed
   inbox rows, or nothing is. A run whose ``expected_seq`` does not match is
   left out and reported in ``CommitResult.conflicts``; the others still
-  commit. A stale ``epoch`` fails the whole commit with Conflict.
+  commit. A write for a run that does not exist is its first commit and
+  carries ``new``; one without it is a conflict too. A stale ``epoch`` fails
+  the whole commit with Conflict.
 * Claims listed in a batch run after its writes, in the same transaction, so
   a task made ready by the batch can be leased by it ("hand-off in one commit").
 * A claim takes only ``ready`` rows, highest priority first with aging
@@ -90,6 +93,7 @@ class RunWrite:
     new: NewRun | None = None
     status: str | None = None
     output: bytes | None = None
+    """The run's output as JSON, when the caller has it; ``output_template`` renders one instead."""
     error: bytes | None = None
     finished_ms: int | None = None
     enqueue: list[EnqueueTask] = field(default_factory=list)
@@ -99,7 +103,10 @@ class RunWrite:
     outputs: list[tuple[str, int, bytes]] = field(default_factory=list)
     """(step, index, JSON body): index -1 for a plain step, 0.. for map elements."""
     output_template: bytes | None = None
-    """When the run finishes: its output mapping, rendered by the store after this commit's outputs are written."""
+    """When the run finishes: its output mapping, rendered by the store after this commit's outputs are written.
+
+    It wins over ``output``; a mapping that fails to render stores ``{"error": <message>}`` as the output.
+    """
     consumed: list[int] = field(default_factory=list)
     """Inbox row seqs decided by this commit."""
     seen: list[str] = field(default_factory=list)
@@ -154,6 +161,7 @@ class CommitResult:
 
     conflicts: set[str] = field(default_factory=set)
     leases: dict[str, list[Lease]] = field(default_factory=dict)
+    """By worker id: every lease the batch's claims granted (a worker claiming twice gets both grants)."""
 
 
 @dataclass(frozen=True, slots=True)

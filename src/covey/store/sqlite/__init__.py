@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from covey.errors import BackendError
 from covey.store.base import (
     ClaimRequest,
     CommitBatch,
@@ -56,9 +58,15 @@ class SQLiteStore:
 
     async def __aenter__(self) -> Self:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
-        self._core = await self._run(
-            lambda: SQLiteCore(self.path, durable=self.durable, readonly=self.readonly)
-        )
+        try:
+            self._core = await self._run(
+                lambda: SQLiteCore(self.path, durable=self.durable, readonly=self.readonly)
+            )
+        except BaseException:
+            # A failed enter gets no __aexit__: stop the thread it started.
+            self._thread.shutdown(wait=True)
+            self._thread = None
+            raise
         return self
 
     async def __aexit__(
@@ -73,7 +81,14 @@ class SQLiteStore:
 
     async def _run(self, fn: Callable[[], T]) -> T:
         assert self._thread is not None, "use 'async with SQLiteStore(...)'"
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        except sqlite3.Error as exc:
+            raise self._backend_error(exc) from None
+
+    def _backend_error(self, exc: sqlite3.Error) -> BackendError:
+        """The driver's error translated: nothing above the store sees a sqlite3 exception (STYLE 4.2)."""
+        return BackendError(f"SQLite database {self.path}: {exc}")
 
     async def _call(self, name: str, *args: Any, inline: bool = True) -> Any:
         """Run a core call: inline when it is small and the writer thread is idle, else on that thread.
@@ -88,7 +103,10 @@ class SQLiteStore:
         assert core is not None, "use 'async with SQLiteStore(...)'"
         call = functools.partial(getattr(core, name), *args)
         if inline and self._in_flight == 0:
-            return call()
+            try:
+                return call()
+            except sqlite3.Error as exc:
+                raise self._backend_error(exc) from None
         self._in_flight += 1
         try:
             return await self._run(call)

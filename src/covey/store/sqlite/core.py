@@ -66,13 +66,17 @@ class SQLiteCore:
                 self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open SQLite database {self.path}: {exc}") from None
-        self.db.execute("PRAGMA busy_timeout = 5000")
-        if not readonly:
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._migrate()
-        else:
-            self._check_version()
+        try:
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._migrate()
+            else:
+                self._check_version()
+        except BaseException:
+            self.db.close()  # a refused or unreadable file leaves no connection behind
+            raise
 
     def close(self) -> None:
         """Close the connection."""
@@ -162,7 +166,11 @@ class SQLiteCore:
         current = self._current_seqs([w.run_id for w in batch.runs])
         ok: list[RunWrite] = []
         for write in batch.runs:
-            if current.get(write.run_id, 0) != write.expected_seq:
+            # A run that does not exist yet can only be written by its first commit (``new``).
+            found = current.get(write.run_id)
+            if (found if found is not None else 0) != write.expected_seq or (
+                found is None and write.new is None
+            ):
                 result.conflicts.add(write.run_id)
             else:
                 ok.append(write)
@@ -175,7 +183,8 @@ class SQLiteCore:
             if write.output_template is not None:
                 self._render_run_output(write)
         for request in batch.claims:
-            result.leases[request.worker_id] = self._claim(request, now)
+            # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
+            result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
         return result
 
     def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
@@ -201,9 +210,9 @@ class SQLiteCore:
             ],
         )
         db.executemany(
-            "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), error = coalesce(?, error),"
-            " finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
-            [(w.new_seq, now, w.status, w.error, w.finished_ms, w.run_id) for w in writes],
+            "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), output = coalesce(?, output),"
+            " error = coalesce(?, error), finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
+            [(w.new_seq, now, w.status, w.output, w.error, w.finished_ms, w.run_id) for w in writes],
         )
         db.executemany(
             "INSERT INTO events (run_id, seq, type, at_ms, body) VALUES (?, ?, ?, ?, ?)",
@@ -272,13 +281,7 @@ class SQLiteCore:
         targets = sorted(request.targets)
         if not targets or request.limit <= 0:
             return []
-        rows = self.db.execute(
-            "SELECT task_id, run_id, step, idx, target, labels, lease_no, try_no, timeout_ms, input_template,"
-            f" item, input_schema FROM tasks WHERE status = 'ready' AND target IN ({_qmarks(len(targets))})"
-            " ORDER BY prio_key DESC LIMIT ?",
-            (*targets, request.limit * 4 if request.labels is not None else request.limit),
-        ).fetchall()
-        chosen = [row for row in rows if self._labels_match(row[5], request.labels)][: request.limit]
+        chosen = self._claimable(targets, request.labels, request.limit)
         updates, leases = [], []
         resolver = _InputResolver(self)
         for (
@@ -323,6 +326,37 @@ class SQLiteCore:
             updates,
         )
         return leases
+
+    _CLAIM_SQL = (
+        "SELECT task_id, run_id, step, idx, target, labels, lease_no, try_no, timeout_ms, input_template,"
+        " item, input_schema, prio_key, rowid FROM tasks WHERE status = 'ready' AND target IN ({targets}) {after}"
+        " ORDER BY prio_key DESC, rowid DESC LIMIT ?"
+    )
+
+    def _claimable(self, targets: list[str], labels: Any, limit: int) -> list[Any]:
+        """The first ``limit`` ready rows, in claim order, whose required labels are all offered.
+
+        Rows are read in windows (keyset-paged on prio_key, rowid), so a LIMIT keeps the usual
+        claim cheap, yet tasks needing labels this worker lacks cannot hide the ones it can run.
+        """
+        first = self._CLAIM_SQL.format(targets=_qmarks(len(targets)), after="")
+        later = self._CLAIM_SQL.format(
+            targets=_qmarks(len(targets)), after="AND (prio_key < ? OR (prio_key = ? AND rowid < ?))"
+        )
+        chosen: list[Any] = []
+        window = limit * 4
+        rows = self.db.execute(first, (*targets, window)).fetchall()
+        while True:
+            for row in rows:
+                if self._labels_match(row[5], labels):
+                    chosen.append(row[:12])
+                    if len(chosen) == limit:
+                        return chosen
+            if len(rows) < window:
+                return chosen
+            key, rowid = rows[-1][12], rows[-1][13]
+            window *= 2
+            rows = self.db.execute(later, (*targets, key, key, rowid, window)).fetchall()
 
     @staticmethod
     def _labels_match(required: bytes | None, offered: Any) -> bool:
@@ -458,7 +492,8 @@ class SQLiteCore:
     def load_histories(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """Histories of several runs at once (absent runs are left out), specs filled in."""
         result: dict[str, list[dict[str, Any]]] = {}
-        for part in _chunks(list(run_ids)):
+        # Deduplicated, or an id repeated across two chunks would have its events read twice.
+        for part in _chunks(list(dict.fromkeys(run_ids))):
             sql = (
                 f"SELECT run_id, body FROM events WHERE run_id IN ({_qmarks(len(part))}) ORDER BY run_id, seq"
             )
@@ -482,7 +517,16 @@ class SQLiteCore:
     def _run_info(row: Any) -> RunInfo:
         run_id, workflow, status, seq, created_ms, updated_ms, finished_ms, data, output, error = row
         return RunInfo(
-            run_id, workflow, status, seq, created_ms, updated_ms, finished_ms, _json(data), _json(output), _json(error)
+            run_id,
+            workflow,
+            status,
+            seq,
+            created_ms,
+            updated_ms,
+            finished_ms,
+            _json(data),
+            _json(output),
+            _json(error),
         )
 
     def get_run(self, run_id: str) -> RunInfo | None:

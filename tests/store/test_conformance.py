@@ -1,0 +1,23 @@
+"""The store conformance suite (covey.testing.conformance), run against every store in conftest.py."""
+
+from __future__ import annotations
+
+from covey.testing.conformance.claim import TestClaim
+from covey.testing.conformance.commit import TestCommit
+from covey.testing.conformance.inbox import TestInbox
+from covey.testing.conformance.leases import TestLeases
+from covey.testing.conformance.outputs import TestOutputs
+from covey.testing.conformance.reads import TestReads
+from covey.testing.conformance.registry import TestRegistry
+from covey.testing.conformance.timers import TestTimers
+
+__all__ = [
+    "TestClaim",
+    "TestCommit",
+    "TestInbox",
+    "TestLeases",
+    "TestOutputs",
+    "TestReads",
+    "TestRegistry",
+    "TestTimers",
+]
