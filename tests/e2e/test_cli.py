@@ -1,0 +1,95 @@
+"""The command line, through real processes, on one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from covey.runtime.lockfile import find_runner_socket
+from covey.testing import wait_for
+from tests.e2e.support import APPS, covey_cli, covey_process
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+@pytest.mark.slow
+def test_demo_runs_and_prints_its_report(tmp_path: Path) -> None:
+    result = covey_cli("run", str(ROOT / "examples" / "triage" / "app.py"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"tickets": 30' in result.stdout
+    assert "escalation_status" in result.stdout
+    listed = covey_cli("ls", "--json", cwd=tmp_path)
+    runs = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["workflow"], r["status"]) for r in runs] == [("support-triage", "succeeded")]
+
+
+def test_malformed_spec_is_refused_with_its_field(tmp_path: Path) -> None:
+    result = covey_cli("submit", str(APPS / "broken.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "step 'a'" in result.stdout
+    assert "retry.attempts" in result.stdout
+    assert not (tmp_path / "covey.db").exists()
+
+
+def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    covey_cli("submit", str(APPS / "approval.yaml"), cwd=tmp_path)
+    result = covey_cli("show", "no-such-run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no run 'no-such-run'" in result.stdout
+
+
+async def test_submit_offline_then_serve_signal_and_inspect(tmp_path: Path) -> None:
+    # Given a run submitted while no runner is up, it waits in the store's inbox.
+    submitted = covey_cli("submit", str(APPS / "approval.yaml"), "--run-id", "r1", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout
+    assert submitted.stdout.strip() == "r1"
+
+    # When a runner starts, it runs the run up to its wait step.
+    server = covey_process(
+        "serve", "--app", str(APPS / "crashy.py"), "--workers", "1", trace=tmp_path, cwd=tmp_path
+    )
+    try:
+        await wait_for(lambda: find_runner_socket(tmp_path / "covey.db") is not None, timeout=20)
+
+        def waiting() -> bool:
+            shown = covey_cli("show", "r1", cwd=tmp_path)
+            return "approval" in shown.stdout and "active" in shown.stdout
+
+        await wait_for(waiting, timeout=20, interval=0.2)
+        refused = covey_cli("signal", "r1", "reject", cwd=tmp_path)
+        assert refused.returncode == 2
+        assert "accepts no signal 'reject'" in refused.stdout
+
+        # Then a signal completes the wait, and the run finishes with the payload steering it.
+        sent = covey_cli("signal", "r1", "approve", '{"ok": true}', "--id", "s1", cwd=tmp_path)
+        assert sent.returncode == 0, sent.stdout
+        again = covey_cli("signal", "r1", "approve", '{"ok": false}', "--id", "s1", cwd=tmp_path)
+        assert again.returncode == 0
+
+        def finished() -> bool:
+            listed = covey_cli("ls", "--json", cwd=tmp_path).stdout.splitlines()
+            return [json.loads(line)["status"] for line in listed] == ["succeeded"]
+
+        await wait_for(finished, timeout=20, interval=0.2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+
+    shown = covey_cli("show", "r1", cwd=tmp_path)
+    assert "succeeded" in shown.stdout
+    assert '"n": 43' in shown.stdout, "draft gave 42, publish added one"
+    events = covey_cli("events", "r1", "--json", cwd=tmp_path)
+    kinds = [json.loads(line)["type"] for line in events.stdout.splitlines()]
+    assert kinds[0] == "RunSubmitted"
+    assert kinds.count("SignalReceived") == 1, "the repeated signal id is a no-op"
+    assert kinds[-1] == "RunFinished"
+
+
+def test_cancel_through_the_store_when_no_runner(tmp_path: Path) -> None:
+    covey_cli("submit", str(APPS / "approval.yaml"), "--run-id", "r2", cwd=tmp_path)
+    result = covey_cli("cancel", "r2", cwd=tmp_path)
+    assert result.returncode == 2, "a run still in the inbox is not known yet"
+    assert "no run 'r2'" in result.stdout
