@@ -1,0 +1,77 @@
+"""Targets and ratios: how each covey figure compares with its peer or physical bound.
+
+The targets come from the issue: W1 >= 2x LangGraph's W1 and >= 3,000 runs/s;
+W2 p50 <= 3x one durable SQLite commit's p50; W3 median <= 25 ms; W4 >= 2x
+LangGraph's durable steps/s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from covey.bench.figures import Figure
+
+__all__ = ["Comparison", "compare"]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One covey figure against one reference: the ratio and, when there is a target, the verdict."""
+
+    figure: Figure
+    ratio: float | None
+    """covey / reference for rates, covey / reference for latencies (lower is better there)."""
+    against: str
+    """What the ratio compares with (``"langgraph"``, ``"sqlite commit p50"``, a fixed bound)."""
+    target: str
+    met: bool | None
+
+
+def _find(figures: Sequence[Figure], workload: str, system: str, metric: str) -> Figure | None:
+    for figure in figures:
+        if (figure.workload, figure.system, figure.metric) == (workload, system, metric):
+            return figure
+    return None
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    if b is None or b == 0 or math.isnan(b) or math.isnan(a):
+        return None
+    return a / b
+
+
+def compare(figures: Sequence[Figure]) -> list[Comparison]:
+    """Every comparison the figures allow (a missing peer or baseline leaves its comparison out)."""
+    out: list[Comparison] = []
+
+    def peer(workload: str, metric: str) -> float | None:
+        found = _find(figures, workload, "langgraph", metric)
+        return found.value if found else None
+
+    commit = _find(figures, "commit", "sqlite", "p50 µs")
+    for figure in figures:
+        if figure.system != "covey":
+            continue
+        key = (figure.workload, figure.metric)
+        if key == ("W1", "runs/s"):
+            ratio = _ratio(figure.value, peer("W1", "runs/s"))
+            out.append(Comparison(figure, ratio, "langgraph", ">=2x", None if ratio is None else ratio >= 2))
+            out.append(Comparison(figure, None, "", ">=3000/s", figure.value >= 3_000))
+        elif key == ("W4", "steps/s"):
+            ratio = _ratio(figure.value, peer("W4", "steps/s"))
+            out.append(Comparison(figure, ratio, "langgraph", ">=2x", None if ratio is None else ratio >= 2))
+        elif key == ("W2", "p50 µs"):
+            ratio = _ratio(figure.value, commit.value if commit else None)
+            out.append(Comparison(figure, ratio, "commit p50", "<=3x", None if ratio is None else ratio <= 3))
+            lg = _ratio(figure.value, peer("W2", "p50 µs"))
+            if lg is not None:
+                out.append(Comparison(figure, lg, "langgraph p50", "", None))
+        elif key == ("W2", "p99 µs"):
+            lg = _ratio(figure.value, peer("W2", "p99 µs"))
+            if lg is not None:
+                out.append(Comparison(figure, lg, "langgraph p99", "", None))
+        elif key == ("W3", "median ms"):
+            out.append(Comparison(figure, None, "", "<=25ms", figure.value <= 25))
+    return out
