@@ -15,12 +15,11 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from tests.e2e.support import APPS, covey_process, log_lines
-
 from covey import LocalClient
 from covey.runtime.lockfile import find_runner_socket
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
+from tests.e2e.support import APPS, covey_process, log_lines
 
 CHAIN = {
     "name": "chain",

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.support import APPS, covey_process
 
 from covey import Runner
 from covey.testing import wait_for
+from tests.e2e.support import APPS, covey_process
 
 HOLD = {"name": "hold", "steps": {"h": {"skill": "hold", "retry": {"attempts": 3, "backoff_s": 0}}}}
 LEASE_MS = 1_000
