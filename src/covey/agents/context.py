@@ -9,7 +9,6 @@ exactly one outcome).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +57,7 @@ class Context:
         self.lease_no = lease_no
         """The fencing token of this try; higher than every earlier lease of the task."""
         self._heartbeat = heartbeat
-        self._cancelled = threading.Event()
+        self._cancelled = False  # set from the worker's event loop; a bool read is atomic
         base = logger or logging.getLogger("covey.agent")
         self.log = logging.LoggerAdapter(base, {"run_id": run_id, "task_id": task_id, "try_no": try_no})
 
@@ -70,11 +69,11 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the run or task was cancelled, or this try's lease was lost."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
         """Raise :class:`TaskCancelled` if the task should stop; call it between long steps."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled or its lease was lost")
 
     async def heartbeat(self) -> None:
@@ -82,4 +81,4 @@ class Context:
         await self._heartbeat()
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True

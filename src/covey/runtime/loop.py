@@ -27,7 +27,7 @@ from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, Conflict, CoveyError
 from covey.spec.compile import CompiledWorkflow, compile_workflow
-from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunWrite, Store
+from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunInfo, RunWrite, Store
 
 __all__ = ["EngineLoop", "Submission"]
 
@@ -91,6 +91,7 @@ class EngineLoop:
         self._finished_order: list[str] = []
         self._finished: set[str] = set()
         """Runs whose end is committed (a cached state may say finished before its commit lands)."""
+        self._results: dict[str, RunInfo] = {}
         self._items: list[_Item] = []
         self._claims: list[_Claim] = []
         self._parked: list[_Claim] = []
@@ -163,6 +164,10 @@ class EngineLoop:
         self._claims.extend(self._parked)
         self._parked.clear()
         self._wake.set()
+
+    def finished_info(self, run_id: str) -> RunInfo | None:
+        """A recently finished run, as committed, if this loop finished it (no store read)."""
+        return self._results.get(run_id)
 
     async def state_of(self, run_id: str) -> RunState | None:
         """A run's current state, loaded from its history if not cached (read-only use)."""
@@ -350,11 +355,16 @@ class EngineLoop:
                 self._parked.append(pending)
         for run_id, entry in writes.items():
             if entry.finished and run_id not in result.conflicts:
-                self._run_finished(run_id)
+                self._run_finished(run_id, result.outputs.get(run_id))
 
-    def _run_finished(self, run_id: str) -> None:
+    def _run_finished(self, run_id: str, output: Any) -> None:
         state = self.runs.get(run_id)
         status = state.status if state is not None else "finished"
+        if state is not None:
+            self._results[run_id] = RunInfo(
+                run_id, state.workflow.spec.name, state.status, state.seq, state.created_ms,
+                state.finished_ms or state.created_ms, state.finished_ms, state.input, output, state.error,
+            )  # fmt: skip
         for future in self._waiters.pop(run_id, []):
             _answer(future, status)
         self._finished_order.append(run_id)
@@ -364,6 +374,7 @@ class EngineLoop:
             self._finished_order = self._finished_order[len(old) :]
             for stale in old:
                 self._finished.discard(stale)
+                self._results.pop(stale, None)
                 cached = self.runs.get(stale)
                 if cached is not None and cached.finished:
                     del self.runs[stale]

@@ -135,10 +135,11 @@ class Runner:
 
     async def wait(self, run_id: str) -> RunInfo:
         """Wait for a run to finish and return it (output included); bound it with ``asyncio.timeout``."""
-        if await self.store.get_run(run_id) is None:
+        engine = self.engine
+        if run_id not in engine.runs and await self.store.get_run(run_id) is None:
             raise NotFound(f"no run {run_id!r}")
-        await self.engine.wait_finished(run_id)
-        info = await self.store.get_run(run_id)
+        await engine.wait_finished(run_id)
+        info = engine.finished_info(run_id) or await self.store.get_run(run_id)
         assert info is not None
         return info
 

@@ -162,6 +162,8 @@ class CommitResult:
     conflicts: set[str] = field(default_factory=set)
     leases: dict[str, list[Lease]] = field(default_factory=dict)
     """By worker id: every lease the batch's claims granted (a worker claiming twice gets both grants)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """By run id: the rendered output of each run this batch finished (saves a read per finished run)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ class SQLiteCore:
             self.db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
         for write in ok:
             if write.output_template is not None:
-                self._render_run_output(write)
+                result.outputs[write.run_id] = self._render_run_output(write)
         for request in batch.claims:
             # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
             result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
@@ -258,7 +258,7 @@ class SQLiteCore:
             "INSERT OR IGNORE INTO seen VALUES (?, ?)", [(i, w.run_id) for w in writes for i in w.seen]
         )
 
-    def _render_run_output(self, write: RunWrite) -> None:
+    def _render_run_output(self, write: RunWrite) -> Any:
         assert write.output_template is not None
         template = template_of(write.output_template)
         outputs = self._outputs(write.run_id, sorted(template.steps))
@@ -270,6 +270,7 @@ class SQLiteCore:
         except CoveyError as exc:
             output = {"error": str(exc)}
         self.db.execute("UPDATE runs SET output = ? WHERE run_id = ?", (orjson.dumps(output), write.run_id))
+        return output
 
     # -- claims and leases -------------------------------------------------------------
 
