@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from covey.errors import ConfigError, CoveyError
 from covey.runtime.protocol import lease_to_json, read_frame, write_frame
 from covey.store.base import ClaimRequest
-from covey.worker.link import PROTOCOL_VERSION, deliver_results
+from covey.worker.link import PROTOCOL_VERSION, deliver_results, queue_results
 
 if TYPE_CHECKING:
     from covey.runtime.runner import Runner
@@ -51,7 +51,10 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
                 break
             if message is None:
                 break
-            task = asyncio.create_task(_answer(runner, message, writer))
+            if message.get("op") == "report":
+                task = _queue_report(runner, message, writer)
+            else:
+                task = asyncio.create_task(_answer(runner, message, writer))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -74,6 +77,31 @@ async def _answer(runner: Runner, message: dict[str, Any], writer: asyncio.Strea
     except Exception as exc:
         log.exception("request %s failed", message.get("op"))
         reply = {"id": request_id, "error": {"type": "CoveyError", "message": f"internal error: {exc}"}}
+    await _reply(writer, reply)
+
+
+def _queue_report(
+    runner: Runner, message: dict[str, Any], writer: asyncio.StreamWriter
+) -> asyncio.Task[None]:
+    """The hot path: queue a report's results for the engine loop's next batch now, answer once committed."""
+    try:
+        futures = queue_results(runner.engine, message["results"], runner.store.now_ms_nowait())
+    except (KeyError, TypeError, ValueError) as exc:
+        error = {"type": "CoveyError", "message": f"malformed report: {exc!r}"}
+        return asyncio.create_task(_reply(writer, {"id": message.get("id"), "error": error}))
+
+    async def answer() -> None:
+        try:
+            await asyncio.gather(*futures)
+            reply: dict[str, Any] = {"id": message.get("id"), "ok": {}}
+        except CoveyError as exc:
+            reply = {"id": message.get("id"), "error": _error_json(exc)}
+        await _reply(writer, reply)
+
+    return asyncio.create_task(answer())
+
+
+async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
     if writer.is_closing():
         return
     write_frame(writer, reply)

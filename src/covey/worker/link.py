@@ -8,6 +8,7 @@ worker code is the same for both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from covey.engine.events import Event, TaskFailed, TaskSucceeded
 from covey.runtime.loop import EngineLoop
 from covey.store.base import ClaimRequest, Lease, Store
 
-__all__ = ["PROTOCOL_VERSION", "LocalLink", "WorkerLink", "result_event"]
+__all__ = ["PROTOCOL_VERSION", "LocalLink", "WorkerLink", "deliver_results", "queue_results", "result_event"]
 
 #: Version of the worker protocol; a runner refuses workers speaking another one.
 PROTOCOL_VERSION = 1
@@ -89,11 +90,14 @@ class LocalLink:
 
 async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:
     """Queue every result for one batch and wait until all are committed."""
-    import asyncio
+    await asyncio.gather(*queue_results(loop, results, await store.now_ms()))
 
-    at_ms = await store.now_ms()
-    futures = [
+
+def queue_results(
+    loop: EngineLoop, results: Sequence[Mapping[str, Any]], at_ms: int
+) -> list[asyncio.Future[bool]]:
+    """Queue results for the engine loop's next batch now; the futures resolve after their commit."""
+    return [
         loop.deliver_nowait(result_event(result, at_ms), str(result["run_id"]), output=result.get("output"))
         for result in results
     ]
-    await asyncio.gather(*futures)

@@ -76,7 +76,8 @@ class Worker:
         self.link_lost = False
         self._unparking: asyncio.Task[None] | None = None
         self._results: list[dict[str, Any]] = []
-        self._have_results = asyncio.Event()
+        self._reporting = False
+        self._flushed = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._threads = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="covey-agent")
@@ -87,7 +88,6 @@ class Worker:
             return
         self._stopping.set()
         self._slot_freed.set()
-        self._have_results.set()
         if not self.link_lost:
             self._unparking = asyncio.get_running_loop().create_task(self._unpark())
 
@@ -111,7 +111,6 @@ class Worker:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._claimer())
-                group.create_task(self._reporter())
                 group.create_task(self._heartbeats())
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
@@ -168,27 +167,33 @@ class Worker:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
         self._results.append(result)
-        self._have_results.set()
+        await self._flush()
 
-    async def _reporter(self) -> None:
-        while True:
-            if not self._results:
-                if self._stopping.is_set() and not self.running:
-                    return
-                self._have_results.clear()
-                await self._have_results.wait()
-                continue
-            results, self._results = self._results, []
-            try:
-                await self.link.report(results)
-                self.completed += len(results)
-            except BackendUnavailable:
-                self._lose_link()
-                return
-            except Exception:
-                log.exception("report failed; retrying")
-                self._results = results + self._results
-                await asyncio.sleep(0.2)
+    async def _flush(self) -> None:
+        """Report every pending result; one flush at a time, and it picks up results that arrive meanwhile.
+
+        The try that finishes first reports at once from its own task (no hop to
+        a reporter task); results finishing while that report is in flight go
+        together in the next one.
+        """
+        if self._reporting:
+            return
+        self._reporting = True
+        try:
+            while self._results and not self.link_lost:
+                results, self._results = self._results, []
+                try:
+                    await self.link.report(results)
+                    self.completed += len(results)
+                except BackendUnavailable:
+                    self._lose_link()
+                except Exception:
+                    log.exception("report failed; retrying")
+                    self._results = results + self._results
+                    await asyncio.sleep(0.2)
+        finally:
+            self._reporting = False
+            self._flushed.set()
 
     async def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self.running):
@@ -218,17 +223,24 @@ class Worker:
                     task.cancel()  # nobody waits for this try's result any more
 
     async def _drain(self) -> None:
-        """Graceful stop: let running tries finish within the grace period, release the rest."""
-        deadline = asyncio.get_running_loop().time() + self.grace_s
-        while self.running and asyncio.get_running_loop().time() < deadline:
-            await _pause(None, min(0.05, self.heartbeat_s))
+        """Graceful stop: let running tries finish within the grace period, release the rest, finish reporting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
+        while self.running and loop.time() < deadline:
+            self._slot_freed.clear()
+            await _pause(self._slot_freed, deadline - loop.time())
         leftover = [(lease.task_id, lease.lease_no) for lease, _, _ in self.running.values()]
         for _, _, task in list(self.running.values()):
             task.cancel()
         if leftover:
             with contextlib.suppress(Exception):
                 await self.link.release(self.id, leftover)
-        self._have_results.set()
+        while self._reporting or (self._results and not self.link_lost):
+            self._flushed.clear()
+            if not self._reporting:
+                await self._flush()
+            else:
+                await self._flushed.wait()
 
 
 async def _pause(event: asyncio.Event | None, seconds: float) -> None:

@@ -117,6 +117,10 @@ class SQLiteStore:
         """The store's clock."""
         return SQLiteCore.now_ms()
 
+    def now_ms_nowait(self) -> int:
+        """The store's clock, without a round trip (SQLite's clock is this machine's)."""
+        return SQLiteCore.now_ms()
+
     async def begin_epoch(self) -> int:
         """Take every shard; void older leases."""
         return int(await self._call("begin_epoch"))
