@@ -210,7 +210,9 @@ _TYPES: dict[str, type[Any]] = {
 INPUT_EVENTS = frozenset(name for name, cls in _TYPES.items() if cls.is_input)
 
 
-_FIELDS: dict[type[Any], tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()}
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()
+}
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

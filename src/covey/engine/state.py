@@ -112,9 +112,10 @@ class RunState:
         step = self.steps.get(name)
         if step is None:
             return None
-        index = int(index_text) if index_text.isdigit() else -1
+        index = int(index_text) if index_text.isdecimal() else -1
         task = step.tasks.get(index)
-        return (step, task) if task is not None else None
+        # Only the id exactly as issued: not "run/step/x" for "run/step", nor "run/m/01" for "run/m/1".
+        return (step, task) if task is not None and task.task_id == task_id else None
 
 
 def project(output: Any, paths: frozenset[Path]) -> list[Any]:

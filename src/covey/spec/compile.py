@@ -105,7 +105,9 @@ def compile_workflow(spec: WorkflowSpec | Mapping[str, Any]) -> CompiledWorkflow
     except TypeError:
         text = None
     if text is None:
-        return _compile_source(orjson.dumps(spec_from_json(spec).model_dump(mode="json", exclude_defaults=True)))
+        return _compile_source(
+            orjson.dumps(spec_from_json(spec).model_dump(mode="json", exclude_defaults=True))
+        )
     return _compile_json(text)
 
 
