@@ -16,7 +16,7 @@ from covey.engine.commands import (
     KeepOutput,
     SetTimer,
 )
-from covey.engine.decide import decide
+from covey.engine.decide import MAX_RETRY_AFTER_MS, decide
 from covey.engine.events import (
     CancelRequested,
     Rejected,
@@ -696,3 +696,26 @@ def test_task_lookup() -> None:
     state: RunState = Run(wf(a={"skill": "s"})).state
     assert state.task("r/a") == (state.steps["a"], TaskState("r/a", -1))
     assert state.task("ra") is None
+
+
+def test_retry_on_does_not_turn_a_lost_lease_into_a_failure() -> None:
+    run = Run(wf(a={"skill": "s", "retry": {"retry_on": ["rate_limited"], "backoff_s": 0}}))
+    run.lease_ends("a", "lease_expired")
+    [scheduled] = run.events(RetryScheduled)
+    assert scheduled.error["kind"] == "lease_lost"
+    assert run.task("a").status == "retry_wait"
+
+
+def test_retry_timer_set_for_an_earlier_lease_is_rejected() -> None:
+    run = Run(wf(a={"skill": "s", "retry": {"attempts": 5, "backoff_s": 0}}))
+    run.fail("a")
+    stale = TimerFired("retry:r/a:2", "retry", run.at(), "r/a", 0)
+    [rejected] = unchanged(run, stale)
+    assert rejected.reason == "timer was set for an earlier lease"
+
+
+def test_retry_after_is_capped() -> None:
+    run = Run(wf(a={"skill": "s", "retry": {"attempts": 2}}))
+    run.fail("a", "slow_down", retry_after_ms=10**30)
+    [scheduled] = run.events(RetryScheduled)
+    assert scheduled.due_ms - scheduled.at_ms == MAX_RETRY_AFTER_MS

@@ -33,7 +33,10 @@ from covey.engine.events import (
 from covey.engine.state import RunState, StepState, TaskState, rebuild
 from covey.spec.compile import compile_workflow
 
-__all__ = ["Decision", "decide"]
+__all__ = ["MAX_RETRY_AFTER_MS", "Decision", "decide"]
+
+#: Longest delay an agent may ask for with ``Retry(after_s=...)``: 30 days.
+MAX_RETRY_AFTER_MS = 30 * 24 * 3600 * 1000
 
 
 @dataclass(slots=True)
@@ -149,7 +152,8 @@ def _retry_or_fail(
     task.lease_floor = max(task.lease_floor, lease_no)
     kind = str(error.get("kind", "error"))
     retryable = bool(error.get("retryable", True)) and kind not in policy.no_retry_on
-    if policy.retry_on is not None and kind not in policy.retry_on:
+    # retry_on selects agent errors; a lost lease is the worker's fault and is bounded by max_lost_leases.
+    if policy.retry_on is not None and kind not in policy.retry_on and kind != "lease_lost":
         retryable = False
     out.do(DropTask(task.task_id))
     if not retryable or task.try_no >= policy.attempts:
@@ -157,9 +161,10 @@ def _retry_or_fail(
         graph.finish_step(out, step, "failed", at_ms, {"step": step.name, "task": task.task_id, **error})
         return
     after = error.get("retry_after_ms")
-    delay = (
-        int(after) if isinstance(after, int | float) else retry_delay_ms(policy, task.task_id, task.try_no)
-    )
+    if isinstance(after, int | float) and not isinstance(after, bool):
+        delay = min(max(0, int(after)), MAX_RETRY_AFTER_MS)
+    else:
+        delay = retry_delay_ms(policy, task.task_id, task.try_no)
     task.status = "retry_wait"
     task.try_no += 1
     out.emit(RetryScheduled(task.task_id, task.try_no, at_ms + delay, error, at_ms))
@@ -185,6 +190,9 @@ def _retry_due(out: Decision, event: TimerFired) -> None:
     found = out.state.task(event.task_id or "")
     if found is None or found[1].status != "retry_wait":
         out.emit(Rejected(f"timer {event.timer_id}", "task is not waiting to retry", event.at_ms))
+        return
+    if event.lease_no != found[1].lease_floor:
+        out.emit(Rejected(f"timer {event.timer_id}", "timer was set for an earlier lease", event.at_ms))
         return
     step, task = found
     task.status = "queued"

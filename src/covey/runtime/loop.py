@@ -308,7 +308,8 @@ class EngineLoop:
         found = state.task(event.task_id)
         if found is None:
             return event
-        paths = state.projection_paths(found[0].name)
+        # Steps a hand-off adds may test any part of this output: keep all of it.
+        paths = frozenset({()}) if event.handoff else state.projection_paths(found[0].name)
         if not paths:
             return event
         return TaskSucceeded(

@@ -24,11 +24,11 @@ class RetryPolicy(BaseModel):
 
     attempts: int = Field(default=3, ge=1, le=1000)
     """Tries in all, the first included."""
-    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0, le=2_592_000)
     """Delay before the second try, in seconds."""
-    multiplier: float = Field(default=2.0, ge=1)
+    multiplier: float = Field(default=2.0, ge=1, le=100)
     """Each further delay is the previous one times this."""
-    max_backoff_s: float = Field(default=300.0, ge=0)
+    max_backoff_s: float = Field(default=300.0, ge=0, le=2_592_000)
     """Cap on any delay, in seconds."""
     jitter: float = Field(default=0.1, ge=0, le=1)
     """Fraction of the delay drawn at random (from a seed carried in the event), to spread retries."""

@@ -51,7 +51,15 @@ class WorkerLink(Protocol):
 def result_event(result: Mapping[str, Any], at_ms: int) -> Event:
     """The input event for a reported result, timed by the store's clock."""
     if result.get("ok"):
-        return TaskSucceeded(result["task_id"], int(result["lease_no"]), at_ms, handoff=result.get("handoff"))
+        handoff = result.get("handoff")
+        if handoff is not None and not isinstance(handoff, dict):
+            error = {
+                "kind": "bad_output",
+                "message": "a hand-off's steps must be an object",
+                "retryable": False,
+            }
+            return TaskFailed(result["task_id"], int(result["lease_no"]), at_ms, error)
+        return TaskSucceeded(result["task_id"], int(result["lease_no"]), at_ms, handoff=handoff)
     return TaskFailed(result["task_id"], int(result["lease_no"]), at_ms, dict(result["error"]))
 
 
