@@ -187,6 +187,11 @@ class SQLiteCore:
             result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
         return result
 
+    def _many(self, sql: str, rows: list[Any]) -> None:
+        """executemany, skipped when there is nothing to write (most batches touch few tables)."""
+        if rows:
+            self.db.executemany(sql, rows)
+
     def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for part in _chunks(run_ids):
@@ -195,12 +200,11 @@ class SQLiteCore:
         return found
 
     def _write_runs(self, writes: list[RunWrite], now: int) -> None:
-        db = self.db
         new = [w for w in writes if w.new is not None]
-        db.executemany(
+        self._many(
             "INSERT OR IGNORE INTO specs VALUES (?, ?)", [(w.new.spec_hash, w.new.spec) for w in new if w.new]
         )
-        db.executemany(
+        self._many(
             "INSERT INTO runs (run_id, workflow, spec_hash, status, seq, input, parent, created_ms, updated_ms)"
             " VALUES (?, ?, ?, 'running', 0, ?, ?, ?, ?)",
             [
@@ -209,20 +213,19 @@ class SQLiteCore:
                 if w.new
             ],
         )
-        db.executemany(
+        self._many(
             "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), output = coalesce(?, output),"
             " error = coalesce(?, error), finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
             [(w.new_seq, now, w.status, w.output, w.error, w.finished_ms, w.run_id) for w in writes],
         )
-        db.executemany(
+        self._many(
             "INSERT INTO events (run_id, seq, type, at_ms, body) VALUES (?, ?, ?, ?, ?)",
             [(w.run_id, *event) for w in writes for event in w.events],
         )
 
     def _write_children(self, writes: list[RunWrite], now: int) -> None:
-        db = self.db
-        db.executemany("DELETE FROM tasks WHERE task_id = ?", [(t,) for w in writes for t in w.drop])
-        db.executemany(
+        self._many("DELETE FROM tasks WHERE task_id = ?", [(t,) for w in writes for t in w.drop])
+        self._many(
             "INSERT OR REPLACE INTO tasks (task_id, run_id, step, idx, target, labels, priority, prio_key, status,"
             " try_no, lease_no, timeout_ms, input_template, item, input_schema, ready_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)",
@@ -238,10 +241,8 @@ class SQLiteCore:
                 for t in w.enqueue
             ],
         )  # fmt: skip
-        db.executemany(
-            "DELETE FROM timers WHERE timer_id = ?", [(t,) for w in writes for t in w.cancel_timers]
-        )
-        db.executemany(
+        self._many("DELETE FROM timers WHERE timer_id = ?", [(t,) for w in writes for t in w.cancel_timers])
+        self._many(
             "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (t.timer_id, t.run_id, t.due_ms, t.kind, t.task_id, t.lease_no)
@@ -249,12 +250,12 @@ class SQLiteCore:
                 for t in w.set_timers
             ],
         )
-        db.executemany(
+        self._many(
             "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
             [(w.run_id, step, idx, body) for w in writes for step, idx, body in w.outputs],
         )
-        db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for w in writes for seq in w.consumed])
-        db.executemany(
+        self._many("DELETE FROM inbox WHERE seq = ?", [(seq,) for w in writes for seq in w.consumed])
+        self._many(
             "INSERT OR IGNORE INTO seen VALUES (?, ?)", [(i, w.run_id) for w in writes for i in w.seen]
         )
 
@@ -345,7 +346,7 @@ class SQLiteCore:
             targets=_qmarks(len(targets)), after="AND (prio_key < ? OR (prio_key = ? AND rowid < ?))"
         )
         chosen: list[Any] = []
-        window = limit * 4
+        window = limit  # most tasks need no labels; widen only when some were filtered out
         rows = self.db.execute(first, (*targets, window)).fetchall()
         while True:
             for row in rows:
@@ -624,7 +625,8 @@ class _InputResolver:
         item = _json(item_text)
         if template.is_literal:
             return (template.source if template.source is not None else (item if index >= 0 else {})), None
-        if run_id not in self.inputs:
+        reads_input = any("input" in expr.roots for expr in template.exprs)
+        if reads_input and run_id not in self.inputs:
             row = self.core.db.execute("SELECT input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             self.inputs[run_id] = _json(row[0]) if row else None
         missing = [s for s in template.steps if (run_id, s) not in self.outputs]
@@ -633,7 +635,7 @@ class _InputResolver:
         outputs = {s: self.outputs[(run_id, s)] for s in template.steps}
         try:
             return render_input(
-                template, run_input=self.inputs[run_id], outputs=outputs, item=item, index=index
+                template, run_input=self.inputs.get(run_id), outputs=outputs, item=item, index=index
             ), None
         except CoveyError as exc:
             return None, str(exc)
