@@ -30,12 +30,6 @@ from covey.testing.conformance import StoreFactory
 STORES = ["sqlite"]  # later: "postgres", "redis"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """The stores run on asyncio."""
-    return "asyncio"
-
-
 @pytest.fixture(params=STORES)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Opens this test's store: a new, not yet entered store object on the same database per call."""

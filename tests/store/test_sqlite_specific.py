@@ -19,7 +19,7 @@ from covey.store.sqlite.core import SQLiteCore
 from covey.store.sqlite.schema import MIGRATIONS
 from covey.testing.conformance.driver import Driver, claim_request, task
 
-pytestmark = pytest.mark.anyio
+pytestmark = pytest.mark.asyncio
 
 TABLES = {"meta", "specs", "runs", "events", "tasks", "outputs", "timers", "inbox", "seen", "workers"}
 

@@ -8,12 +8,7 @@ import pytest
 
 from covey.testing import wait_for
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+pytestmark = pytest.mark.asyncio
 
 
 async def test_returns_the_first_truthy_value_of_a_plain_predicate() -> None:

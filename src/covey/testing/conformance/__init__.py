@@ -19,9 +19,9 @@ The suite is a set of pytest test classes, one per capability:
 
 Running it against a backend
 ----------------------------
-The tests are ``async`` and marked ``@pytest.mark.anyio`` (AnyIO's pytest
-plugin runs them; install ``anyio``). They use two fixtures that the backend's
-test package defines in its ``conftest.py``:
+The tests are ``async`` and marked ``@pytest.mark.asyncio`` (install
+``pytest-asyncio``, which covey's ``dev`` extra brings). They use two
+fixtures that the backend's test package defines in its ``conftest.py``:
 
 * ``store_factory``: a callable returning a *new, not yet entered* store
   object (an async context manager) on the same, initially empty database.
@@ -30,7 +30,7 @@ test package defines in its ``conftest.py``:
   test needs its own database: a fresh file, a schema or key prefix per test.
 * ``store``: one store from the factory, entered for the test's duration.
 
-and ``anyio_backend`` returning ``"asyncio"``. A minimal ``conftest.py``::
+A minimal ``conftest.py``::
 
     from collections.abc import AsyncIterator
     from pathlib import Path
@@ -40,11 +40,6 @@ and ``anyio_backend`` returning ``"asyncio"``. A minimal ``conftest.py``::
     from covey.store.base import Store
     from covey.testing.conformance import StoreFactory
     from mystore import MyStore
-
-
-    @pytest.fixture
-    def anyio_backend() -> str:
-        return "asyncio"
 
 
     @pytest.fixture

@@ -15,7 +15,7 @@ def _ids(leases: list[Lease]) -> list[str]:
     return [lease.task_id for lease in leases]
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestClaim:
     """Which ready tasks a claim takes, in which order, and what each lease carries."""
 

@@ -24,7 +24,7 @@ __all__ = ["TestCommit"]
 FAR_MS = 3_600_000
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestCommit:
     """Group commit: events, task rows, timers, outputs, consumed inbox rows and seen ids, all or nothing."""
 

@@ -15,7 +15,7 @@ def _signal(row_id: str, run_id: str = "r1", payload: object = None) -> InboxRow
     return inbox_row(row_id, run_id, SignalReceived(row_id, "go", payload, 0))
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestInbox:
     """append_inbox / read_inbox: order, paging, idempotency, seen ids."""
 

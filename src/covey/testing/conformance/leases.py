@@ -10,7 +10,7 @@ from covey.testing.conformance.driver import Driver, claim_request, task, wait_p
 __all__ = ["TestLeases"]
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestLeases:
     """Heartbeat, release and begin_epoch, all fenced by lease number."""
 

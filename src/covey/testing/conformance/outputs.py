@@ -10,7 +10,7 @@ from covey.testing.conformance.driver import Driver
 __all__ = ["TestOutputs"]
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestOutputs:
     """get_outputs: a plain step's value, a map step's list in index order, None when there is none."""
 

@@ -22,7 +22,7 @@ async def _finish(d: Driver, run_id: str, status: str) -> None:
     await d.commit(write)
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestReads:
     """get_run, list_runs, list_tasks, and durability across reopening."""
 

@@ -20,7 +20,7 @@ def _worker(worker_id: str, *, slots: int = 4, heartbeat_ms: int = 1_000) -> Wor
     )
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestRegistry:
     """register_worker, list_workers, unregister_worker, and heartbeats."""
 

@@ -20,7 +20,7 @@ def _fired(rows: list[InboxRow]) -> list[TimerFired]:
     return [e for e in events if isinstance(e, TimerFired)]
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 class TestTimers:
     """Timers are data: firing deletes the row and appends TimerFired in the same transaction."""
 
