@@ -20,6 +20,7 @@ from typing import Any, Self
 from covey.agents.app import app_ref_for, load_app
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import ConfigError, RunFailed
+from covey.runtime.eventloop import run_async
 from covey.runtime.runner import DEFAULT_LEASE_MS, Runner
 from covey.runtime.submit import WorkflowLike
 from covey.store.base import RunInfo
@@ -173,7 +174,7 @@ def run(
         async with Embedded(path, agents=agents, app=app, workers=workers, processes=processes) as covey:
             return await covey.wait(await covey.submit(workflow, run_input))
 
-    info = asyncio.run(main())
+    info = run_async(main())
     if info.status != "succeeded":
         raise RunFailed(info.run_id, info.status, info.error)
     return info.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator
 
 from covey.bench import peers
@@ -11,6 +10,7 @@ from covey.bench.config import WORKLOADS, Env
 from covey.bench.figures import Figure
 from covey.bench.workloads import COVEY_PERSISTS, COVEY_WORKLOADS
 from covey.errors import ConfigError
+from covey.runtime.eventloop import run_async
 
 __all__ = ["parse_only", "persists", "run_suite"]
 
@@ -48,6 +48,6 @@ def run_suite(env: Env, workloads: Iterable[str], *, with_peers: bool = True) ->
     yield from sqlite_commit(env)
     langgraph = with_peers and peers.available() is not None
     for name in workloads:
-        yield from asyncio.run(COVEY_WORKLOADS[name](env))
+        yield from run_async(COVEY_WORKLOADS[name](env))
         if langgraph and name in peers.LANGGRAPH_WORKLOADS:
             yield from peers.LANGGRAPH_WORKLOADS[name](env)

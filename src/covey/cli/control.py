@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
@@ -12,6 +11,7 @@ from covey.cli.render import console
 from covey.cli.run import parse_inputs
 from covey.client import LocalClient
 from covey.errors import InputError
+from covey.runtime.eventloop import run_async
 
 __all__ = ["COMMANDS"]
 
@@ -46,7 +46,7 @@ def submit_command(
                 orjson.dumps({"status": info.status, "output": info.output, "error": info.error}).decode()
             )
 
-    asyncio.run(go())
+    run_async(go())
 
 
 @click.command("cancel")
@@ -56,7 +56,7 @@ def submit_command(
 @click.pass_obj
 def cancel_command(settings: Any, run_id: str, step: str | None, reason: str) -> None:
     """Cancel a run, or one step of it."""
-    asyncio.run(LocalClient(settings.db_path).cancel(run_id, step=step, reason=reason))
+    run_async(LocalClient(settings.db_path).cancel(run_id, step=step, reason=reason))
     console.print(f"cancel of {run_id}{' step ' + step if step else ''} accepted")
 
 
@@ -74,7 +74,7 @@ def signal_command(settings: Any, run_id: str, name: str, payload: str | None, s
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"payload is not JSON: {exc}", field="payload") from None
-    asyncio.run(LocalClient(settings.db_path).signal(run_id, name, value, signal_id=signal_id))
+    run_async(LocalClient(settings.db_path).signal(run_id, name, value, signal_id=signal_id))
     console.print(f"signal {name} to {run_id} accepted")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ from covey.client import LocalClient
 from covey.engine.events import event_from_json
 from covey.engine.replay import fold
 from covey.errors import NotFound
+from covey.runtime.eventloop import run_async
 
 __all__ = ["COMMANDS"]
 
@@ -38,7 +38,7 @@ def ls_command(settings: Any, status: str | None, limit: int, as_json: bool) -> 
         else:
             console.print(runs_table(runs))
 
-    asyncio.run(go())
+    run_async(go())
 
 
 @click.command("show")
@@ -62,7 +62,7 @@ def show_command(settings: Any, run_id: str) -> None:
                 steps.append((name, step.status, detail))
         console.print(run_detail(info, tasks, steps))
 
-    asyncio.run(go())
+    run_async(go())
 
 
 @click.command("events")
@@ -83,7 +83,7 @@ def events_command(settings: Any, run_id: str, as_json: bool) -> None:
         else:
             console.print(events_table(history))
 
-    asyncio.run(go())
+    run_async(go())
 
 
 COMMANDS = [ls_command, show_command, events_command]

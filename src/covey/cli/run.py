@@ -16,6 +16,7 @@ from covey.agents.app import load_app
 from covey.cli.render import console, json_view, progress_view
 from covey.embedded import Embedded
 from covey.errors import ConfigError, InputError
+from covey.runtime.eventloop import run_async
 from covey.store.base import RunInfo
 
 __all__ = ["COMMANDS", "parse_inputs"]
@@ -81,7 +82,7 @@ def run_command(
     """Run the workflow in FILE (a .py app with `workflow`, or a YAML/JSON spec) and print its output."""
     workflow, app_ref = _workflow_and_app(file, app)
     run_input = parse_inputs(inputs, input_file)
-    info = asyncio.run(
+    info = run_async(
         _run(
             settings.db_path, workflow, run_input, app_ref, workers, not in_process, run_id, durable=not fast
         )

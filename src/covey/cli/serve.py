@@ -16,6 +16,7 @@ import click
 from covey.cli.render import console
 from covey.embedded import Embedded
 from covey.errors import ConfigError
+from covey.runtime.eventloop import run_async
 from covey.runtime.runner import Runner
 from covey.worker.process import run_worker
 
@@ -29,7 +30,7 @@ __all__ = ["COMMANDS"]
 @click.pass_obj
 def serve_command(settings: Any, app: str | None, workers: int, fast: bool) -> None:
     """Run the engine for the store until interrupted: decide runs, fire timers, serve workers and commands."""
-    asyncio.run(_serve(settings.db_path, app, workers, durable=not fast))
+    run_async(_serve(settings.db_path, app, workers, durable=not fast))
 
 
 async def _serve(db: Path, app: str | None, workers: int, *, durable: bool) -> None:
@@ -64,7 +65,7 @@ def worker_command(
             raise ConfigError(f"--labels takes key=value, got {item!r}")
         offered[key] = value
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(app, settings.db_path, concurrency=concurrency, labels=offered, grace_s=grace))
+        run_async(run_worker(app, settings.db_path, concurrency=concurrency, labels=offered, grace_s=grace))
     _exit_past_stuck_agents()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class _Item:
     output_value: Any = None
     seq: int = 0
     seen_id: str | None = None
+    worker_id: str | None = None
+    """For a report: the worker that sent it (its parked claim is woken first)."""
     future: asyncio.Future[bool] | None = None
 
 
@@ -98,6 +101,7 @@ class EngineLoop:
         self._wake = asyncio.Event()
         self._read_inbox = True
         self._inbox_cursor = 0
+        self._woken_for = 0
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
 
@@ -117,9 +121,11 @@ class EngineLoop:
             item.output = orjson.dumps(output)
         return await self._enqueue(item)
 
-    def deliver_nowait(self, event: Event, run_id: str, *, output: Any = None) -> asyncio.Future[bool]:
+    def deliver_nowait(
+        self, event: Event, run_id: str, *, output: Any = None, worker_id: str | None = None
+    ) -> asyncio.Future[bool]:
         """Queue an input event; the future resolves after its commit."""
-        item = _Item(run_id, event, output_value=output)
+        item = _Item(run_id, event, output_value=output, worker_id=worker_id)
         if isinstance(event, TaskSucceeded):
             item.output = orjson.dumps(output)
         item.future = asyncio.get_running_loop().create_future()
@@ -244,13 +250,17 @@ class EngineLoop:
         return items
 
     async def _process(self, items: list[_Item], claims: list[_Claim]) -> None:
-        await self._load([item.run_id for item in items if item.run_id not in self.runs])
+        # A submit needs no load: if its run exists after all, the commit's sequence check says so.
+        await self._load(
+            [i.run_id for i in items if i.run_id not in self.runs and not isinstance(i.event, RunSubmitted)]
+        )
         batch = CommitBatch(self.epoch, claims=[c.request for c in claims])
         writes: dict[str, _Write] = {}
         answers: list[tuple[_Item, bool]] = []
         for item in items:
             self._decide_item(item, writes, batch, answers)
-        for pending in self._parked_matching(writes):
+        reporters = {item.worker_id for item in items if item.worker_id}
+        for pending in self._parked_matching(writes, reporters):
             claims.append(pending)
             batch.claims.append(pending.request)
         batch.runs = [_finish_write(w) for w in writes.values()]
@@ -316,14 +326,36 @@ class EngineLoop:
             event.task_id, event.lease_no, event.at_ms, project(item.output_value, paths), event.handoff
         )
 
-    def _parked_matching(self, writes: dict[str, _Write]) -> list[_Claim]:
-        if not self._parked:
+    def _parked_matching(self, writes: dict[str, _Write], reporters: set[str]) -> list[_Claim]:
+        """Wake just enough parked claims to take the tasks this batch makes ready.
+
+        Claims of workers that reported in this batch go first: they are warm,
+        and a hand-off then stays on one worker. Waking every matching claim
+        would cost each an empty SELECT in the commit. If labels keep a woken
+        claim from taking a task, the next iteration wakes the rest.
+        """
+        ready: Counter[str] = Counter()
+        for entry in writes.values():
+            ready.update(task.target for task in entry.tasks.values() if task is not None)
+        if not self._parked or not ready:
             return []
-        targets = {t.target for w in writes.values() for t in w.tasks.values() if t is not None}
-        matching = [c for c in self._parked if c.request.targets & targets]
-        if matching:
-            self._parked = [c for c in self._parked if not (c.request.targets & targets)]
-        return matching
+        chosen: list[_Claim] = []
+        for pending in sorted(self._parked, key=lambda c: c.request.worker_id not in reporters):
+            wanted = [target for target in pending.request.targets if ready[target] > 0]
+            if not wanted:
+                continue
+            chosen.append(pending)
+            room = pending.request.limit
+            for target in wanted:
+                taken = min(ready[target], room)
+                ready[target] -= taken
+                room -= taken
+            if not +ready:
+                break
+        woken = {id(pending) for pending in chosen}
+        self._parked = [pending for pending in self._parked if id(pending) not in woken]
+        self._woken_for = sum(pending.request.limit for pending in chosen)
+        return chosen
 
     def _drop_cache(self, writes: dict[str, _Write]) -> None:
         for run_id in writes:
@@ -347,6 +379,9 @@ class EngineLoop:
             if item.run_id not in result.conflicts:
                 _answer(item.future, created)
         granted: dict[str, list[Lease]] = {k: list(v) for k, v in result.leases.items()}
+        enqueued = sum(1 for w in writes.values() for t in w.tasks.values() if t is not None)
+        if self._parked and sum(map(len, granted.values())) < min(enqueued, self._woken_for):
+            self.poke_claims()  # labels kept a woken claim from its task: let the others try
         for pending in claims:
             leases = granted.get(pending.request.worker_id, [])
             granted[pending.request.worker_id] = []

@@ -106,6 +106,11 @@ def queue_results(
 ) -> list[asyncio.Future[bool]]:
     """Queue results for the engine loop's next batch now; the futures resolve after their commit."""
     return [
-        loop.deliver_nowait(result_event(result, at_ms), str(result["run_id"]), output=result.get("output"))
+        loop.deliver_nowait(
+            result_event(result, at_ms),
+            str(result["run_id"]),
+            output=result.get("output"),
+            worker_id=result.get("worker_id"),
+        )
         for result in results
     ]

@@ -163,6 +163,7 @@ class Worker:
     async def _try(self, agent: AgentDef, lease: Lease, ctx: Context) -> None:
         try:
             result = await execute(agent, lease, ctx, self._threads)
+            result["worker_id"] = self.id
         finally:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
