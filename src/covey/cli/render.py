@@ -49,7 +49,8 @@ def json_view(value: Any) -> JSON:
 def runs_table(runs: list[RunInfo]) -> Table:
     """``covey ls``."""
     table = Table(title="runs")
-    for column in ("run", "workflow", "status", "created", "took"):
+    table.add_column("run", no_wrap=True)
+    for column in ("workflow", "status", "created", "took"):
         table.add_column(column)
     for run in runs:
         took = f"{(run.finished_ms - run.created_ms) / 1000:.2f}s" if run.finished_ms else "-"
