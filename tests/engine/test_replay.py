@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
 from covey.engine.events import (
@@ -14,6 +15,7 @@ from covey.engine.events import (
     RetryScheduled,
     StepFinished,
     TaskReady,
+    encode_event,
     event_from_json,
     event_to_json,
 )
@@ -29,6 +31,11 @@ def sample() -> Run:
     run.succeed("a", {"x": 1})
     run.succeed("a", lease=1)  # rejected
     return run
+
+
+def test_encoded_text_is_the_json_object() -> None:
+    for event in sample().history:
+        assert orjson.loads(encode_event(event)) == event_to_json(event)
 
 
 def test_every_event_round_trips_through_json() -> None:

@@ -17,13 +17,21 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from covey.engine.commands import CancelTimer, DropTask, EnqueueTask, FinishRun, KeepOutput, SetTimer
 from covey.engine.decide import Decision, decide
-from covey.engine.events import Event, RunSubmitted, TaskSucceeded, event_from_json, event_to_json
+from covey.engine.events import (
+    Event,
+    RunSubmitted,
+    TaskSucceeded,
+    encode_event,
+    event_from_json,
+    event_to_json,
+)
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, Conflict, CoveyError
@@ -444,6 +452,19 @@ def _offline_submission(event: RunSubmitted, row_id: str) -> Submission | None:
     return Submission(event.run_id, compiled, event.input, orjson.dumps(event.input))
 
 
+_SPEC_TEXT: dict[str, bytes] = {}
+
+
+def _spec_text(workflow: CompiledWorkflow) -> bytes:
+    """A pinned spec's JSON, encoded once per workflow rather than once per run."""
+    text = _SPEC_TEXT.get(workflow.hash)
+    if text is None:
+        if len(_SPEC_TEXT) > 1024:
+            _SPEC_TEXT.clear()
+        text = _SPEC_TEXT[workflow.hash] = orjson.dumps(workflow.source)
+    return text
+
+
 def _record(entry: _Write, item: _Item, decision: Decision) -> None:
     """Fold one decision into its run's write: events appended, commands normalized."""
     write, state = entry.write, decision.state
@@ -451,15 +472,17 @@ def _record(entry: _Write, item: _Item, decision: Decision) -> None:
     entry.items.append(item)
     for event in (item.event, *decision.events):
         write.new_seq += 1
-        body = event_to_json(event)
         if isinstance(event, RunSubmitted) and item.submission is not None:
+            body = event_to_json(event)
             body["workflow"] = {"$spec": item.submission.workflow.hash}
-        write.events.append((write.new_seq, body["type"], event.at_ms, orjson.dumps(body)))
+            text = orjson.dumps(body)
+        else:
+            text = encode_event(event)
+        write.events.append((write.new_seq, type(event).__name__, event.at_ms, text))
     state.seq = write.new_seq
     if item.submission is not None:
-        spec = orjson.dumps(item.submission.workflow.source)
         wf = item.submission.workflow
-        write.new = NewRun(wf.spec.name, wf.hash, spec, item.submission.input_bytes)
+        write.new = NewRun(wf.spec.name, wf.hash, _spec_text(wf), item.submission.input_bytes)
     if item.seq:
         write.consumed.append(item.seq)
     if item.seen_id:
