@@ -17,7 +17,6 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -34,7 +33,7 @@ from covey.engine.events import (
 )
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
-from covey.errors import BackendError, Conflict, CoveyError
+from covey.errors import BackendError, CoveyError
 from covey.spec.compile import CompiledWorkflow, compile_workflow
 from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunInfo, RunWrite, Store
 
@@ -44,6 +43,8 @@ log = logging.getLogger("covey.engine")
 
 #: Cap on inbox rows read from the store per iteration.
 INBOX_BATCH = 2_000
+#: Batches touching at least this many runs and claims commit in the background while the next is decided.
+PIPELINE_FROM = 8
 #: Finished runs kept in the cache (for late reports, repeated submits).
 FINISHED_CACHE = 2_000
 
@@ -92,6 +93,19 @@ class _Write:
     finished: bool = False
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A decided batch waiting for (or in) its commit."""
+
+    items: list[_Item]
+    claims: list[_Claim]
+    batch: CommitBatch
+    writes: dict[str, _Write] = field(default_factory=dict)
+    answers: list[tuple[_Item, bool]] = field(default_factory=list)
+    woken_for: int = 0
+    """Task slots of the parked claims this batch woke."""
+
+
 class EngineLoop:
     """Folds inputs into runs and commits them in groups; see the module docstring."""
 
@@ -109,7 +123,7 @@ class EngineLoop:
         self._wake = asyncio.Event()
         self._read_inbox = True
         self._inbox_cursor = 0
-        self._woken_for = 0
+        self._in_flight: asyncio.Task[bool] | None = None
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
 
@@ -217,7 +231,13 @@ class EngineLoop:
             await self.iterate()
 
     async def iterate(self) -> None:
-        """One batch: take what is pending, decide, commit, answer."""
+        """One batch: take what is pending and decide it while the previous batch commits, then commit it.
+
+        At most one commit is in flight: this batch is decided on top of the
+        previous one's uncommitted state, and its commit starts only once that
+        one succeeded. If it failed, this batch is abandoned too (its decisions
+        rest on state that was never written). Answers always follow commits.
+        """
         items, self._items = self._items, []
         claims, self._claims = self._claims, []
         if self._read_inbox:
@@ -226,14 +246,31 @@ class EngineLoop:
         if not items and not claims:
             return
         try:
-            await self._process(items, claims)
+            prepared = await self._prepare(items, claims)
         except Exception as exc:
-            log.exception("commit failed; discarding the cached state of its runs")
-            for item in items:
-                self.runs.pop(item.run_id, None)
-                _fail(item.future, exc)
-            for pending in claims:
-                _fail(pending.future, exc)
+            log.exception("deciding a batch failed; discarding the cached state of its runs")
+            self._abandon(items, claims, exc)
+            return
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None and not await previous:
+            self._abandon(prepared.items, prepared.claims, BackendError("the previous commit failed"))
+            return
+        if len(prepared.batch.runs) + len(prepared.batch.claims) < PIPELINE_FROM:
+            await self._commit(prepared)  # a small batch: commit now, without a task hop on the hand-off path
+        else:
+            self._in_flight = asyncio.create_task(self._commit(prepared))
+
+    async def drain(self) -> None:
+        """Wait for the commit in flight, if any (its answers are sent when it returns)."""
+        if self._in_flight is not None:
+            await self._in_flight
+
+    def _abandon(self, items: list[_Item], claims: list[_Claim], exc: BaseException) -> None:
+        for item in items:
+            self.runs.pop(item.run_id, None)
+            _fail(item.future, exc)
+        for pending in claims:
+            _fail(pending.future, exc)
 
     async def _from_store_inbox(self) -> list[_Item]:
         rows = await self.store.read_inbox(self._inbox_cursor, INBOX_BATCH)
@@ -257,31 +294,36 @@ class EngineLoop:
             items.append(item)
         return items
 
-    async def _process(self, items: list[_Item], claims: list[_Claim]) -> None:
+    async def _prepare(self, items: list[_Item], claims: list[_Claim]) -> _Prepared:
+        """Decide a batch's inputs and build its commit (nothing is written yet)."""
         # A submit needs no load: if its run exists after all, the commit's sequence check says so.
         await self._load(
             [i.run_id for i in items if i.run_id not in self.runs and not isinstance(i.event, RunSubmitted)]
         )
-        batch = CommitBatch(self.epoch, claims=[c.request for c in claims])
-        writes: dict[str, _Write] = {}
-        answers: list[tuple[_Item, bool]] = []
+        prepared = _Prepared(items, claims, CommitBatch(self.epoch, claims=[c.request for c in claims]))
         for item in items:
-            self._decide_item(item, writes, batch, answers)
+            self._decide_item(item, prepared.writes, prepared.batch, prepared.answers)
         reporters = {item.worker_id for item in items if item.worker_id}
-        for pending in self._parked_matching(writes, reporters):
+        woken = self._parked_matching(prepared.writes, reporters)
+        prepared.woken_for = sum(pending.request.limit for pending in woken)
+        for pending in woken:
             claims.append(pending)
-            batch.claims.append(pending.request)
-        batch.runs = [_finish_write(w) for w in writes.values()]
+            prepared.batch.claims.append(pending.request)
+        prepared.batch.runs = [_finish_write(w) for w in prepared.writes.values()]
+        return prepared
+
+    async def _commit(self, prepared: _Prepared) -> bool:
+        """Write a prepared batch, then answer; False if the commit failed (its callers got the error)."""
         try:
-            result = await self.store.commit(batch)
-        except Conflict:
-            self._drop_cache(writes)
-            raise
-        except BackendError:
-            self._drop_cache(writes)
-            raise
+            result = await self.store.commit(prepared.batch)
+        except Exception as exc:
+            log.exception("commit failed; discarding the cached state of its runs")
+            self._drop_cache(prepared.writes)
+            self._abandon(prepared.items, prepared.claims, exc)
+            return False
         self.commits += 1
-        self._after_commit(result, writes, answers, claims)
+        self._after_commit(result, prepared)
+        return True
 
     async def _load(self, run_ids: Sequence[str]) -> None:
         if not run_ids:
@@ -362,20 +404,14 @@ class EngineLoop:
                 break
         woken = {id(pending) for pending in chosen}
         self._parked = [pending for pending in self._parked if id(pending) not in woken]
-        self._woken_for = sum(pending.request.limit for pending in chosen)
         return chosen
 
     def _drop_cache(self, writes: dict[str, _Write]) -> None:
         for run_id in writes:
             self.runs.pop(run_id, None)
 
-    def _after_commit(
-        self,
-        result: CommitResult,
-        writes: dict[str, _Write],
-        answers: list[tuple[_Item, bool]],
-        claims: list[_Claim],
-    ) -> None:
+    def _after_commit(self, result: CommitResult, prepared: _Prepared) -> None:
+        writes, answers, claims = prepared.writes, prepared.answers, prepared.claims
         for run_id in result.conflicts:
             self.runs.pop(run_id, None)
             for item in writes[run_id].items:
@@ -383,12 +419,13 @@ class EngineLoop:
                     _answer(item.future, False)
                 else:
                     self._items.append(item)
+                    self._wake.set()
         for item, created in answers:
             if item.run_id not in result.conflicts:
                 _answer(item.future, created)
         granted: dict[str, list[Lease]] = {k: list(v) for k, v in result.leases.items()}
         enqueued = sum(1 for w in writes.values() for t in w.tasks.values() if t is not None)
-        if self._parked and sum(map(len, granted.values())) < min(enqueued, self._woken_for):
+        if self._parked and sum(map(len, granted.values())) < min(enqueued, prepared.woken_for):
             self.poke_claims()  # labels kept a woken claim from its task: let the others try
         for pending in claims:
             leases = granted.get(pending.request.worker_id, [])

@@ -107,6 +107,9 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self.loop is not None:
+            with contextlib.suppress(Exception):
+                await self.loop.drain()
         await self.store.__aexit__(None, None, None)
         self._lock.release()
 

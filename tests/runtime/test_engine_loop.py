@@ -1,0 +1,90 @@
+"""The engine loop's commit discipline: answers follow commits, a failed commit changes nothing.
+
+These tests use a store that fails on purpose (a real SQLite store whose
+commit can be held and made to fail), to see what callers get and what is
+left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from covey.errors import BackendError
+from covey.runtime.loop import PIPELINE_FROM, EngineLoop
+from covey.runtime.submit import prepare_submission
+from covey.store.base import CommitBatch, CommitResult
+from covey.store.sqlite import SQLiteStore
+from covey.testing import wait_for
+
+WORKFLOW = {"name": "w", "steps": {"a": {"skill": "s"}}}
+
+
+class FailingCommitStore(SQLiteStore):
+    """SQLite, except that a commit can be held at a gate and then made to fail, on purpose."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+        self.commits_started = 0
+
+    async def commit(self, batch: CommitBatch) -> CommitResult:
+        self.commits_started += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise BackendError("disk on fire (on purpose)")
+        return await super().commit(batch)
+
+
+@pytest.fixture
+async def loop_and_store(tmp_path: Path) -> AsyncIterator[tuple[EngineLoop, FailingCommitStore]]:
+    async with FailingCommitStore(tmp_path / "covey.db") as store:
+        loop = EngineLoop(store, epoch=await store.begin_epoch())
+        task = asyncio.create_task(loop.run())
+        yield loop, store
+        task.cancel()
+        await loop.drain()
+
+
+async def _submit(loop: EngineLoop, run_id: str) -> bool:
+    return await loop.submit(prepare_submission(WORKFLOW, None, run_id=run_id), 1_000)
+
+
+async def test_failing_commit_answers_with_the_error_and_writes_nothing(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, store = loop_and_store
+    store.fail = True
+    with pytest.raises(BackendError, match="on purpose"):
+        await _submit(loop, "r1")
+    assert await store.get_run("r1") is None
+    assert "r1" not in loop.runs, "the cached state of a failed commit is discarded"
+
+    store.fail = False
+    assert await _submit(loop, "r1") is True
+    assert await store.get_run("r1") is not None
+
+
+async def test_failing_commit_abandons_the_batch_decided_on_top_of_it(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, store = loop_and_store
+    store.gate = asyncio.Event()
+    store.fail = True
+    first = [asyncio.create_task(_submit(loop, f"big-{i}")) for i in range(PIPELINE_FROM)]
+    await wait_for(lambda: store.commits_started == 1, message="the first batch holds at its commit")
+    second = asyncio.create_task(_submit(loop, "late"))
+    await wait_for(lambda: "late" in loop.runs, message="the second batch is decided on top of the first")
+
+    store.gate.set()
+    results = await asyncio.gather(*first, second, return_exceptions=True)
+
+    assert all(isinstance(result, BackendError) for result in results), results
+    assert store.commits_started == 1, "the second batch never reached the store"
+    assert await store.list_runs() == []
+    assert not loop.runs
