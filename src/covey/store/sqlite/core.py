@@ -374,18 +374,18 @@ class SQLiteCore:
     def _heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
         now = self.now_ms()
         until = now + lease_ms
-        self.db.execute(
-            "UPDATE tasks SET lease_until_ms = CASE WHEN try_deadline_ms IS NULL THEN ?"
-            " ELSE min(?, try_deadline_ms) END WHERE worker_id = ? AND status = 'leased'",
-            (until, until, worker_id),
-        )
+        lost = []
+        for task_id, lease_no in leases:
+            extended = self.db.execute(
+                "UPDATE tasks SET lease_until_ms = CASE WHEN try_deadline_ms IS NULL THEN ?"
+                " ELSE min(?, try_deadline_ms) END"
+                " WHERE task_id = ? AND lease_no = ? AND worker_id = ? AND status = 'leased'",
+                (until, until, task_id, lease_no, worker_id),
+            ).rowcount
+            if not extended:
+                lost.append(task_id)
         self.db.execute("UPDATE workers SET heartbeat_ms = ? WHERE worker_id = ?", (now, worker_id))
-        held = set(
-            self.db.execute(
-                "SELECT task_id, lease_no FROM tasks WHERE worker_id = ? AND status = 'leased'", (worker_id,)
-            )
-        )
-        return [task_id for task_id, lease_no in leases if (task_id, lease_no) not in held]
+        return lost
 
     def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
         """Give leases back: the tasks become ready again with their lease numbers kept."""
@@ -546,8 +546,8 @@ class SQLiteCore:
         """A run's unfinished task rows."""
         rows = self.db.execute(
             "SELECT task_id, step, idx, status, try_no, lease_no, worker_id, lease_until_ms FROM tasks"
-            " WHERE run_id = ? ORDER BY step, idx",
-            (run_id,),
+            " WHERE task_id > ? AND task_id < ? ORDER BY step, idx",
+            (f"{run_id}/", f"{run_id}0"),  # task ids are "run/step[/i]"; "0" sorts right after "/"
         )
         return [TaskInfo(*row) for row in rows]
 

@@ -34,8 +34,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tasks_to_claim ON tasks (target, status, prio_key);
     CREATE INDEX tasks_by_lease ON tasks (status, lease_until_ms);
-    CREATE INDEX tasks_by_worker ON tasks (worker_id);
-    CREATE INDEX tasks_by_run ON tasks (run_id);
     CREATE TABLE outputs (
         run_id TEXT NOT NULL, step TEXT NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL,
         PRIMARY KEY (run_id, step, idx)
