@@ -132,34 +132,34 @@ class EngineLoop:
     async def submit(self, submission: Submission, at_ms: int) -> bool:
         """Start a run; True if it was created, False if a run with that id already existed."""
         event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
-        return await self._enqueue(_Item(submission.run_id, event, submission=submission))
+        return await self._queue(_Item(submission.run_id, event, submission=submission))
 
     async def deliver(
         self, event: Event, run_id: str, *, output: Any = None, seen_id: str | None = None
     ) -> bool:
         """Decide an input event (report, signal, cancel) and wait for its commit."""
-        item = _Item(run_id, event, output_value=output, seen_id=seen_id)
-        if isinstance(event, TaskSucceeded):
-            item.output = orjson.dumps(output)
-        return await self._enqueue(item)
+        return await self.deliver_nowait(event, run_id, output=output, seen_id=seen_id)
 
     def deliver_nowait(
-        self, event: Event, run_id: str, *, output: Any = None, worker_id: str | None = None
+        self,
+        event: Event,
+        run_id: str,
+        *,
+        output: Any = None,
+        worker_id: str | None = None,
+        seen_id: str | None = None,
     ) -> asyncio.Future[bool]:
         """Queue an input event; the future resolves after its commit."""
-        item = _Item(run_id, event, output_value=output, worker_id=worker_id)
+        item = _Item(run_id, event, output_value=output, worker_id=worker_id, seen_id=seen_id)
         if isinstance(event, TaskSucceeded):
             item.output = orjson.dumps(output)
+        return self._queue(item)
+
+    def _queue(self, item: _Item) -> asyncio.Future[bool]:
         item.future = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._wake.set()
         return item.future
-
-    async def _enqueue(self, item: _Item) -> bool:
-        item.future = asyncio.get_running_loop().create_future()
-        self._items.append(item)
-        self._wake.set()
-        return await item.future
 
     async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
         """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""

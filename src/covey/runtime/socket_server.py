@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from covey.errors import ConfigError, CoveyError
 from covey.runtime.protocol import lease_to_json, read_frame, write_frame
 from covey.store.base import ClaimRequest
-from covey.worker.link import PROTOCOL_VERSION, deliver_results, queue_results
+from covey.worker.link import PROTOCOL_VERSION, queue_results
 
 if TYPE_CHECKING:
     from covey.runtime.runner import Runner
@@ -135,11 +135,6 @@ async def _claim(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     return {"leases": [lease_to_json(lease) for lease in leases]}
 
 
-async def _report(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
-    await deliver_results(runner.engine, runner.store, message["results"])
-    return {}
-
-
 async def _heartbeat(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     leases = [(str(t), int(n)) for t, n in message["leases"]]
     lost = await runner.store.heartbeat(str(message["worker_id"]), leases, runner.lease_ms)
@@ -189,7 +184,6 @@ async def _wait(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
 _HANDLERS: dict[str, Handler] = {
     "hello": _hello,
     "claim": _claim,
-    "report": _report,
     "heartbeat": _heartbeat,
     "release": _release,
     "unpark": _unpark,
