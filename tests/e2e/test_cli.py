@@ -59,6 +59,10 @@ async def test_submit_offline_then_serve_signal_and_inspect(tmp_path: Path) -> N
             return "approval" in shown.stdout and "active" in shown.stdout
 
         await wait_for(waiting, timeout=20, interval=0.2)
+        workers = covey_cli("workers", cwd=tmp_path)
+        assert workers.returncode == 0
+        assert "step" in workers.stdout
+        assert "running" in workers.stdout
         refused = covey_cli("signal", "r1", "reject", cwd=tmp_path)
         assert refused.returncode == 2
         assert "accepts no signal 'reject'" in refused.stdout
@@ -78,6 +82,7 @@ async def test_submit_offline_then_serve_signal_and_inspect(tmp_path: Path) -> N
         server.send_signal(signal.SIGTERM)
         assert server.wait(20) == 0
 
+    assert "step" not in covey_cli("workers", cwd=tmp_path).stdout, "stopped workers unregister"
     shown = covey_cli("show", "r1", cwd=tmp_path)
     assert "succeeded" in shown.stdout
     assert '"n": 43' in shown.stdout, "draft gave 42, publish added one"

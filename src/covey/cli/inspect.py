@@ -7,7 +7,7 @@ from typing import Any
 import click
 import orjson
 
-from covey.cli.render import console, events_table, run_detail, runs_table
+from covey.cli.render import console, events_table, run_detail, runs_table, workers_table
 from covey.client import LocalClient
 from covey.engine.events import event_from_json
 from covey.engine.replay import fold
@@ -86,4 +86,18 @@ def events_command(settings: Any, run_id: str, as_json: bool) -> None:
     run_async(go())
 
 
-COMMANDS = [ls_command, show_command, events_command]
+@click.command("workers")
+@click.pass_obj
+def workers_command(settings: Any) -> None:
+    """List registered workers: what they serve, their slots, when each was last heard from."""
+
+    async def go() -> None:
+        async with LocalClient(settings.db_path).reader() as store:
+            workers = await store.list_workers()
+            now = await store.now_ms()
+        console.print(workers_table(workers, now))
+
+    run_async(go())
+
+
+COMMANDS = [ls_command, show_command, events_command, workers_command]

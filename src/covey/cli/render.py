@@ -11,9 +11,18 @@ from rich.json import JSON
 from rich.table import Table
 
 from covey.engine.state import RunState
-from covey.store.base import RunInfo, TaskInfo
+from covey.store.base import RunInfo, TaskInfo, WorkerInfo
 
-__all__ = ["console", "events_table", "json_view", "progress_view", "run_detail", "runs_table", "when"]
+__all__ = [
+    "console",
+    "events_table",
+    "json_view",
+    "progress_view",
+    "run_detail",
+    "runs_table",
+    "when",
+    "workers_table",
+]
 
 console = Console()
 
@@ -88,6 +97,30 @@ def run_detail(run: RunInfo, tasks: list[TaskInfo], steps: list[tuple[str, str, 
     if run.output is not None:
         parts += ["[bold]output[/bold]", json_view(run.output)]
     return Group(*parts)
+
+
+#: A worker silent longer than this (a lease's length by default) is shown as silent.
+SILENT_AFTER_MS = 30_000
+
+
+def workers_table(workers: list[WorkerInfo], now_ms: int) -> Table:
+    """``covey workers``."""
+    table = Table(title="workers")
+    for column in ("worker", "serves", "labels", "slots", "last heard", "state"):
+        table.add_column(column)
+    for worker in workers:
+        age = max(0, now_ms - worker.heartbeat_ms)
+        state = styled("running") if age < SILENT_AFTER_MS else "[yellow]silent[/yellow]"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(worker.labels.items())) or "-"
+        table.add_row(
+            worker.worker_id,
+            ", ".join(sorted(worker.targets)),
+            labels,
+            str(worker.slots),
+            f"{age / 1000:.1f}s ago",
+            state,
+        )
+    return table
 
 
 def events_table(history: list[dict[str, Any]]) -> Table:

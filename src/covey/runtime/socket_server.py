@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from covey.errors import ConfigError, CoveyError
 from covey.runtime.protocol import lease_to_json, read_frame, write_frame
-from covey.store.base import ClaimRequest
-from covey.worker.link import PROTOCOL_VERSION, queue_results
+from covey.store.base import ClaimRequest, WorkerInfo
+from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
 
 if TYPE_CHECKING:
     from covey.runtime.runner import Runner
@@ -153,6 +153,24 @@ async def _unpark(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+async def _register(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    info = WorkerInfo(
+        str(message["worker_id"]),
+        frozenset(message["targets"]),
+        dict(message.get("labels") or {}),
+        int(message["slots"]),
+        0,
+        0,
+    )
+    await runner.store.register_worker(stamped(info, await runner.store.now_ms()))
+    return {}
+
+
+async def _unregister(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    await runner.store.unregister_worker(str(message["worker_id"]))
+    return {}
+
+
 async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     run_id = await runner.submit(message["workflow"], message.get("input"), run_id=message.get("run_id"))
     return {"run_id": run_id}
@@ -187,6 +205,8 @@ _HANDLERS: dict[str, Handler] = {
     "heartbeat": _heartbeat,
     "release": _release,
     "unpark": _unpark,
+    "register": _register,
+    "unregister": _unregister,
     "submit": _submit,
     "signal": _signal,
     "cancel": _cancel,

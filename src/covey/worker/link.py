@@ -14,9 +14,17 @@ from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
 from covey.runtime.loop import EngineLoop
-from covey.store.base import ClaimRequest, Lease, Store
+from covey.store.base import ClaimRequest, Lease, Store, WorkerInfo
 
-__all__ = ["PROTOCOL_VERSION", "LocalLink", "WorkerLink", "deliver_results", "queue_results", "result_event"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "LocalLink",
+    "WorkerLink",
+    "deliver_results",
+    "queue_results",
+    "result_event",
+    "stamped",
+]
 
 #: Version of the worker protocol; a runner refuses workers speaking another one.
 PROTOCOL_VERSION = 1
@@ -46,6 +54,19 @@ class WorkerLink(Protocol):
     async def unpark(self, worker_id: str) -> None:
         """Answer this worker's waiting claim now, empty (it is stopping)."""
         ...
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Add this worker to the registry (its agents, labels and slots)."""
+        ...
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove this worker from the registry (a clean stop)."""
+        ...
+
+
+def stamped(info: WorkerInfo, now_ms: int) -> WorkerInfo:
+    """A worker's registry entry timed by the store's clock."""
+    return WorkerInfo(info.worker_id, info.targets, info.labels, info.slots, now_ms, now_ms)
 
 
 def result_event(result: Mapping[str, Any], at_ms: int) -> Event:
@@ -94,6 +115,14 @@ class LocalLink:
     async def unpark(self, worker_id: str) -> None:
         """Answer the worker's parked claim at once."""
         self.loop.unpark(worker_id)
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Register in the store."""
+        await self.store.register_worker(stamped(info, await self.store.now_ms()))
+
+    async def unregister(self, worker_id: str) -> None:
+        """Unregister from the store."""
+        await self.store.unregister_worker(worker_id)
 
 
 async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Self
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
 from covey.runtime.protocol import lease_from_json, read_frame, write_frame
-from covey.store.base import Lease
+from covey.store.base import Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION
 
 __all__ = ["SocketLink"]
@@ -121,6 +121,20 @@ class SocketLink:
     async def unpark(self, worker_id: str) -> None:
         """Answer this worker's waiting claim now."""
         await self.call("unpark", worker_id=worker_id)
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Register with the runner's store."""
+        await self.call(
+            "register",
+            worker_id=info.worker_id,
+            targets=sorted(info.targets),
+            labels=dict(info.labels),
+            slots=info.slots,
+        )
+
+    async def unregister(self, worker_id: str) -> None:
+        """Unregister from the runner's store."""
+        await self.call("unregister", worker_id=worker_id)
 
 
 def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:

@@ -25,7 +25,7 @@ from typing import Any
 from covey.agents.context import Context
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import BackendUnavailable, ConfigError
-from covey.store.base import Lease
+from covey.store.base import Lease, WorkerInfo
 from covey.worker.execute import execute
 from covey.worker.link import WorkerLink
 
@@ -107,13 +107,21 @@ class Worker:
         self.stop()
 
     async def run(self) -> None:
-        """Serve until :meth:`stop`, then drain, report and release."""
+        """Register, serve until :meth:`stop`, then drain, report, release and unregister."""
+        await self.link.register(self.info())
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._claimer())
                 group.create_task(self._heartbeats())
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
+            if not self.link_lost:
+                with contextlib.suppress(Exception):
+                    await self.link.unregister(self.id)
+
+    def info(self) -> WorkerInfo:
+        """This worker as the registry lists it (times are filled in by the store)."""
+        return WorkerInfo(self.id, self.targets, dict(self.labels), self.slots, 0, 0)
 
     async def _claimer(self) -> None:
         while not self._stopping.is_set():
@@ -208,9 +216,7 @@ class Worker:
 
     async def _beat(self) -> None:
         held = [(lease.task_id, lease.lease_no) for lease, _, _ in self.running.values()]
-        if not held:
-            return
-        try:
+        try:  # even with nothing held: the heartbeat also tells the registry this worker is alive
             lost = await self.link.heartbeat(self.id, held)
         except Exception:
             log.exception("heartbeat failed")
