@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         SpecError,
         StaleLease,
         StoreLocked,
+        VersionConflict,
     )
     from covey.runtime.runner import Runner
     from covey.spec.builder import Workflow
@@ -53,7 +54,7 @@ _LAZY = {
     "covey.embedded": ("Embedded", "run"),
     "covey.errors": (
         "AgentFailure", "BackendError", "BackendUnavailable", "ConfigError", "Conflict", "CoveyError",
-        "InputError", "NotFound", "Retry", "RunFailed", "SpecError", "StaleLease", "StoreLocked",
+        "InputError", "NotFound", "Retry", "RunFailed", "SpecError", "StaleLease", "StoreLocked", "VersionConflict",
     ),
     "covey.runtime.runner": ("Runner",),
     "covey.spec.builder": ("Workflow",),
@@ -104,6 +105,7 @@ __all__ = [
     "StepSpec",
     "StoreLocked",
     "TaskCancelled",
+    "VersionConflict",
     "WaitSpec",
     "Workflow",
     "WorkflowSpec",

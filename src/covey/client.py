@@ -21,6 +21,7 @@ from covey.errors import InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.submit import WorkflowLike, prepare_submission
+from covey.state.model import StateEntry, StateOp, check_key, check_namespace
 from covey.store.base import InboxRow, RunInfo
 from covey.store.sqlite import SQLiteStore
 from covey.worker.socket_link import SocketLink
@@ -126,6 +127,26 @@ class LocalClient:
             if info.status != "running":
                 return info
             await asyncio.sleep(poll_s)
+
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """One key of shared state (read-only open)."""
+        async with self.reader() as store:
+            return await store.state_get(check_namespace(namespace), check_key(key))
+
+    async def state_list(self, namespace: str, *, prefix: str = "", limit: int = 100) -> list[StateEntry]:
+        """Keys of a namespace, in key order."""
+        async with self.reader() as store:
+            return await store.state_list(check_namespace(namespace), prefix=prefix, limit=limit)
+
+    async def state_apply(self, ops: list[StateOp]) -> list[StateEntry]:
+        """Write shared state now (through the runner when one is up); all ops or none."""
+        for op in ops:
+            check_payload(op.value, field=f"state.{op.key}")
+        answer = await self._runner_call("state_apply", ops=[op.to_json() for op in ops], fence=None)
+        if answer is not _NO_RUNNER:
+            return [StateEntry(**entry) for entry in answer["entries"]]
+        async with SQLiteStore(self.path) as store:
+            return await store.state_apply(ops)
 
 
 _NO_RUNNER = object()

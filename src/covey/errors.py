@@ -33,6 +33,7 @@ __all__ = [
     "SpecError",
     "StaleLease",
     "StoreLocked",
+    "VersionConflict",
 ]
 
 
@@ -85,6 +86,17 @@ class NotFound(CoveyError):
 
 class Conflict(CoveyError):
     """A version or sequence number did not match the one expected."""
+
+
+class VersionConflict(Conflict):
+    """A conditional write to shared state found another version; ``version`` is the current one (0: absent)."""
+
+    def __init__(self, namespace: str, key: str, expected: int, version: int) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.expected = expected
+        self.version = version
+        super().__init__(f"{namespace}/{key}: expected version {expected}, found {version}")
 
 
 class StaleLease(CoveyError):

@@ -98,3 +98,18 @@ def test_cancel_through_the_store_when_no_runner(tmp_path: Path) -> None:
     result = covey_cli("cancel", "r2", cwd=tmp_path)
     assert result.returncode == 2, "a run still in the inbox is not known yet"
     assert "no run 'r2'" in result.stdout
+
+
+def test_state_from_the_command_line(tmp_path: Path) -> None:
+    assert covey_cli("state", "put", "team", "n", "5", cwd=tmp_path).returncode == 0
+    assert covey_cli("state", "update", "team", "n", "add", "2", cwd=tmp_path).returncode == 0
+    conflict = covey_cli("state", "put", "team", "n", "0", "--if-version", "1", cwd=tmp_path)
+    assert conflict.returncode == 2
+    assert "expected version 1, found 2" in conflict.stdout
+    shown = covey_cli("state", "get", "team", "n", cwd=tmp_path)
+    assert shown.stdout.split() == ["version", "2", "7"]
+    bad = covey_cli("state", "update", "team", "n", "append", '"x"', cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "append needs a list" in bad.stdout
+    listed = covey_cli("state", "ls", "team", cwd=tmp_path)
+    assert "n" in listed.stdout

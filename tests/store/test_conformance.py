@@ -9,6 +9,7 @@ from covey.testing.conformance.leases import TestLeases
 from covey.testing.conformance.outputs import TestOutputs
 from covey.testing.conformance.reads import TestReads
 from covey.testing.conformance.registry import TestRegistry
+from covey.testing.conformance.state import TestState
 from covey.testing.conformance.timers import TestTimers
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "TestOutputs",
     "TestReads",
     "TestRegistry",
+    "TestState",
     "TestTimers",
 ]

@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from covey.state.handle import StateHandle
 
 __all__ = ["Context", "Handoff", "TaskCancelled"]
 
@@ -47,6 +50,7 @@ class Context:
         lease_no: int,
         heartbeat: Callable[[], Awaitable[None]],
         logger: logging.Logger | None = None,
+        state: StateHandle | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -57,6 +61,7 @@ class Context:
         self.lease_no = lease_no
         """The fencing token of this try; higher than every earlier lease of the task."""
         self._heartbeat = heartbeat
+        self._state = state
         self._cancelled = False  # set from the worker's event loop; a bool read is atomic
         base = logger or logging.getLogger("covey.agent")
         self.log = logging.LoggerAdapter(base, {"run_id": run_id, "task_id": task_id, "try_no": try_no})
@@ -65,6 +70,13 @@ class Context:
     def idempotency_key(self) -> str:
         """Stable across every try of this task: use it to make side effects idempotent."""
         return self.task_id
+
+    @property
+    def state(self) -> StateHandle:
+        """Shared state: reads, staged writes (committed with the result) and ``live`` writes."""
+        if self._state is None:
+            raise RuntimeError("this context has no shared state (it was not built by a worker)")
+        return self._state
 
     @property
     def cancelled(self) -> bool:

@@ -65,9 +65,9 @@ def cli(ctx: click.Context, store: str, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from covey.cli import bench, control, inspect, run, serve
+    from covey.cli import bench, control, inspect, run, serve, state
 
-    for module in (run, serve, control, inspect, bench):
+    for module in (run, serve, control, inspect, state, bench):
         for command in module.COMMANDS:
             cli.add_command(store_option(command))
 

@@ -11,6 +11,7 @@ from rich.json import JSON
 from rich.table import Table
 
 from covey.engine.state import RunState
+from covey.state.model import StateEntry
 from covey.store.base import RunInfo, TaskInfo, WorkerInfo
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "progress_view",
     "run_detail",
     "runs_table",
+    "state_table",
     "when",
     "workers_table",
 ]
@@ -120,6 +122,16 @@ def workers_table(workers: list[WorkerInfo], now_ms: int) -> Table:
             f"{age / 1000:.1f}s ago",
             state,
         )
+    return table
+
+
+def state_table(namespace: str, entries: list[StateEntry]) -> Table:
+    """``covey state ls``."""
+    table = Table(title=f"state {namespace}")
+    for column in ("key", "version", "value"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.key, str(entry.version), orjson.dumps(entry.value).decode()[:120])
     return table
 
 

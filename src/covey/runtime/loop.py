@@ -35,6 +35,7 @@ from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, CoveyError
 from covey.spec.compile import CompiledWorkflow, compile_workflow
+from covey.state.model import StateOp
 from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunInfo, RunWrite, Store
 
 __all__ = ["EngineLoop", "Submission"]
@@ -72,6 +73,8 @@ class _Item:
     seen_id: str | None = None
     worker_id: str | None = None
     """For a report: the worker that sent it (its parked claim is woken first)."""
+    state_ops: list[StateOp] = field(default_factory=list)
+    """For a success report: the try's staged state writes, committed only if the report is accepted."""
     future: asyncio.Future[bool] | None = None
 
 
@@ -148,9 +151,12 @@ class EngineLoop:
         output: Any = None,
         worker_id: str | None = None,
         seen_id: str | None = None,
+        state_ops: list[StateOp] | None = None,
     ) -> asyncio.Future[bool]:
         """Queue an input event; the future resolves after its commit."""
         item = _Item(run_id, event, output_value=output, worker_id=worker_id, seen_id=seen_id)
+        if state_ops:
+            item.state_ops = state_ops
         if isinstance(event, TaskSucceeded):
             item.output = orjson.dumps(output)
         return self._queue(item)
@@ -322,6 +328,8 @@ class EngineLoop:
             self._abandon(prepared.items, prepared.claims, exc)
             return False
         self.commits += 1
+        for run_id, problems in result.state_errors.items():
+            log.warning("run %s: staged state writes skipped: %s", run_id, "; ".join(problems))
         self._after_commit(result, prepared)
         return True
 
@@ -541,6 +549,8 @@ def _command(entry: _Write, item: _Item, command: Any, state: RunState) -> None:
     elif isinstance(command, KeepOutput):
         body = orjson.dumps(command.value) if command.literal else (item.output or b"null")
         write.outputs.append((command.step, command.index, body))
+        if not command.literal:
+            write.state_ops.extend(item.state_ops)
     elif isinstance(command, FinishRun):
         write.status = command.status
         write.error = orjson.dumps(command.error) if command.error is not None else None

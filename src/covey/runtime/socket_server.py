@@ -16,8 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError
 from covey.runtime.protocol import lease_to_json, read_frame, write_frame
+from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
 
@@ -111,7 +113,7 @@ async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
 
 def _error_json(exc: CoveyError) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    for attr in ("step", "field", "reason"):
+    for attr in ("step", "field", "reason", "namespace", "key", "expected", "version"):
         if hasattr(exc, attr):
             body[attr] = getattr(exc, attr)
     return body
@@ -171,6 +173,30 @@ async def _unregister(runner: Runner, message: dict[str, Any]) -> dict[str, Any]
     return {}
 
 
+async def _state_get(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    entry = await runner.store.state_get(check_namespace(message["namespace"]), check_key(message["key"]))
+    return {"entry": None if entry is None else asdict(entry)}
+
+
+async def _state_apply(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    ops = [StateOp.from_json(op) for op in message["ops"]]
+    for op in ops:
+        check_payload(op.value, field=f"state.{op.key}")
+    fence = message.get("fence")
+    entries = await runner.store.state_apply(ops, fence=(str(fence[0]), int(fence[1])) if fence else None)
+    return {"entries": [asdict(entry) for entry in entries]}
+
+
+async def _state_list(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    entries = await runner.store.state_list(
+        check_namespace(message["namespace"]),
+        prefix=str(message.get("prefix", "")),
+        after=str(message.get("after", "")),
+        limit=min(int(message.get("limit", 100)), 1000),
+    )
+    return {"entries": [asdict(entry) for entry in entries]}
+
+
 async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     run_id = await runner.submit(message["workflow"], message.get("input"), run_id=message.get("run_id"))
     return {"run_id": run_id}
@@ -206,6 +232,9 @@ _HANDLERS: dict[str, Handler] = {
     "release": _release,
     "unpark": _unpark,
     "register": _register,
+    "state_get": _state_get,
+    "state_apply": _state_apply,
+    "state_list": _state_list,
     "unregister": _unregister,
     "submit": _submit,
     "signal": _signal,

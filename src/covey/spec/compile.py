@@ -196,6 +196,12 @@ def _check_item_use(name: str, template: Template, when: Expr | None, fan: Expr 
     """
     used = [(expr, "input") for expr in template.exprs] + [(when, "when"), (fan, "map")]
     for expr, where in used:
+        if expr is not None and where != "input" and "state" in expr.roots:
+            raise SpecError(
+                f"{expr.text!r} reads shared state, which only a step's input can do for now",
+                step=name,
+                field=where,
+            )
         allowed = fan is not None and where == "input"
         if expr is not None and not allowed and expr.roots & {"item", "index"}:
             raise SpecError(

@@ -7,7 +7,9 @@ nothing is ever passed to ``eval``. An expression sees one scope document::
     {"input": <run input>, "steps": {<step>: <output>}, "item": <map element>,
      "index": <map index>}
 
-A wait step's output is its signal's payload (``steps.approval``).
+A wait step's output is its signal's payload (``steps.approval``). In an input
+mapping, ``state`` is the run's shared-state namespace (``${state.draft}``),
+read when the task is claimed.
 
 A string that is exactly one placeholder (``"${steps.triage.intent}"``) takes
 the expression's value, of any JSON type; placeholders inside a longer string
@@ -35,7 +37,7 @@ from covey.errors import SpecError
 __all__ = ["ROOTS", "Expr", "Template", "compile_expr", "compile_template", "truthy"]
 
 #: Names an expression may start from.
-ROOTS = frozenset({"input", "steps", "item", "index"})
+ROOTS = frozenset({"input", "steps", "item", "index", "state"})
 
 Path = tuple[str, ...]
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from covey.engine.commands import EnqueueTask, SetTimer
+from covey.state.model import StateEntry, StateOp
 
 __all__ = [
     "AGING_MS",
@@ -111,6 +112,12 @@ class RunWrite:
     """Inbox row seqs decided by this commit."""
     seen: list[str] = field(default_factory=list)
     """Client-chosen ids (signals, cancels) to remember, so repeating them is a no-op."""
+    state_ops: list[StateOp] = field(default_factory=list)
+    """Staged shared-state writes of the tries this commit accepted: applied exactly once, with them.
+
+    They are unconditional (no ``if_version``). One whose reducer does not fit
+    the current value is skipped, and reported in ``CommitResult.state_errors``.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,8 @@ class CommitResult:
     conflicts: set[str] = field(default_factory=set)
     leases: dict[str, list[Lease]] = field(default_factory=dict)
     """By worker id: every lease the batch's claims granted (a worker claiming twice gets both grants)."""
+    state_errors: dict[str, list[str]] = field(default_factory=dict)
+    """By run id: staged state writes that were skipped, and why."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """By run id: the rendered output of each run this batch finished (saves a read per finished run)."""
 
@@ -285,6 +294,29 @@ class Store(Protocol):
 
     async def get_outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
         """Outputs of steps: a plain step's value, a map step's ordered list, None if none."""
+        ...
+
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """A key's value and version, or None if it does not exist."""
+        ...
+
+    async def state_apply(
+        self, ops: Sequence[StateOp], *, fence: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
+        """Apply writes atomically, all or none, and return each key's entry after its write.
+
+        Raises:
+            VersionConflict: an ``if_version`` did not match (nothing is written).
+            StaleLease: ``fence`` (task id, lease number) is not the task's
+                current lease: a try that lost its lease writes nothing.
+            InputError: a reducer does not fit the key's value.
+        """
+        ...
+
+    async def state_list(
+        self, namespace: str, *, prefix: str = "", after: str = "", limit: int = 100
+    ) -> list[StateEntry]:
+        """Keys of a namespace starting with ``prefix``, in key order, after ``after`` (paging)."""
         ...
 
     async def register_worker(self, info: WorkerInfo) -> None:

@@ -16,7 +16,12 @@ import orjson
 from covey.errors import CoveyError
 from covey.spec.expr import Template, compile_template
 
-__all__ = ["render_input", "template_of"]
+__all__ = ["reads_state", "render_input", "template_of"]
+
+
+def reads_state(template: Template) -> bool:
+    """True when the mapping reads the run's shared state (``${state...}``)."""
+    return any("state" in expr.roots for expr in template.exprs)
 
 
 @lru_cache(maxsize=1024)
@@ -30,7 +35,13 @@ def template_of(text: bytes) -> Template:
 
 
 def render_input(
-    template: Template, *, run_input: Any, outputs: dict[str, Any], item: Any, index: int
+    template: Template,
+    *,
+    run_input: Any,
+    outputs: dict[str, Any],
+    item: Any,
+    index: int,
+    state: dict[str, Any] | None = None,
 ) -> Any:
     """Evaluate a mapping; a mapping of None means the task's input is an empty object.
 
@@ -39,7 +50,7 @@ def render_input(
     """
     if template.source is None:
         return item if index >= 0 else {}
-    scope = {"input": run_input, "steps": outputs, "item": item, "index": index}
+    scope = {"input": run_input, "steps": outputs, "item": item, "index": index, "state": state or {}}
     try:
         return template.render(scope)
     except Exception as exc:  # jmespath raises several unrelated types on bad data

@@ -60,7 +60,11 @@ async def execute(agent: AgentDef, lease: Lease, ctx: Context, threads: Executor
             "ok": False,
             "error": {"kind": "bad_output", "message": str(exc), "retryable": False},
         }
-    return {**report, "ok": True, "output": value, "handoff": handoff}
+    done = {**report, "ok": True, "output": value, "handoff": handoff}
+    staged = ctx.state.staged if ctx._state is not None else []
+    if staged:
+        done["state"] = [op.to_json() for op in staged]
+    return done
 
 
 def _check_input(lease: Lease) -> dict[str, Any] | None:

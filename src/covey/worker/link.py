@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
+from covey.errors import InputError
 from covey.runtime.loop import EngineLoop
+from covey.state.model import StateEntry, StateOp
 from covey.store.base import ClaimRequest, Lease, Store, WorkerInfo
 
 __all__ = [
@@ -55,6 +57,14 @@ class WorkerLink(Protocol):
         """Answer this worker's waiting claim now, empty (it is stopping)."""
         ...
 
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """Read one key of shared state."""
+        ...
+
+    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+        """Apply live writes at once, fenced by a lease (see ``Store.state_apply``)."""
+        ...
+
     async def register(self, info: WorkerInfo) -> None:
         """Add this worker to the registry (its agents, labels and slots)."""
         ...
@@ -69,19 +79,20 @@ def stamped(info: WorkerInfo, now_ms: int) -> WorkerInfo:
     return WorkerInfo(info.worker_id, info.targets, info.labels, info.slots, now_ms, now_ms)
 
 
-def result_event(result: Mapping[str, Any], at_ms: int) -> Event:
-    """The input event for a reported result, timed by the store's clock."""
-    if result.get("ok"):
-        handoff = result.get("handoff")
+def result_event(result: Mapping[str, Any], at_ms: int) -> tuple[Event, list[StateOp]]:
+    """The input event for a reported result, timed by the store's clock, and its staged state writes."""
+    task_id, lease_no = result["task_id"], int(result["lease_no"])
+    if not result.get("ok"):
+        return TaskFailed(task_id, lease_no, at_ms, dict(result["error"])), []
+    handoff = result.get("handoff")
+    try:
         if handoff is not None and not isinstance(handoff, dict):
-            error = {
-                "kind": "bad_output",
-                "message": "a hand-off's steps must be an object",
-                "retryable": False,
-            }
-            return TaskFailed(result["task_id"], int(result["lease_no"]), at_ms, error)
-        return TaskSucceeded(result["task_id"], int(result["lease_no"]), at_ms, handoff=handoff)
-    return TaskFailed(result["task_id"], int(result["lease_no"]), at_ms, dict(result["error"]))
+            raise InputError("a hand-off's steps must be an object", field="handoff")
+        ops = [StateOp.from_json(op) for op in result.get("state") or []]
+    except InputError as exc:
+        error = {"kind": "bad_output", "message": str(exc), "retryable": False}
+        return TaskFailed(task_id, lease_no, at_ms, error), []
+    return TaskSucceeded(task_id, lease_no, at_ms, handoff=handoff), ops
 
 
 class LocalLink:
@@ -116,6 +127,14 @@ class LocalLink:
         """Answer the worker's parked claim at once."""
         self.loop.unpark(worker_id)
 
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """Read from the store."""
+        return await self.store.state_get(namespace, key)
+
+    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+        """Write to the store now."""
+        return await self.store.state_apply(ops, fence=fence)
+
     async def register(self, info: WorkerInfo) -> None:
         """Register in the store."""
         await self.store.register_worker(stamped(info, await self.store.now_ms()))
@@ -134,12 +153,16 @@ def queue_results(
     loop: EngineLoop, results: Sequence[Mapping[str, Any]], at_ms: int
 ) -> list[asyncio.Future[bool]]:
     """Queue results for the engine loop's next batch now; the futures resolve after their commit."""
-    return [
-        loop.deliver_nowait(
-            result_event(result, at_ms),
-            str(result["run_id"]),
-            output=result.get("output"),
-            worker_id=result.get("worker_id"),
+    futures = []
+    for result in results:
+        event, ops = result_event(result, at_ms)
+        futures.append(
+            loop.deliver_nowait(
+                event,
+                str(result["run_id"]),
+                output=result.get("output"),
+                worker_id=result.get("worker_id"),
+                state_ops=ops,
+            )
         )
-        for result in results
-    ]
+    return futures

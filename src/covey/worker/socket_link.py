@@ -18,6 +18,7 @@ from typing import Any, Self
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
 from covey.runtime.protocol import lease_from_json, read_frame, write_frame
+from covey.state.model import StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION
 
@@ -122,6 +123,19 @@ class SocketLink:
         """Answer this worker's waiting claim now."""
         await self.call("unpark", worker_id=worker_id)
 
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """Read one key through the runner."""
+        answer = await self.call("state_get", namespace=namespace, key=key)
+        entry = answer.get("entry")
+        return None if entry is None else StateEntry(**entry)
+
+    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+        """Write now through the runner."""
+        answer = await self.call(
+            "state_apply", ops=[op.to_json() for op in ops], fence=list(fence) if fence is not None else None
+        )
+        return [StateEntry(**entry) for entry in answer["entries"]]
+
     async def register(self, info: WorkerInfo) -> None:
         """Register with the runner's store."""
         await self.call(
@@ -146,6 +160,10 @@ def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
         )
     if cls is errors.InputError:
         return errors.InputError(str(body.get("reason") or message), field=body.get("field"))
+    if cls is errors.VersionConflict:
+        return errors.VersionConflict(
+            str(body["namespace"]), str(body["key"]), int(body["expected"]), int(body["version"])
+        )
     if (
         isinstance(cls, type)
         and issubclass(cls, CoveyError)

@@ -25,6 +25,8 @@ from typing import Any
 from covey.agents.context import Context
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import BackendUnavailable, ConfigError
+from covey.state.handle import StateHandle
+from covey.state.model import run_namespace
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.execute import execute
 from covey.worker.link import WorkerLink
@@ -156,6 +158,12 @@ class Worker:
             try_no=lease.try_no,
             lease_no=lease.lease_no,
             heartbeat=self._beat,
+            state=StateHandle(
+                namespace=run_namespace(lease.run_id),
+                fence=(lease.task_id, lease.lease_no),
+                get=self.link.state_get,
+                apply=self.link.state_apply,
+            ),
         )
         task = asyncio.create_task(self._try(agent, lease, ctx))
         self.running[lease.task_id] = (lease, ctx, task)

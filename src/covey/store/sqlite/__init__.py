@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from covey.errors import BackendError
+from covey.state.model import StateEntry, StateOp
 from covey.store.base import (
     ClaimRequest,
     CommitBatch,
@@ -197,6 +198,25 @@ class SQLiteStore:
         """Step outputs."""
         outputs: dict[str, Any] = await self._call("get_outputs", run_id, steps)
         return outputs
+
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """A key's value and version."""
+        entry: StateEntry | None = await self._call("state_get", namespace, key)
+        return entry
+
+    async def state_apply(
+        self, ops: Sequence[StateOp], *, fence: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
+        """Apply writes atomically."""
+        entries: list[StateEntry] = await self._call("state_apply", list(ops), fence)
+        return entries
+
+    async def state_list(
+        self, namespace: str, *, prefix: str = "", after: str = "", limit: int = 100
+    ) -> list[StateEntry]:
+        """Keys of a namespace, in key order."""
+        entries: list[StateEntry] = await self._call("state_list", namespace, prefix, after, limit)
+        return entries
 
     async def register_worker(self, info: WorkerInfo) -> None:
         """Register a worker."""

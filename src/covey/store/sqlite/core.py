@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from covey.engine.events import TimerFired, event_to_json
-from covey.errors import BackendError, Conflict, CoveyError
+from covey.errors import BackendError, Conflict, CoveyError, InputError, StaleLease, VersionConflict
+from covey.state.model import StateEntry, StateOp, run_namespace
+from covey.state.reducers import apply_reducer
 from covey.store.base import (
     AGING_MS,
     ClaimRequest,
@@ -31,12 +33,14 @@ from covey.store.base import (
     TaskInfo,
     WorkerInfo,
 )
-from covey.store.inputs import render_input, template_of
+from covey.store.inputs import reads_state, render_input, template_of
 from covey.store.sqlite.schema import MIGRATIONS
 
 __all__ = ["SQLiteCore"]
 
 _CHUNK = 400
+#: Keys of a run's namespace an input mapping can see (``${state...}``).
+MAX_STATE_KEYS = 10_000
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -180,6 +184,8 @@ class SQLiteCore:
         if batch.consumed:
             self.db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
         for write in ok:
+            if write.state_ops:
+                self._apply_staged(write, result)
             if write.output_template is not None:
                 result.outputs[write.run_id] = self._render_run_output(write)
         for request in batch.claims:
@@ -572,6 +578,87 @@ class SQLiteCore:
         """Outputs of steps: a value, an ordered list for a map step, None if none."""
         return self._outputs(run_id, list(steps))
 
+    # -- shared state ------------------------------------------------------------------
+
+    def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """A key's value and version."""
+        row = self.db.execute(
+            "SELECT value, version FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return None if row is None else StateEntry(namespace, key, orjson.loads(row[0]), row[1])
+
+    def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
+        """Keys starting with ``prefix``, after ``after``, in key order."""
+        rows = self.db.execute(
+            "SELECT key, value, version FROM state WHERE namespace = ? AND key >= ? AND key > ?"
+            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            (namespace, prefix, after, len(prefix), prefix, max(limit, 0)),  # SQLite reads -1 as "no limit"
+        )
+        return [StateEntry(namespace, key, orjson.loads(value), version) for key, value, version in rows]
+
+    def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+        """Apply writes atomically (see the Store protocol)."""
+        return self._write(self._state_apply, ops, fence)  # type: ignore[no-any-return]
+
+    def _state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+        if fence is not None:
+            row = self.db.execute(
+                "SELECT lease_no, status FROM tasks WHERE task_id = ?", (fence[0],)
+            ).fetchone()
+            if row is None or row[0] != fence[1] or row[1] != "leased":
+                raise StaleLease(
+                    f"lease {fence[1]} of {fence[0]} is no longer current; the write was refused"
+                )
+        return [self._state_write(op) for op in ops]
+
+    def _state_write(self, op: StateOp) -> StateEntry:
+        current = self.state_get(op.namespace, op.key)
+        version = current.version if current is not None else 0
+        if op.if_version is not None and op.if_version != version:
+            raise VersionConflict(op.namespace, op.key, op.if_version, version)
+        if op.op == "delete":
+            if current is not None:
+                self.db.execute("DELETE FROM state WHERE namespace = ? AND key = ?", (op.namespace, op.key))
+                self._state_changed(op.namespace, op.key, version + 1, None)
+            return StateEntry(op.namespace, op.key, None, version + 1 if current is not None else 0)
+        if op.op == "update":
+            assert op.reducer is not None
+            value = apply_reducer(op.reducer, current.value if current else None, op.value, key=op.key)
+        else:
+            value = op.value
+        try:
+            body = orjson.dumps(value)
+        except TypeError as exc:  # an add past 64 bits, a value no JSON can hold: refused, never a crash
+            raise InputError(
+                f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
+            ) from None
+        self.db.execute(
+            "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (op.namespace, op.key, body, version + 1)
+        )
+        self._state_changed(op.namespace, op.key, version + 1, body)
+        return StateEntry(op.namespace, op.key, value, version + 1)
+
+    def _state_changed(self, namespace: str, key: str, version: int, body: bytes | None) -> None:
+        """Append to the namespace's change feed, numbered in commit order (the single writer's order)."""
+        row = self.db.execute(
+            "INSERT INTO state_seq VALUES (?, 1) ON CONFLICT (namespace) DO UPDATE SET seq = seq + 1 RETURNING seq",
+            (namespace,),
+        ).fetchone()
+        self.db.execute(
+            "INSERT INTO state_changes VALUES (?, ?, ?, ?, ?)", (namespace, row[0], key, version, body)
+        )
+
+    def _apply_staged(self, write: RunWrite, result: CommitResult) -> None:
+        """A commit's staged writes, each in a savepoint: one that does not fit is skipped, not the batch."""
+        for op in write.state_ops:
+            self.db.execute("SAVEPOINT staged")
+            try:
+                self._state_write(op)
+            except CoveyError as exc:
+                self.db.execute("ROLLBACK TO staged")
+                result.state_errors.setdefault(write.run_id, []).append(str(exc))
+            self.db.execute("RELEASE staged")
+
     # -- registry ----------------------------------------------------------------------
 
     def register_worker(self, info: WorkerInfo) -> None:
@@ -617,6 +704,17 @@ class _InputResolver:
         self.core = core
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[tuple[str, str], Any] = {}
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def _state(self, run_id: str) -> dict[str, Any]:
+        """The run's shared-state namespace as a plain object, read once per claim batch."""
+        if run_id not in self.states:
+            rows = self.core.db.execute(
+                "SELECT key, value FROM state WHERE namespace = ? LIMIT ?",
+                (run_namespace(run_id), MAX_STATE_KEYS),
+            )
+            self.states[run_id] = {key: orjson.loads(value) for key, value in rows}
+        return self.states[run_id]
 
     def resolve(
         self, run_id: str, template_text: bytes, item_text: bytes | None, index: int
@@ -633,9 +731,15 @@ class _InputResolver:
         for step, value in self.core.get_outputs(run_id, missing).items():
             self.outputs[(run_id, step)] = value
         outputs = {s: self.outputs[(run_id, s)] for s in template.steps}
+        state = self._state(run_id) if reads_state(template) else None
         try:
             return render_input(
-                template, run_input=self.inputs.get(run_id), outputs=outputs, item=item, index=index
+                template,
+                run_input=self.inputs.get(run_id),
+                outputs=outputs,
+                item=item,
+                index=index,
+                state=state,
             ), None
         except CoveyError as exc:
             return None, str(exc)

@@ -53,4 +53,16 @@ MIGRATIONS: list[str] = [
         started_ms INTEGER NOT NULL
     );
     """,
+    # 2: shared state: a value and version per key, and a change feed per namespace.
+    """
+    CREATE TABLE state (
+        namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE state_changes (
+        namespace TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+        value BLOB, PRIMARY KEY (namespace, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE state_seq (namespace TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+    """,
 ]

@@ -15,6 +15,9 @@ The suite is a set of pytest test classes, one per capability:
 :class:`~.outputs.TestOutputs`            ``get_outputs`` for plain and map steps
 :class:`~.registry.TestRegistry`          the worker registry
 :class:`~.reads.TestReads`                ``get_run``, ``list_runs``, ``list_tasks``, reopening
+:class:`~.state.TestState`                shared state: versions, compare-and-set, reducers,
+                                          atomic batches, ``state_list`` paging, lease fences,
+                                          writes staged in a commit, concurrent updates
 ========================================  =====================================================
 
 Running it against a backend
@@ -93,7 +96,18 @@ from covey.store.base import Store
 pytest.register_assert_rewrite(
     *(
         f"{__name__}.{name}"
-        for name in ("claim", "commit", "driver", "inbox", "leases", "outputs", "reads", "registry", "timers")
+        for name in (
+            "claim",
+            "commit",
+            "driver",
+            "inbox",
+            "leases",
+            "outputs",
+            "reads",
+            "registry",
+            "state",
+            "timers",
+        )
     )
 )
 

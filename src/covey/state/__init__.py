@@ -1,0 +1,1 @@
+"""Shared state: namespaces of JSON values with a version per key."""

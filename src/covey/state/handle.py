@@ -1,0 +1,96 @@
+"""``ctx.state``: what an agent sees of shared state.
+
+Two kinds of writes (see docs/state.md):
+
+* **Staged** (``put``, ``update``, ``delete``): buffered in the try and
+  committed together with its result, in the same transaction, so they take
+  effect exactly once even if the agent ran twice. A try whose result is
+  rejected (it lost its lease) writes nothing. These are plain methods, usable
+  from sync and async agents alike.
+* **Live** (``ctx.state.live``): applied at once, fenced by the try's lease
+  number in the same atomic step (a try that lost its lease is refused), and
+  at-least-once: use them with ``if_version`` (compare-and-set) or idempotent
+  values. Like reads, they are coroutines.
+
+The default namespace is the run's own (``run:<run_id>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from covey.codec import check_payload
+from covey.state.model import StateEntry, StateOp, check_key, check_namespace
+from covey.state.reducers import check_reducer
+
+__all__ = ["LiveState", "StateHandle"]
+
+Apply = Callable[[Sequence[StateOp], tuple[str, int] | None], Awaitable[list[StateEntry]]]
+Get = Callable[[str, str], Awaitable[StateEntry | None]]
+
+
+class StateHandle:
+    """Shared state for one try of a task."""
+
+    def __init__(self, *, namespace: str, fence: tuple[str, int], get: Get, apply: Apply) -> None:
+        self.namespace = namespace
+        self._fence = fence
+        self._get = get
+        self._apply = apply
+        self.staged: list[StateOp] = []
+        self.live = LiveState(self)
+
+    def _op(self, op: str, key: str, value: Any, reducer: str | None, namespace: str | None) -> StateOp:
+        check_payload(value, field=f"state.{key}")
+        return StateOp(op, check_namespace(namespace or self.namespace), check_key(key), value, reducer)
+
+    async def get(self, key: str, default: Any = None, *, namespace: str | None = None) -> Any:
+        """A key's current value (committed state; this try's staged writes are not visible yet)."""
+        entry = await self.entry(key, namespace=namespace)
+        return default if entry is None else entry.value
+
+    async def entry(self, key: str, *, namespace: str | None = None) -> StateEntry | None:
+        """A key's value and version, for a later compare-and-set."""
+        return await self._get(check_namespace(namespace or self.namespace), check_key(key))
+
+    def put(self, key: str, value: Any, *, namespace: str | None = None) -> None:
+        """Stage: set ``key`` to ``value`` when this try's result is committed."""
+        self.staged.append(self._op("put", key, value, None, namespace))
+
+    def update(self, key: str, reducer: str, value: Any, *, namespace: str | None = None) -> None:
+        """Stage: apply a reducer (append, extend, merge, add, max, min) when the result is committed."""
+        self.staged.append(self._op("update", key, value, check_reducer(reducer), namespace))
+
+    def delete(self, key: str, *, namespace: str | None = None) -> None:
+        """Stage: delete ``key`` when the result is committed."""
+        self.staged.append(self._op("delete", key, None, None, namespace))
+
+
+class LiveState:
+    """Writes applied at once, fenced by this try's lease (``ctx.state.live``)."""
+
+    def __init__(self, handle: StateHandle) -> None:
+        self._handle = handle
+
+    async def _one(self, op: StateOp) -> StateEntry:
+        (entry,) = await self._handle._apply([op], self._handle._fence)
+        return entry
+
+    async def put(
+        self, key: str, value: Any, *, if_version: int | None = None, namespace: str | None = None
+    ) -> StateEntry:
+        """Set ``key`` now; with ``if_version``, only if its version is that one (VersionConflict otherwise)."""
+        op = self._handle._op("put", key, value, None, namespace)
+        return await self._one(StateOp(op.op, op.namespace, op.key, op.value, None, if_version))
+
+    async def update(self, key: str, reducer: str, value: Any, *, namespace: str | None = None) -> StateEntry:
+        """Apply a reducer now, atomically."""
+        return await self._one(self._handle._op("update", key, value, check_reducer(reducer), namespace))
+
+    async def delete(
+        self, key: str, *, if_version: int | None = None, namespace: str | None = None
+    ) -> StateEntry:
+        """Delete ``key`` now."""
+        op = self._handle._op("delete", key, None, None, namespace)
+        return await self._one(StateOp(op.op, op.namespace, op.key, None, None, if_version))

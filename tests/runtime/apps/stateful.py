@@ -1,0 +1,44 @@
+"""Agents that use shared state, for the runtime tests (importable by worker processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from covey import Context, Registry, VersionConflict, agent
+
+registry = Registry()
+
+
+@agent(skills=["count"], registry=registry)
+def count(value: Any, ctx: Context) -> int:
+    """Stage two writes, then fail on the first try: only the second try's writes may land."""
+    ctx.state.update("n", "add", 1)
+    ctx.state.update("tries", "append", ctx.try_no)
+    ctx.state.put("last", {"by": ctx.task_id})
+    if ctx.try_no == 1:
+        raise RuntimeError("first try fails after staging")
+    return ctx.try_no
+
+
+@agent(skills=["show"], registry=registry)
+def show(value: Any) -> Any:
+    """Return what the input mapping read from state."""
+    return value
+
+
+@agent(skills=["claim_once"], registry=registry)
+async def claim_once(value: Any, ctx: Context) -> dict[str, Any]:
+    """Live compare-and-set: the first put of a key wins, the second sees the conflict."""
+    first = await ctx.state.live.put("owner", ctx.task_id, if_version=0)
+    try:
+        await ctx.state.live.put("owner", "intruder", if_version=0)
+    except VersionConflict as exc:
+        return {
+            "first_version": first.version,
+            "conflict_version": exc.version,
+            "owner": await ctx.state.get("owner"),
+        }
+    return {"first_version": first.version, "conflict_version": None}
+
+
+agents = list(registry)

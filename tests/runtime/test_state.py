@@ -1,0 +1,62 @@
+"""Shared state from agents through a real runner: staged writes exactly once, live writes at once.
+
+Each case runs with in-process workers and with worker processes (the
+socket protocol), since both links carry state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from covey import Embedded
+from covey.state.model import run_namespace
+
+APP = str(Path(__file__).parent / "apps" / "stateful.py")
+
+COUNT = {
+    "name": "count",
+    "steps": {
+        "count": {"skill": "count", "retry": {"attempts": 2, "backoff_s": 0}},
+        "show": {
+            "skill": "show",
+            "input": {"n": "${state.n}", "tries": "${state.tries}"},
+            "after": ["count"],
+        },
+    },
+}
+
+
+@pytest.fixture(params=[False, True], ids=["in-process", "processes"])
+async def covey(request: pytest.FixtureRequest, tmp_path: Path) -> Embedded:
+    async with Embedded(tmp_path / "covey.db", app=APP, processes=request.param) as embedded:
+        yield embedded
+
+
+async def test_staged_writes_land_once_with_the_accepted_result(covey: Embedded) -> None:
+    info = await covey.wait(await covey.submit(COUNT))
+
+    assert info.status == "succeeded"
+    assert info.output == {"show": {"n": 1, "tries": [2]}}, "the failed try's staged writes were dropped"
+    store = covey.runner.store
+    namespace = run_namespace(info.run_id)
+    last = await store.state_get(namespace, "last")
+    assert last is not None
+    assert last.value == {"by": f"{info.run_id}/count"}
+    assert [e.key for e in await store.state_list(namespace)] == ["last", "n", "tries"]
+
+
+async def test_live_compare_and_set_reports_the_current_version(covey: Embedded) -> None:
+    info = await covey.wait(await covey.submit({"name": "cas", "steps": {"c": {"skill": "claim_once"}}}))
+    assert info.status == "succeeded"
+    assert info.output == {"c": {"first_version": 1, "conflict_version": 1, "owner": f"{info.run_id}/c"}}
+
+
+async def test_conditions_cannot_read_state_yet(covey: Embedded) -> None:
+    from covey import SpecError
+
+    workflow = {"name": "w", "steps": {"a": {"skill": "show", "when": "state.ready"}}}
+    with pytest.raises(SpecError, match="reads shared state") as caught:
+        await covey.submit(workflow)
+    assert (caught.value.step, caught.value.field) == ("a", "when")
