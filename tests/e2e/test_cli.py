@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -113,3 +114,24 @@ def test_state_from_the_command_line(tmp_path: Path) -> None:
     assert "append needs a list" in bad.stdout
     listed = covey_cli("state", "ls", "team", cwd=tmp_path)
     assert "n" in listed.stdout
+
+
+async def test_state_watch_resumes_from_its_cursor(tmp_path: Path) -> None:
+    covey_cli("state", "put", "feed", "a", "1", cwd=tmp_path)
+    watcher = covey_process("state", "watch", "feed", "--count", "3", trace=tmp_path, cwd=tmp_path)
+    try:
+        covey_cli("state", "update", "feed", "a", "add", "1", cwd=tmp_path)
+        covey_cli("state", "delete", "feed", "a", cwd=tmp_path)
+        assert await asyncio.to_thread(watcher.wait, 20) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    log = next(tmp_path.glob("covey-state-*.log")).read_text()
+    changes = [json.loads(line) for line in log.splitlines()]
+    assert [(c["seq"], c["version"], c["value"], c["deleted"]) for c in changes] == [
+        (1, 1, 1, False),
+        (2, 2, 2, False),
+        (3, 3, None, True),
+    ]
+    resumed = covey_cli("state", "watch", "feed", "--after", "2", "--count", "1", cwd=tmp_path)
+    assert [json.loads(line)["seq"] for line in resumed.stdout.splitlines()] == [3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -11,7 +13,7 @@ from covey.cli.render import console, json_view, state_table
 from covey.client import LocalClient
 from covey.errors import InputError, NotFound
 from covey.runtime.eventloop import run_async
-from covey.state.model import StateOp
+from covey.state.model import StateOp, check_namespace
 from covey.state.reducers import REDUCERS
 
 __all__ = ["COMMANDS"]
@@ -95,5 +97,35 @@ def ls_command(settings: Any, namespace: str, prefix: str, limit: int) -> None:
     entries = run_async(LocalClient(settings.db_path).state_list(namespace, prefix=prefix, limit=limit))
     console.print(state_table(namespace, entries))
 
+
+@state_group.command("watch")
+@click.argument("namespace")
+@click.option("--after", "after_seq", default=0, show_default=True, help="Resume after this change number.")
+@click.option("--count", type=int, help="Stop after this many changes.")
+@click.pass_obj
+def watch_command(settings: Any, namespace: str, after_seq: int, count: int | None) -> None:
+    """Print NAMESPACE's changes as they are committed, one JSON line each, from a cursor.
+
+    Each line carries its ``seq``: start again with ``--after SEQ`` to resume
+    exactly after the last change seen, missing none and repeating none.
+    """
+    run_async(_watch(LocalClient(settings.db_path), check_namespace(namespace), after_seq, count))
+
+
+async def _watch(client: LocalClient, namespace: str, cursor: int, count: int | None) -> None:
+    seen = 0
+    while count is None or seen < count:
+        async with client.reader() as store:
+            changes = await store.state_changes(namespace, cursor, 1000 if count is None else count - seen)
+        for change in changes:
+            print(orjson.dumps(asdict(change)).decode(), flush=True)
+            cursor = change.seq
+            seen += 1
+        if not changes:
+            await asyncio.sleep(WATCH_POLL_S)
+
+
+#: How often ``covey state watch`` looks for new changes when it has seen them all, in seconds.
+WATCH_POLL_S = 0.1
 
 COMMANDS = [state_group]

@@ -15,7 +15,15 @@ from typing import Any
 
 from covey.errors import InputError
 
-__all__ = ["NAMESPACE", "StateEntry", "StateOp", "check_key", "check_namespace", "run_namespace"]
+__all__ = [
+    "NAMESPACE",
+    "StateChange",
+    "StateEntry",
+    "StateOp",
+    "check_key",
+    "check_namespace",
+    "run_namespace",
+]
 
 #: What a namespace name may look like.
 NAMESPACE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -30,6 +38,23 @@ class StateEntry:
     key: str
     value: Any
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One committed write, as a namespace's change feed records it.
+
+    ``seq`` numbers a namespace's changes in commit order (1, 2, 3...); a
+    watcher's cursor is the last ``seq`` it has seen. ``deleted`` marks a
+    deletion (``value`` is then None).
+    """
+
+    namespace: str
+    seq: int
+    key: str
+    version: int
+    value: Any
+    deleted: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from covey.engine.commands import EnqueueTask, SetTimer
-from covey.state.model import StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp
 
 __all__ = [
     "AGING_MS",
@@ -317,6 +317,10 @@ class Store(Protocol):
         self, namespace: str, *, prefix: str = "", after: str = "", limit: int = 100
     ) -> list[StateEntry]:
         """Keys of a namespace starting with ``prefix``, in key order, after ``after`` (paging)."""
+        ...
+
+    async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
+        """A namespace's changes after ``after_seq``, in commit order: a watcher resumes from its cursor."""
         ...
 
     async def register_worker(self, info: WorkerInfo) -> None:

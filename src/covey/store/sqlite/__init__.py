@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from covey.errors import BackendError
-from covey.state.model import StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
     ClaimRequest,
     CommitBatch,
@@ -217,6 +217,11 @@ class SQLiteStore:
         """Keys of a namespace, in key order."""
         entries: list[StateEntry] = await self._call("state_list", namespace, prefix, after, limit)
         return entries
+
+    async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
+        """A namespace's changes after a cursor."""
+        changes: list[StateChange] = await self._call("state_changes", namespace, after_seq, limit)
+        return changes
 
     async def register_worker(self, info: WorkerInfo) -> None:
         """Register a worker."""

@@ -19,7 +19,7 @@ import orjson
 
 from covey.engine.events import TimerFired, event_to_json
 from covey.errors import BackendError, Conflict, CoveyError, InputError, StaleLease, VersionConflict
-from covey.state.model import StateEntry, StateOp, run_namespace
+from covey.state.model import StateChange, StateEntry, StateOp, run_namespace
 from covey.state.reducers import apply_reducer
 from covey.store.base import (
     AGING_MS,
@@ -647,6 +647,19 @@ class SQLiteCore:
         self.db.execute(
             "INSERT INTO state_changes VALUES (?, ?, ?, ?, ?)", (namespace, row[0], key, version, body)
         )
+
+    def state_changes(self, namespace: str, after_seq: int, limit: int) -> list[StateChange]:
+        """Changes of a namespace after a cursor, in commit order."""
+        rows = self.db.execute(
+            "SELECT seq, key, version, value FROM state_changes WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (namespace, after_seq, limit),
+        )
+        return [
+            StateChange(
+                namespace, seq, key, version, None if body is None else orjson.loads(body), body is None
+            )
+            for seq, key, version, body in rows
+        ]
 
     def _apply_staged(self, write: RunWrite, result: CommitResult) -> None:
         """A commit's staged writes, each in a savepoint: one that does not fit is skipped, not the batch."""
