@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
@@ -116,13 +115,13 @@ def test_state_from_the_command_line(tmp_path: Path) -> None:
     assert "n" in listed.stdout
 
 
-async def test_state_watch_resumes_from_its_cursor(tmp_path: Path) -> None:
+def test_state_watch_resumes_from_its_cursor(tmp_path: Path) -> None:
     covey_cli("state", "put", "feed", "a", "1", cwd=tmp_path)
     watcher = covey_process("state", "watch", "feed", "--count", "3", trace=tmp_path, cwd=tmp_path)
     try:
         covey_cli("state", "update", "feed", "a", "add", "1", cwd=tmp_path)
         covey_cli("state", "delete", "feed", "a", cwd=tmp_path)
-        assert await asyncio.to_thread(watcher.wait, 20) == 0
+        assert watcher.wait(20) == 0
     finally:
         if watcher.poll() is None:
             watcher.kill()
