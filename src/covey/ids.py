@@ -25,7 +25,7 @@ def new_id() -> str:
 
 def check_run_id(run_id: str) -> str:
     """Return ``run_id`` if valid; InputError naming the rule otherwise."""
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise InputError(
             f"{run_id!r} is not a valid run id: use 1-128 of A-Z a-z 0-9 _ . : -", field="run_id"
         )

@@ -79,7 +79,7 @@ REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
 
 def check_reducer(name: Any) -> str:
     """Return ``name`` if it is a known reducer; InputError listing them otherwise."""
-    if name not in REDUCERS:
+    if not isinstance(name, str) or name not in REDUCERS:  # a list or object from JSON is no name either
         raise InputError(f"unknown reducer {name!r}; use one of {sorted(REDUCERS)}", field="reducer")
     return str(name)
 

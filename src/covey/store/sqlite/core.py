@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from covey.codec import MAX_PAYLOAD_BYTES
 from covey.engine.events import TimerFired, event_to_json
 from covey.errors import BackendError, Conflict, CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, run_namespace
@@ -583,7 +584,8 @@ class SQLiteCore:
     def state_get(self, namespace: str, key: str) -> StateEntry | None:
         """A key's value and version."""
         row = self.db.execute(
-            "SELECT value, version FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+            "SELECT value, version FROM state WHERE namespace = ? AND key = ? AND value IS NOT NULL",
+            (namespace, key),
         ).fetchone()
         return None if row is None else StateEntry(namespace, key, orjson.loads(row[0]), row[1])
 
@@ -591,7 +593,7 @@ class SQLiteCore:
         """Keys starting with ``prefix``, after ``after``, in key order."""
         rows = self.db.execute(
             "SELECT key, value, version FROM state WHERE namespace = ? AND key >= ? AND key > ?"
-            " AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            " AND substr(key, 1, ?) = ? AND value IS NOT NULL ORDER BY key LIMIT ?",
             (namespace, prefix, after, len(prefix), prefix, max(limit, 0)),  # SQLite reads -1 as "no limit"
         )
         return [StateEntry(namespace, key, orjson.loads(value), version) for key, value, version in rows]
@@ -612,31 +614,49 @@ class SQLiteCore:
         return [self._state_write(op) for op in ops]
 
     def _state_write(self, op: StateOp) -> StateEntry:
-        current = self.state_get(op.namespace, op.key)
-        version = current.version if current is not None else 0
+        """One write. A deleted key keeps a tombstone row, so its next version continues the count:
+        versions of a key only ever grow, and a compare-and-set cannot mistake a new value for
+        one it read before the delete."""
+        row = self.db.execute(
+            "SELECT value, version FROM state WHERE namespace = ? AND key = ?", (op.namespace, op.key)
+        ).fetchone()
+        exists = row is not None and row[0] is not None
+        last = row[1] if row is not None else 0
+        version = last if exists else 0
         if op.if_version is not None and op.if_version != version:
             raise VersionConflict(op.namespace, op.key, op.if_version, version)
         if op.op == "delete":
-            if current is not None:
-                self.db.execute("DELETE FROM state WHERE namespace = ? AND key = ?", (op.namespace, op.key))
-                self._state_changed(op.namespace, op.key, version + 1, None)
-            return StateEntry(op.namespace, op.key, None, version + 1 if current is not None else 0)
+            if exists:
+                self.db.execute(
+                    "UPDATE state SET value = NULL, version = ? WHERE namespace = ? AND key = ?",
+                    (last + 1, op.namespace, op.key),
+                )
+                self._state_changed(op.namespace, op.key, last + 1, None)
+            return StateEntry(op.namespace, op.key, None, last + 1 if exists else 0)
         if op.op == "update":
-            assert op.reducer is not None
-            value = apply_reducer(op.reducer, current.value if current else None, op.value, key=op.key)
-        else:
+            if op.reducer is None:
+                raise InputError(f"update of {op.key!r} names no reducer", field="reducer")
+            value = apply_reducer(op.reducer, orjson.loads(row[0]) if exists else None, op.value, key=op.key)
+        elif op.op == "put":
             value = op.value
+        else:
+            raise InputError(f"unknown state operation {op.op!r}", field="op")
         try:
             body = orjson.dumps(value)
         except TypeError as exc:  # an add past 64 bits, a value no JSON can hold: refused, never a crash
             raise InputError(
                 f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
             ) from None
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise InputError(
+                f"{op.op} on {op.key!r}: the new value is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
+                field=op.key,
+            )
         self.db.execute(
-            "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (op.namespace, op.key, body, version + 1)
+            "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (op.namespace, op.key, body, last + 1)
         )
-        self._state_changed(op.namespace, op.key, version + 1, body)
-        return StateEntry(op.namespace, op.key, value, version + 1)
+        self._state_changed(op.namespace, op.key, last + 1, body)
+        return StateEntry(op.namespace, op.key, value, last + 1)
 
     def _state_changed(self, namespace: str, key: str, version: int, body: bytes | None) -> None:
         """Append to the namespace's change feed, numbered in commit order (the single writer's order)."""

@@ -53,10 +53,11 @@ MIGRATIONS: list[str] = [
         started_ms INTEGER NOT NULL
     );
     """,
-    # 2: shared state: a value and version per key, and a change feed per namespace.
+    # 2: shared state: a value and version per key (a deleted key keeps its row, value NULL, so its
+    # versions keep counting), and a change feed per namespace.
     """
     CREATE TABLE state (
-        namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
+        namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB, version INTEGER NOT NULL,
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;
     CREATE TABLE state_changes (

@@ -119,17 +119,22 @@ class TestState:
         assert await store.state_get(NS, "k") == StateEntry(NS, "k", None, 1)
         assert await store.state_list(NS) == [StateEntry(NS, "k", None, 1)]
 
-    async def test_delete_removes_the_key_and_a_later_put_starts_at_version_1(self, store: Store) -> None:
+    async def test_delete_removes_the_key_and_versions_keep_counting(self, store: Store) -> None:
         await store.state_apply([put("k", "a")])
         await store.state_apply([put("k", "b")])
 
-        await store.state_apply([delete("k")])
+        (deleted,) = await store.state_apply([delete("k")])
 
+        assert deleted.version == 3
         assert await store.state_get(NS, "k") is None
         assert await store.state_list(NS) == []
-        # The row is gone, version and all: a new put starts from "missing" (version 0) again.
-        (again,) = await store.state_apply([put("k", "c")])
-        assert again == StateEntry(NS, "k", "c", 1)
+        # A write that read version 2 before the delete must not land on the new value.
+        with pytest.raises(VersionConflict) as caught:
+            await store.state_apply([put("k", "stale", if_version=2)])
+        assert caught.value.version == 0
+        # Absent again: "if absent" may create it, and its version continues the count.
+        (again,) = await store.state_apply([put("k", "c", if_version=0)])
+        assert again == StateEntry(NS, "k", "c", 4)
         assert await store.state_get(NS, "k") == again
 
     async def test_deleting_a_missing_key_changes_nothing(self, store: Store) -> None:
@@ -395,7 +400,7 @@ class TestState:
 
         pages: list[list[str]] = []
         after = ""
-        while True:
+        for _ in range(5):  # bounded: a store that ignores ``after`` fails here instead of looping
             page = await store.state_list(NS, prefix="p/", after=after, limit=3)
             if not page:
                 break
@@ -411,6 +416,7 @@ class TestState:
         assert await store.state_list(NS, after="q/00") == []
         assert [e.key for e in await store.state_list(NS, limit=1)] == ["o/99"]
         assert await store.state_list(NS, limit=0) == []
+        assert await store.state_list(NS, limit=-1) == []
 
     # -- fencing -----------------------------------------------------------------------
 
