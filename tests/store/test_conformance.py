@@ -6,6 +6,7 @@ from covey.testing.conformance.claim import TestClaim
 from covey.testing.conformance.commit import TestCommit
 from covey.testing.conformance.inbox import TestInbox
 from covey.testing.conformance.leases import TestLeases
+from covey.testing.conformance.locks import TestLocks
 from covey.testing.conformance.outputs import TestOutputs
 from covey.testing.conformance.reads import TestReads
 from covey.testing.conformance.registry import TestRegistry
@@ -17,6 +18,7 @@ __all__ = [
     "TestCommit",
     "TestInbox",
     "TestLeases",
+    "TestLocks",
     "TestOutputs",
     "TestReads",
     "TestRegistry",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from covey.state.handle import StateHandle
+    from covey.state.locks import Acquire, Held, Release, Renew
 
 __all__ = ["Context", "Handoff", "TaskCancelled"]
 
@@ -51,6 +52,7 @@ class Context:
         heartbeat: Callable[[], Awaitable[None]],
         logger: logging.Logger | None = None,
         state: StateHandle | None = None,
+        locks: tuple[Acquire, Release, Renew] | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -62,6 +64,7 @@ class Context:
         """The fencing token of this try; higher than every earlier lease of the task."""
         self._heartbeat = heartbeat
         self._state = state
+        self._locks = locks
         self._cancelled = False  # set from the worker's event loop; a bool read is atomic
         base = logger or logging.getLogger("covey.agent")
         self.log = logging.LoggerAdapter(base, {"run_id": run_id, "task_id": task_id, "try_no": try_no})
@@ -77,6 +80,25 @@ class Context:
         if self._state is None:
             raise RuntimeError("this context has no shared state (it was not built by a worker)")
         return self._state
+
+    def lock(self, name: str, *, ttl_s: float = 30.0, timeout_s: float | None = None) -> Held:
+        """A lock shared by every worker: ``async with ctx.lock("name") as held:``; see :mod:`covey.state.locks`."""
+        return self.semaphore(name, limit=1, ttl_s=ttl_s, timeout_s=timeout_s)
+
+    def semaphore(
+        self, name: str, *, limit: int, ttl_s: float = 30.0, timeout_s: float | None = None
+    ) -> Held:
+        """At most ``limit`` holders of ``name`` at once, across every worker."""
+        if self._locks is None:
+            raise RuntimeError("this context has no locks (it was not built by a worker)")
+        from covey.state.locks import Held
+
+        acquire, release, renew = self._locks
+        holder = f"{self.task_id}#{self.lease_no}"
+        return Held(
+            name, holder=holder, limit=limit, ttl_s=ttl_s, timeout_s=timeout_s,
+            acquire=acquire, release=release, renew=renew,
+        )  # fmt: skip
 
     @property
     def cancelled(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
-from covey.errors import ConfigError, CoveyError
+from covey.errors import ConfigError, CoveyError, InputError
 from covey.runtime.protocol import lease_to_json, read_frame, write_frame
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, WorkerInfo
@@ -182,8 +182,12 @@ async def _state_apply(runner: Runner, message: dict[str, Any]) -> dict[str, Any
     ops = [StateOp.from_json(op) for op in message["ops"]]
     for op in ops:
         check_payload(op.value, field=f"state.{op.key}")
-    fence = message.get("fence")
-    entries = await runner.store.state_apply(ops, fence=(str(fence[0]), int(fence[1])) if fence else None)
+    fence, lock = message.get("fence"), message.get("lock")
+    entries = await runner.store.state_apply(
+        ops,
+        fence=(str(fence[0]), int(fence[1])) if fence else None,
+        lock=(str(lock[0]), int(lock[1])) if lock else None,
+    )
     return {"entries": [asdict(entry) for entry in entries]}
 
 
@@ -195,6 +199,31 @@ async def _state_list(runner: Runner, message: dict[str, Any]) -> dict[str, Any]
         limit=min(int(message.get("limit", 100)), 1000),
     )
     return {"entries": [asdict(entry) for entry in entries]}
+
+
+def _lock_name(message: dict[str, Any]) -> str:
+    return check_namespace(message["name"])  # lock names follow the namespace rules
+
+
+async def _lock_acquire(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    limit, ttl_ms = int(message["limit"]), int(message["ttl_ms"])
+    if limit < 1 or ttl_ms < 1:
+        raise InputError("a lock needs limit >= 1 and ttl_ms >= 1", field="limit")
+    token = await runner.store.lock_acquire(
+        _lock_name(message), str(message["holder"]), limit=limit, ttl_ms=ttl_ms
+    )
+    return {"token": token}
+
+
+async def _lock_release(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    return {"released": await runner.store.lock_release(_lock_name(message), int(message["token"]))}
+
+
+async def _lock_renew(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    renewed = await runner.store.lock_renew(
+        _lock_name(message), int(message["token"]), int(message["ttl_ms"])
+    )
+    return {"renewed": renewed}
 
 
 async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +264,9 @@ _HANDLERS: dict[str, Handler] = {
     "state_get": _state_get,
     "state_apply": _state_apply,
     "state_list": _state_list,
+    "lock_acquire": _lock_acquire,
+    "lock_release": _lock_release,
+    "lock_renew": _lock_renew,
     "unregister": _unregister,
     "submit": _submit,
     "signal": _signal,

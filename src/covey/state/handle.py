@@ -18,15 +18,20 @@ The default namespace is the run's own (``run:<run_id>``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
 from covey.state.model import StateEntry, StateOp, check_key, check_namespace
 from covey.state.reducers import check_reducer
 
+if TYPE_CHECKING:
+    from covey.state.locks import Held
+
 __all__ = ["LiveState", "StateHandle"]
 
-Apply = Callable[[Sequence[StateOp], tuple[str, int] | None], Awaitable[list[StateEntry]]]
+Apply = Callable[
+    [Sequence[StateOp], tuple[str, int] | None, tuple[str, int] | None], Awaitable[list[StateEntry]]
+]
 Get = Callable[[str, str], Awaitable[StateEntry | None]]
 
 
@@ -73,24 +78,43 @@ class LiveState:
     def __init__(self, handle: StateHandle) -> None:
         self._handle = handle
 
-    async def _one(self, op: StateOp) -> StateEntry:
-        (entry,) = await self._handle._apply([op], self._handle._fence)
+    async def _one(self, op: StateOp, lock: Held | None) -> StateEntry:
+        token = (lock.name, lock.token) if lock is not None else None
+        (entry,) = await self._handle._apply([op], self._handle._fence, token)
         return entry
 
     async def put(
-        self, key: str, value: Any, *, if_version: int | None = None, namespace: str | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        namespace: str | None = None,
+        lock: Held | None = None,
     ) -> StateEntry:
-        """Set ``key`` now; with ``if_version``, only if its version is that one (VersionConflict otherwise)."""
-        op = self._handle._op("put", key, value, None, namespace)
-        return await self._one(StateOp(op.op, op.namespace, op.key, op.value, None, if_version))
+        """Set ``key`` now; with ``if_version``, only if its version is that one (VersionConflict otherwise).
 
-    async def update(self, key: str, reducer: str, value: Any, *, namespace: str | None = None) -> StateEntry:
+        With ``lock``, only while that lock's token still holds it (StaleLease otherwise).
+        """
+        op = self._handle._op("put", key, value, None, namespace)
+        return await self._one(StateOp(op.op, op.namespace, op.key, op.value, None, if_version), lock)
+
+    async def update(
+        self, key: str, reducer: str, value: Any, *, namespace: str | None = None, lock: Held | None = None
+    ) -> StateEntry:
         """Apply a reducer now, atomically."""
-        return await self._one(self._handle._op("update", key, value, check_reducer(reducer), namespace))
+        return await self._one(
+            self._handle._op("update", key, value, check_reducer(reducer), namespace), lock
+        )
 
     async def delete(
-        self, key: str, *, if_version: int | None = None, namespace: str | None = None
+        self,
+        key: str,
+        *,
+        if_version: int | None = None,
+        namespace: str | None = None,
+        lock: Held | None = None,
     ) -> StateEntry:
         """Delete ``key`` now."""
         op = self._handle._op("delete", key, None, None, namespace)
-        return await self._one(StateOp(op.op, op.namespace, op.key, None, None, if_version))
+        return await self._one(StateOp(op.op, op.namespace, op.key, None, None, if_version), lock)

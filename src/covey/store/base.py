@@ -301,16 +301,37 @@ class Store(Protocol):
         ...
 
     async def state_apply(
-        self, ops: Sequence[StateOp], *, fence: tuple[str, int] | None = None
+        self,
+        ops: Sequence[StateOp],
+        *,
+        fence: tuple[str, int] | None = None,
+        lock: tuple[str, int] | None = None,
     ) -> list[StateEntry]:
         """Apply writes atomically, all or none, and return each key's entry after its write.
 
         Raises:
             VersionConflict: an ``if_version`` did not match (nothing is written).
             StaleLease: ``fence`` (task id, lease number) is not the task's
-                current lease: a try that lost its lease writes nothing.
+                current lease, or ``lock`` (name, token) is not a current
+                holder's token: a holder that lost its lease or lock writes nothing.
             InputError: a reducer does not fit the key's value.
         """
+        ...
+
+    async def lock_acquire(self, name: str, holder: str, *, limit: int = 1, ttl_ms: int) -> int | None:
+        """Take one of ``limit`` permits of ``name`` for ``ttl_ms`` (store clock); None if all are held.
+
+        The token is higher than every token given for ``name`` before: a
+        fencing token. An expired permit is free again, whoever held it.
+        """
+        ...
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back; False if ``token`` no longer holds one."""
+        ...
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a held permit by ``ttl_ms`` from now; False if it expired or was taken."""
         ...
 
     async def state_list(

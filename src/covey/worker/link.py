@@ -61,8 +61,22 @@ class WorkerLink(Protocol):
         """Read one key of shared state."""
         ...
 
-    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
-        """Apply live writes at once, fenced by a lease (see ``Store.state_apply``)."""
+    async def state_apply(
+        self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
+        """Apply live writes at once, fenced by a lease and maybe a lock token (see ``Store.state_apply``)."""
+        ...
+
+    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        """Take a lock or semaphore permit; its fencing token, or None if all are held."""
+        ...
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back."""
+        ...
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a permit."""
         ...
 
     async def register(self, info: WorkerInfo) -> None:
@@ -131,9 +145,23 @@ class LocalLink:
         """Read from the store."""
         return await self.store.state_get(namespace, key)
 
-    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+    async def state_apply(
+        self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
         """Write to the store now."""
-        return await self.store.state_apply(ops, fence=fence)
+        return await self.store.state_apply(ops, fence=fence, lock=lock)
+
+    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        """Take a permit in the store."""
+        return await self.store.lock_acquire(name, holder, limit=limit, ttl_ms=ttl_ms)
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back in the store."""
+        return await self.store.lock_release(name, token)
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a permit in the store."""
+        return await self.store.lock_renew(name, token, ttl_ms)
 
     async def register(self, info: WorkerInfo) -> None:
         """Register in the store."""

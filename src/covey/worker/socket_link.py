@@ -129,12 +129,31 @@ class SocketLink:
         entry = answer.get("entry")
         return None if entry is None else StateEntry(**entry)
 
-    async def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+    async def state_apply(
+        self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
         """Write now through the runner."""
         answer = await self.call(
-            "state_apply", ops=[op.to_json() for op in ops], fence=list(fence) if fence is not None else None
+            "state_apply",
+            ops=[op.to_json() for op in ops],
+            fence=list(fence) if fence is not None else None,
+            lock=list(lock) if lock is not None else None,
         )
         return [StateEntry(**entry) for entry in answer["entries"]]
+
+    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        """Take a permit through the runner."""
+        answer = await self.call("lock_acquire", name=name, holder=holder, limit=limit, ttl_ms=ttl_ms)
+        token = answer["token"]
+        return None if token is None else int(token)
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back through the runner."""
+        return bool((await self.call("lock_release", name=name, token=token))["released"])
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a permit through the runner."""
+        return bool((await self.call("lock_renew", name=name, token=token, ttl_ms=ttl_ms))["renewed"])
 
     async def register(self, info: WorkerInfo) -> None:
         """Register with the runner's store."""

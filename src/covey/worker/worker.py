@@ -164,6 +164,7 @@ class Worker:
                 get=self.link.state_get,
                 apply=self.link.state_apply,
             ),
+            locks=(self.link.lock_acquire, self.link.lock_release, self.link.lock_renew),
         )
         task = asyncio.create_task(self._try(agent, lease, ctx))
         self.running[lease.task_id] = (lease, ctx, task)

@@ -205,11 +205,28 @@ class SQLiteStore:
         return entry
 
     async def state_apply(
-        self, ops: Sequence[StateOp], *, fence: tuple[str, int] | None = None
+        self,
+        ops: Sequence[StateOp],
+        *,
+        fence: tuple[str, int] | None = None,
+        lock: tuple[str, int] | None = None,
     ) -> list[StateEntry]:
         """Apply writes atomically."""
-        entries: list[StateEntry] = await self._call("state_apply", list(ops), fence)
+        entries: list[StateEntry] = await self._call("state_apply", list(ops), fence, lock)
         return entries
+
+    async def lock_acquire(self, name: str, holder: str, *, limit: int = 1, ttl_ms: int) -> int | None:
+        """Take a permit; its fencing token, or None."""
+        token: int | None = await self._call("lock_acquire", name, holder, limit, ttl_ms)
+        return token
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back."""
+        return bool(await self._call("lock_release", name, token))
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a permit."""
+        return bool(await self._call("lock_renew", name, token, ttl_ms))
 
     async def state_list(
         self, namespace: str, *, prefix: str = "", after: str = "", limit: int = 100

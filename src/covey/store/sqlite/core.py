@@ -598,11 +598,17 @@ class SQLiteCore:
         )
         return [StateEntry(namespace, key, orjson.loads(value), version) for key, value, version in rows]
 
-    def state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+    def state_apply(
+        self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
         """Apply writes atomically (see the Store protocol)."""
-        return self._write(self._state_apply, ops, fence)  # type: ignore[no-any-return]
+        return self._write(self._state_apply, ops, fence, lock)  # type: ignore[no-any-return]
 
-    def _state_apply(self, ops: Sequence[StateOp], fence: tuple[str, int] | None) -> list[StateEntry]:
+    def _state_apply(
+        self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
+    ) -> list[StateEntry]:
+        if lock is not None:
+            self._check_lock(lock)
         if fence is not None:
             row = self.db.execute(
                 "SELECT lease_no, status FROM tasks WHERE task_id = ?", (fence[0],)
@@ -691,6 +697,71 @@ class SQLiteCore:
                 self.db.execute("ROLLBACK TO staged")
                 result.state_errors.setdefault(write.run_id, []).append(str(exc))
             self.db.execute("RELEASE staged")
+
+    # -- locks and semaphores ------------------------------------------------------------
+
+    def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        """Take one of ``limit`` permits of ``name`` (1: a lock); its fencing token, or None if all are held."""
+        return self._write(self._lock_acquire, name, holder, limit, ttl_ms)  # type: ignore[no-any-return]
+
+    def _lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        now = self.now_ms()
+        held = {
+            slot
+            for (slot,) in self.db.execute(
+                "SELECT slot FROM locks WHERE name = ? AND holder IS NOT NULL AND expires_ms > ? AND slot < ?",
+                (name, now, limit),
+            )
+        }
+        free = next((slot for slot in range(limit) if slot not in held), None)
+        if free is None:
+            return None
+        token = self.db.execute(
+            "INSERT INTO lock_tokens VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET token = token + 1 RETURNING token",
+            (name,),
+        ).fetchone()[0]
+        self.db.execute(
+            "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)", (name, free, holder, token, now + ttl_ms)
+        )
+        return int(token)
+
+    def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back; False if that token no longer holds it."""
+        return bool(
+            self._write(
+                lambda: (
+                    self.db.execute(
+                        "UPDATE locks SET holder = NULL WHERE name = ? AND token = ? AND holder IS NOT NULL",
+                        (name, token),
+                    ).rowcount
+                )
+            )
+        )
+
+    def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a held permit; False if it expired or was taken over."""
+        now = self.now_ms()
+        return bool(
+            self._write(
+                lambda: (
+                    self.db.execute(
+                        "UPDATE locks SET expires_ms = ? WHERE name = ? AND token = ? AND holder IS NOT NULL"
+                        " AND expires_ms > ?",
+                        (now + ttl_ms, name, token, now),
+                    ).rowcount
+                )
+            )
+        )
+
+    def _check_lock(self, lock: tuple[str, int]) -> None:
+        row = self.db.execute(
+            "SELECT 1 FROM locks WHERE name = ? AND token = ? AND holder IS NOT NULL AND expires_ms > ?",
+            (lock[0], lock[1], self.now_ms()),
+        ).fetchone()
+        if row is None:
+            raise StaleLease(
+                f"token {lock[1]} of lock {lock[0]!r} is no longer current; the write was refused"
+            )
 
     # -- registry ----------------------------------------------------------------------
 

@@ -66,4 +66,12 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE state_seq (namespace TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     """,
+    # 3: locks and semaphores for agents: a row per permit; tokens only grow (fencing).
+    """
+    CREATE TABLE locks (
+        name TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT, token INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL, PRIMARY KEY (name, slot)
+    ) WITHOUT ROWID;
+    CREATE TABLE lock_tokens (name TEXT PRIMARY KEY, token INTEGER NOT NULL) WITHOUT ROWID;
+    """,
 ]

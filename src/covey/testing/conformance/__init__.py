@@ -14,6 +14,7 @@ The suite is a set of pytest test classes, one per capability:
 :class:`~.inbox.TestInbox`                ``append_inbox`` / ``read_inbox``, idempotent by id
 :class:`~.outputs.TestOutputs`            ``get_outputs`` for plain and map steps
 :class:`~.registry.TestRegistry`          the worker registry
+:class:`~.locks.TestLocks`                locks and semaphores, fencing tokens, lock-fenced writes
 :class:`~.reads.TestReads`                ``get_run``, ``list_runs``, ``list_tasks``, reopening
 :class:`~.state.TestState`                shared state: versions, compare-and-set, reducers,
                                           atomic batches, ``state_list`` paging, lease fences,
@@ -106,6 +107,7 @@ pytest.register_assert_rewrite(
             "reads",
             "registry",
             "state",
+            "locks",
             "timers",
         )
     )
