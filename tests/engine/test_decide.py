@@ -14,6 +14,7 @@ from covey.engine.commands import (
     EnqueueTask,
     FinishRun,
     KeepOutput,
+    ReadState,
     SetTimer,
 )
 from covey.engine.decide import MAX_RETRY_AFTER_MS, decide
@@ -24,6 +25,7 @@ from covey.engine.events import (
     RunFinished,
     RunSubmitted,
     SignalReceived,
+    StateRead,
     StepFinished,
     StepsAdded,
     TaskFailed,
@@ -31,6 +33,7 @@ from covey.engine.events import (
     TaskSucceeded,
     TimerFired,
 )
+from covey.engine.replay import fold
 from covey.engine.state import RunState, TaskState
 from covey.spec.model import RetryPolicy
 from tests.engine.drive import Run, dump, wf
@@ -719,3 +722,44 @@ def test_retry_after_is_capped() -> None:
     run.fail("a", "slow_down", retry_after_ms=10**30)
     [scheduled] = run.events(RetryScheduled)
     assert scheduled.due_ms - scheduled.at_ms == MAX_RETRY_AFTER_MS
+
+
+# -- conditions on shared state --------------------------------------------------------
+
+
+def _state_run() -> Run:
+    return Run(wf(a={"skill": "s"}, b={"skill": "s", "after": ["a"], "when": "state.go == `true`"}))
+
+
+def test_a_condition_on_state_asks_for_a_read_and_waits() -> None:
+    run = _state_run()
+    run.succeed("a")
+    [read] = run.commands(ReadState)
+    assert (read.step, read.keys) == ("b", ["go"])
+    assert run.step("b").status == "checking"
+    assert run.commands(EnqueueTask) == []
+
+
+@pytest.mark.parametrize(("value", "status"), [(True, "active"), (False, "skipped"), (None, "skipped")])
+def test_the_state_read_decides_the_condition(value: Any, status: str) -> None:
+    run = _state_run()
+    run.succeed("a")
+    version = 0 if value is None else 3
+    run.feed(StateRead("b", {"go": {"value": value, "version": version}}, run.at()))
+    assert run.step("b").status == status
+    assert run.step("b").state_read == {"go": value}
+
+
+def test_a_state_read_nobody_waits_for_is_rejected() -> None:
+    run = _state_run()
+    [rejected] = unchanged(run, StateRead("b", {"go": {"value": True, "version": 1}}, run.at()))
+    assert rejected.reason == "the step is not waiting for state"
+
+
+def test_replay_sees_the_recorded_state() -> None:
+    run = _state_run()
+    run.succeed("a")
+    run.feed(StateRead("b", {"go": {"value": True, "version": 2}}, run.at()))
+    replayed = fold(run.history)
+    assert replayed is not None
+    assert dump(replayed) == dump(run.state)

@@ -54,6 +54,7 @@ def test_every_event_round_trips_through_json() -> None:
         "TimerFired",
         "SignalReceived",
         "CancelRequested",
+        "StateRead",
     } == INPUT_EVENTS
 
 

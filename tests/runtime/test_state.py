@@ -53,10 +53,35 @@ async def test_live_compare_and_set_reports_the_current_version(covey: Embedded)
     assert info.output == {"c": {"first_version": 1, "conflict_version": 1, "owner": f"{info.run_id}/c"}}
 
 
-async def test_conditions_cannot_read_state_yet(covey: Embedded) -> None:
+@pytest.mark.parametrize("flag", [True, False])
+async def test_a_condition_tests_state_written_by_an_earlier_step(covey: Embedded, flag: bool) -> None:
+    workflow = {
+        "name": "gate",
+        "steps": {
+            "set": {"skill": "set_flag", "input": "${input.flag}"},
+            "gated": {"skill": "show", "input": "ran", "after": ["set"], "when": "state.go"},
+        },
+    }
+    info = await covey.wait(await covey.submit(workflow, {"flag": flag}))
+    assert info.status == "succeeded"
+    assert info.output == {"gated": "ran" if flag else None}
+    history = await covey.runner.store.load_history(info.run_id)
+    [read] = [e for e in history if e["type"] == "StateRead"]
+    assert read["values"] == {"go": {"value": flag, "version": 1}}
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "message"),
+    [
+        ({"skill": "show", "map": "state.items"}, "map", "a map source cannot read shared state"),
+        ({"skill": "show", "when": "length(state) > `0`"}, "when", "name its keys"),
+    ],
+)
+async def test_state_in_map_or_whole_in_when_is_refused(
+    covey: Embedded, step: dict[str, str], field: str, message: str
+) -> None:
     from covey import SpecError
 
-    workflow = {"name": "w", "steps": {"a": {"skill": "show", "when": "state.ready"}}}
-    with pytest.raises(SpecError, match="reads shared state") as caught:
-        await covey.submit(workflow)
-    assert (caught.value.step, caught.value.field) == ("a", "when")
+    with pytest.raises(SpecError, match=message) as caught:
+        await covey.submit({"name": "w", "steps": {"a": step}})
+    assert (caught.value.step, caught.value.field) == ("a", field)

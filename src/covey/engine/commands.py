@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CancelTimer", "Command", "DropTask", "EnqueueTask", "FinishRun", "KeepOutput", "SetTimer"]
+__all__ = [
+    "CancelTimer",
+    "Command",
+    "DropTask",
+    "EnqueueTask",
+    "FinishRun",
+    "KeepOutput",
+    "ReadState",
+    "SetTimer",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,15 @@ class KeepOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """Read these keys of the run's shared state after this commit and decide StateRead with them."""
+
+    run_id: str
+    step: str
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class FinishRun:
     """Mark the run finished; the loop renders its output and answers whoever waits for it."""
 
@@ -83,4 +101,4 @@ class FinishRun:
     at_ms: int
 
 
-Command = EnqueueTask | DropTask | SetTimer | CancelTimer | KeepOutput | FinishRun
+Command = EnqueueTask | DropTask | SetTimer | CancelTimer | KeepOutput | ReadState | FinishRun

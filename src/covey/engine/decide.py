@@ -26,6 +26,7 @@ from covey.engine.events import (
     RetryScheduled,
     RunSubmitted,
     SignalReceived,
+    StateRead,
     TaskFailed,
     TaskSucceeded,
     TimerFired,
@@ -237,6 +238,16 @@ def _signal(out: Decision, event: SignalReceived) -> None:
     state.signals[event.name] = event.payload
 
 
+def _state_read(out: Decision, event: StateRead) -> None:
+    step = out.state.steps.get(event.step)
+    if step is None or step.status != "checking":
+        out.emit(Rejected(f"state read for {event.step}", "the step is not waiting for state", event.at_ms))
+        return
+    step.state_read = {key: read.get("value") for key, read in event.values.items()}
+    step.status = "waiting"
+    graph.advance(out, [step.name], event.at_ms)
+
+
 def _cancel(out: Decision, event: CancelRequested) -> None:
     if event.step is None:
         graph.end_run(out, "cancelled", {"kind": "cancelled", "message": event.reason}, event.at_ms)
@@ -254,4 +265,5 @@ _HANDLERS: dict[type[Any], Any] = {
     TimerFired: _timer,
     SignalReceived: _signal,
     CancelRequested: _cancel,
+    StateRead: _state_read,
 }

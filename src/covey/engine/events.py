@@ -28,6 +28,7 @@ __all__ = [
     "RunFinished",
     "RunSubmitted",
     "SignalReceived",
+    "StateRead",
     "StepFinished",
     "StepsAdded",
     "TaskFailed",
@@ -116,6 +117,21 @@ class CancelRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class StateRead:
+    """The shared state a step's condition reads, as the engine loop found it.
+
+    ``values`` maps each key to ``{"value": ..., "version": ...}`` (version 0:
+    the key does not exist). Recording the read in the history keeps the run a
+    pure fold of its history: a replay sees the same values.
+    """
+
+    step: str
+    values: dict[str, Any]
+    at_ms: int
+    is_input: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
 class TaskReady:
     """A task may now be claimed, for its ``try_no``-th try."""
 
@@ -185,6 +201,7 @@ Event = (
     | TimerFired
     | SignalReceived
     | CancelRequested
+    | StateRead
     | TaskReady
     | RetryScheduled
     | StepsAdded
@@ -202,6 +219,7 @@ _TYPES: dict[str, type[Any]] = {
         TimerFired,
         SignalReceived,
         CancelRequested,
+        StateRead,
         TaskReady,
         RetryScheduled,
         StepsAdded,

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from covey.engine.commands import CancelTimer, DropTask, EnqueueTask, FinishRun, KeepOutput, SetTimer
+from covey.engine.commands import (
+    CancelTimer,
+    DropTask,
+    EnqueueTask,
+    FinishRun,
+    KeepOutput,
+    ReadState,
+    SetTimer,
+)
 from covey.engine.events import Rejected, RunFinished, StepFinished, StepsAdded, TaskReady
 from covey.engine.state import FINAL_STEP, StepState, TaskState, task_id_of
 from covey.errors import SpecError
@@ -55,7 +63,7 @@ def _join_verdict(out: Decision, name: str) -> str:
     return "run" if all(s == "succeeded" for s in statuses) else "wait"
 
 
-def _scope(out: Decision, names: frozenset[str]) -> dict[str, Any]:
+def _scope(out: Decision, names: frozenset[str], reader: StepState | None = None) -> dict[str, Any]:
     state = out.state
     steps: dict[str, Any] = {}
     for name in names:
@@ -64,13 +72,21 @@ def _scope(out: Decision, names: frozenset[str]) -> dict[str, Any]:
             steps[name] = [step.partial.get(i) for i in range(step.total)]
         else:
             steps[name] = step.partial.get(-1)
-    return {"input": state.input, "steps": steps}
+    scope: dict[str, Any] = {"input": state.input, "steps": steps}
+    if reader is not None and reader.state_read is not None:
+        scope["state"] = reader.state_read
+    return scope
 
 
 def _activate(out: Decision, step: StepState, at_ms: int) -> None:
     definition = out.state.defs[step.name]
     if definition.when is not None:
-        test = definition.when.evaluate(_scope(out, definition.when.steps))
+        keys = definition.when.state_keys
+        if keys and step.state_read is None:
+            step.status = "checking"  # the loop reads the keys after this commit and sends StateRead
+            out.do(ReadState(out.state.run_id, step.name, sorted(keys)))
+            return
+        test = definition.when.evaluate(_scope(out, definition.when.steps, step))
         if not truthy(test):
             _finish(out, step, "skipped", at_ms, None)
             advance(out, list(out.state.downstream.get(step.name, ())), at_ms)

@@ -51,7 +51,7 @@ class TaskState:
 
 @dataclass(slots=True)
 class StepState:
-    """One step: ``waiting`` for upstream, ``active``, or final (see FINAL_STEP)."""
+    """One step: ``waiting`` for upstream, ``checking`` (reading the state its condition tests), ``active``, or final."""
 
     name: str
     status: str = "waiting"
@@ -63,6 +63,8 @@ class StepState:
     """Projections of finished outputs by index (-1 for a plain step): what conditions may read."""
     started_ms: int | None = None
     finished_ms: int | None = None
+    state_read: dict[str, Any] | None = None
+    """The shared state its condition read (key -> value), once a StateRead arrived."""
 
 
 @dataclass(slots=True)

@@ -15,17 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from covey.engine.commands import CancelTimer, DropTask, EnqueueTask, FinishRun, KeepOutput, SetTimer
+from covey.engine.commands import (
+    CancelTimer,
+    DropTask,
+    EnqueueTask,
+    FinishRun,
+    KeepOutput,
+    ReadState,
+    SetTimer,
+)
 from covey.engine.decide import Decision, decide
 from covey.engine.events import (
     Event,
     RunSubmitted,
+    StateRead,
     TaskSucceeded,
     encode_event,
     event_from_json,
@@ -35,7 +44,7 @@ from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, CoveyError
 from covey.spec.compile import CompiledWorkflow, compile_workflow
-from covey.state.model import StateOp
+from covey.state.model import StateOp, run_namespace
 from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunInfo, RunWrite, Store
 
 __all__ = ["EngineLoop", "Submission"]
@@ -93,6 +102,7 @@ class _Write:
     tasks: dict[str, EnqueueTask | None] = field(default_factory=dict)
     timers: dict[str, SetTimer | None] = field(default_factory=dict)
     items: list[_Item] = field(default_factory=list)
+    reads: list[ReadState] = field(default_factory=list)
     finished: bool = False
 
 
@@ -127,6 +137,7 @@ class EngineLoop:
         self._read_inbox = True
         self._inbox_cursor = 0
         self._in_flight: asyncio.Task[bool] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
 
@@ -419,8 +430,23 @@ class EngineLoop:
             self.runs.pop(run_id, None)
 
     def _after_commit(self, result: CommitResult, prepared: _Prepared) -> None:
-        writes, answers, claims = prepared.writes, prepared.answers, prepared.claims
-        for run_id in result.conflicts:
+        """Answer everyone the commit concerns: callers, claims, waiters; redo the conflicting runs."""
+        writes, answers = prepared.writes, prepared.answers
+        self._requeue_conflicts(result.conflicts, writes)
+        for item, created in answers:
+            if item.run_id not in result.conflicts:
+                _answer(item.future, created)
+        self._grant(result, prepared)
+        for run_id, entry in writes.items():
+            if run_id in result.conflicts:
+                continue
+            for read in entry.reads:
+                self._spawn(self._read_state(read))
+            if entry.finished:
+                self._run_finished(run_id, result.outputs.get(run_id))
+
+    def _requeue_conflicts(self, conflicts: set[str], writes: dict[str, _Write]) -> None:
+        for run_id in conflicts:
             self.runs.pop(run_id, None)
             for item in writes[run_id].items:
                 if isinstance(item.event, RunSubmitted):
@@ -428,9 +454,10 @@ class EngineLoop:
                 else:
                     self._items.append(item)
                     self._wake.set()
-        for item, created in answers:
-            if item.run_id not in result.conflicts:
-                _answer(item.future, created)
+
+    def _grant(self, result: CommitResult, prepared: _Prepared) -> None:
+        """Hand each claim its leases; a waiting claim that got none parks again."""
+        writes, claims = prepared.writes, prepared.claims
         granted: dict[str, list[Lease]] = {k: list(v) for k, v in result.leases.items()}
         enqueued = sum(1 for w in writes.values() for t in w.tasks.values() if t is not None)
         if self._parked and sum(map(len, granted.values())) < min(enqueued, prepared.woken_for):
@@ -442,9 +469,32 @@ class EngineLoop:
                 _answer(pending.future, leases)
             else:
                 self._parked.append(pending)
-        for run_id, entry in writes.items():
-            if entry.finished and run_id not in result.conflicts:
-                self._run_finished(run_id, result.outputs.get(run_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a follow-up of a commit in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_state(self, read: ReadState) -> None:
+        """After the commit that asked: read the keys a condition tests, then decide StateRead."""
+        namespace = run_namespace(read.run_id)
+        try:
+            values = {}
+            for key in read.keys:
+                entry = await self.store.state_get(namespace, key)
+                values[key] = (
+                    {"value": entry.value, "version": entry.version}
+                    if entry
+                    else {"value": None, "version": 0}
+                )
+            at_ms = await self.store.now_ms()
+        except Exception:
+            log.exception("reading state for %s/%s failed; retrying", read.run_id, read.step)
+            await asyncio.sleep(0.5)
+            self._spawn(self._read_state(read))
+            return
+        self.deliver_nowait(StateRead(read.step, values, at_ms), read.run_id)
 
     def _run_finished(self, run_id: str, output: Any) -> None:
         state = self.runs.get(run_id)
@@ -551,6 +601,8 @@ def _command(entry: _Write, item: _Item, command: Any, state: RunState) -> None:
         write.outputs.append((command.step, command.index, body))
         if not command.literal:
             write.state_ops.extend(item.state_ops)
+    elif isinstance(command, ReadState):
+        entry.reads.append(command)
     elif isinstance(command, FinishRun):
         write.status = command.status
         write.error = orjson.dumps(command.error) if command.error is not None else None

@@ -196,11 +196,11 @@ def _check_item_use(name: str, template: Template, when: Expr | None, fan: Expr 
     """
     used = [(expr, "input") for expr in template.exprs] + [(when, "when"), (fan, "map")]
     for expr, where in used:
-        if expr is not None and where != "input" and "state" in expr.roots:
+        if expr is not None and where == "map" and "state" in expr.roots:
+            raise SpecError(f"{expr.text!r}: a map source cannot read shared state", step=name, field=where)
+        if expr is not None and where == "when" and expr.state_keys is None:
             raise SpecError(
-                f"{expr.text!r} reads shared state, which only a step's input can do for now",
-                step=name,
-                field=where,
+                f"{expr.text!r} reads shared state whole; name its keys (state.<key>)", step=name, field=where
             )
         allowed = fan is not None and where == "input"
         if expr is not None and not allowed and expr.roots & {"item", "index"}:

@@ -25,7 +25,7 @@ condition without reading outputs on the side (invariant 2).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jmespath
@@ -56,6 +56,8 @@ class Expr:
     """Output paths read, by step name; an empty path means the whole output."""
     roots: frozenset[str] = frozenset()
     """Scope names read (``input``, ``steps``, ``item``...)."""
+    state_keys: frozenset[str] | None = frozenset()
+    """Keys of the run's shared state read (``state.<key>``); None when ``state`` is read whole."""
 
     @property
     def steps(self) -> frozenset[str]:
@@ -240,7 +242,10 @@ def _compile(body: str, step: str | None, where: str) -> Expr:
         )
     paths: dict[str, set[Path]] = {}
     _collect_paths(parsed.parsed, paths, step, where, body)
-    return Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()}, roots)
+    expr = Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()}, roots)
+    keys: set[str] = set()
+    whole = _collect_state_keys(parsed.parsed, keys)
+    return replace(expr, state_keys=None if whole else frozenset(keys))
 
 
 #: Nodes whose first child is evaluated where the node is; the others see its result.
@@ -286,6 +291,23 @@ def _root_fields(node: Mapping[str, Any]) -> Iterator[str]:
     elif kind in _ALL_HERE:
         for child in node["children"]:
             yield from _root_fields(child)
+
+
+def _collect_state_keys(node: Any, out: set[str]) -> bool:
+    """Add every ``state.<key>`` the expression reads to ``out``; True if ``state`` is read whole."""
+    if not isinstance(node, dict):
+        return False
+    kind = node.get("type")
+    if kind == "field" and node.get("value") == "state":
+        return True
+    if kind == "subexpression":
+        first, *rest = node["children"]
+        if first.get("type") == "field" and first.get("value") == "state":
+            if rest and rest[0].get("type") == "field":
+                out.add(rest[0]["value"])
+                return any(_collect_state_keys(child, out) for child in rest[1:])
+            return True
+    return any(_collect_state_keys(child, out) for child in node.get("children", ()))
 
 
 def _collect_paths(node: Any, out: dict[str, set[Path]], step: str | None, where: str, body: str) -> None:

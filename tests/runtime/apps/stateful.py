@@ -41,4 +41,11 @@ async def claim_once(value: Any, ctx: Context) -> dict[str, Any]:
     return {"first_version": first.version, "conflict_version": None}
 
 
+@agent(skills=["set_flag"], registry=registry)
+def set_flag(value: Any, ctx: Context) -> bool:
+    """Stage the flag a later step's condition tests."""
+    ctx.state.put("go", bool(value))
+    return bool(value)
+
+
 agents = list(registry)
