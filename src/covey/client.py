@@ -17,11 +17,11 @@ from typing import Any
 
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
-from covey.errors import InputError, NotFound
+from covey.errors import BackendUnavailable, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.submit import WorkflowLike, prepare_submission
-from covey.state.model import StateEntry, StateOp, check_key, check_namespace
+from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.store.base import InboxRow, RunInfo
 from covey.store.sqlite import SQLiteStore
 from covey.worker.socket_link import SocketLink
@@ -34,6 +34,8 @@ class LocalClient:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.reconnects = 0
+        """How often a watch lost its connection and resumed."""
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SQLiteStore]:
@@ -148,5 +150,43 @@ class LocalClient:
         async with SQLiteStore(self.path) as store:
             return await store.state_apply(ops)
 
+    async def state_watch(
+        self, namespace: str, *, after: int = 0, wait_s: float = 1.0
+    ) -> AsyncIterator[StateChange]:
+        """Every change of ``namespace`` after cursor ``after``, as committed, forever.
+
+        Through the runner (woken as soon as a change commits) when one is up,
+        else by reading the file. A lost connection is retried from the last
+        change seen, so nothing is missed and nothing repeated.
+        """
+        check_namespace(namespace)
+        cursor = after
+        while True:
+            try:
+                async for change in self._watch_once(namespace, cursor, wait_s):
+                    cursor = change.seq
+                    yield change
+            except BackendUnavailable:
+                self.reconnects += 1
+            await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _watch_once(self, namespace: str, cursor: int, wait_s: float) -> AsyncIterator[StateChange]:
+        socket_path = find_runner_socket(self.path)
+        if socket_path is None:
+            async with self.reader() as store:
+                for change in await store.state_changes(namespace, cursor):
+                    yield change
+            return
+        async with SocketLink(socket_path) as link:
+            while True:
+                answer = await link.call("state_watch", namespace=namespace, after=cursor, wait_s=wait_s)
+                for body in answer["changes"]:
+                    change = StateChange(**body)
+                    cursor = change.seq
+                    yield change
+
+
+#: Pause before reading a namespace again after the connection was lost or nothing was found.
+RECONNECT_PAUSE_S = 0.05
 
 _NO_RUNNER = object()

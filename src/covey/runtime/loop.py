@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,8 @@ class EngineLoop:
         self._inbox_cursor = 0
         self._in_flight: asyncio.Task[bool] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.on_state_changed: Callable[[set[str]], None] | None = None
+        """Told which namespaces a commit's staged state writes touched (wakes watchers)."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
 
@@ -437,6 +439,9 @@ class EngineLoop:
             if item.run_id not in result.conflicts:
                 _answer(item.future, created)
         self._grant(result, prepared)
+        touched = {op.namespace for w in writes.values() for op in w.write.state_ops}
+        if touched and self.on_state_changed is not None:
+            self.on_state_changed(touched)
         for run_id, entry in writes.items():
             if run_id in result.conflicts:
                 continue

@@ -18,6 +18,7 @@ from typing import Any, Self
 from covey.engine.events import CancelRequested, SignalReceived
 from covey.errors import InputError, NotFound
 from covey.ids import new_id
+from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
 from covey.runtime.submit import WorkflowLike, prepare_submission
@@ -62,6 +63,9 @@ class Runner:
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: asyncio.AbstractServer | None = None
         self.loop: EngineLoop | None = None
+        self.feed: StateFeed | None = None
+        self.connections: set[asyncio.StreamWriter] = set()
+        """Open socket connections (workers and commands)."""
         self.timekeeper: Timekeeper | None = None
 
     async def __aenter__(self) -> Self:
@@ -70,6 +74,8 @@ class Runner:
             await self.store.__aenter__()
             epoch = await self.store.begin_epoch()
             self.loop = EngineLoop(self.store, epoch=epoch)
+            self.feed = StateFeed(self.store)
+            self.loop.on_state_changed = self.feed.changed
             self.timekeeper = Timekeeper(self.store, self.loop.poke_inbox)
             self._tasks = [
                 asyncio.create_task(self.loop.run(), name="covey-engine-loop"),
@@ -112,6 +118,18 @@ class Runner:
                 await self.loop.drain()
         await self.store.__aexit__(None, None, None)
         self._lock.release()
+
+    def feed_changed(self, namespaces: set[str]) -> None:
+        """Writes to these namespaces were committed: wake their watchers."""
+        if self.feed is not None:
+            self.feed.changed(namespaces)
+
+    def drop_connections(self) -> int:
+        """Close every socket connection (clients reconnect); returns how many were open."""
+        dropped = list(self.connections)
+        for writer in dropped:
+            writer.close()
+        return len(dropped)
 
     @property
     def engine(self) -> EngineLoop:

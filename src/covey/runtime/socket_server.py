@@ -44,6 +44,7 @@ async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
 
 async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     pending: set[asyncio.Task[None]] = set()
+    runner.connections.add(writer)
     try:
         while True:
             try:
@@ -60,6 +61,7 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
+        runner.connections.discard(writer)
         for task in pending:
             task.cancel()
         writer.close()
@@ -188,6 +190,7 @@ async def _state_apply(runner: Runner, message: dict[str, Any]) -> dict[str, Any
         fence=(str(fence[0]), int(fence[1])) if fence else None,
         lock=(str(lock[0]), int(lock[1])) if lock else None,
     )
+    runner.feed_changed({op.namespace for op in ops})
     return {"entries": [asdict(entry) for entry in entries]}
 
 
@@ -224,6 +227,17 @@ async def _lock_renew(runner: Runner, message: dict[str, Any]) -> dict[str, Any]
         _lock_name(message), int(message["token"]), int(message["ttl_ms"])
     )
     return {"renewed": renewed}
+
+
+async def _state_watch(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    assert runner.feed is not None
+    changes = await runner.feed.wait(
+        check_namespace(message["namespace"]),
+        int(message.get("after", 0)),
+        min(float(message.get("wait_s", 0)), 30.0),
+        min(int(message.get("limit", 1000)), 10_000),
+    )
+    return {"changes": [asdict(change) for change in changes]}
 
 
 async def _submit(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
@@ -264,6 +278,7 @@ _HANDLERS: dict[str, Handler] = {
     "state_get": _state_get,
     "state_apply": _state_apply,
     "state_list": _state_list,
+    "state_watch": _state_watch,
     "lock_acquire": _lock_acquire,
     "lock_release": _lock_release,
     "lock_renew": _lock_renew,
