@@ -93,7 +93,12 @@ class Embedded:
                     for _ in range(self.workers)
                 ]
             else:
-                link = LocalLink(self.runner.engine, self.runner.store, lease_ms=self.runner.lease_ms)
+                link = LocalLink(
+                    self.runner.engine,
+                    self.runner.store,
+                    lease_ms=self.runner.lease_ms,
+                    feed=self.runner.feed,
+                )
                 beat = max(0.05, self.runner.lease_ms / 3000)
                 for _ in range(self.workers):
                     worker = Worker(self.registry, link, concurrency=self.concurrency, heartbeat_s=beat)

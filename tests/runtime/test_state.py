@@ -85,3 +85,32 @@ async def test_state_in_map_or_whole_in_when_is_refused(
     with pytest.raises(SpecError, match=message) as caught:
         await covey.submit({"name": "w", "steps": {"a": step}})
     assert (caught.value.step, caught.value.field) == ("a", field)
+
+
+async def test_agents_of_a_worker_share_one_subscription(covey: Embedded, tmp_path: Path) -> None:
+    from covey import LocalClient
+    from covey.state.model import StateOp
+    from covey.testing import wait_for
+
+    agents, writes = 20, 10
+    workflow = {
+        "name": "listen",
+        "steps": {"l": {"skill": "listen", "map": "${input.n}", "input": "${item}"}},
+    }
+    run_id = await covey.submit(workflow, {"n": list(range(agents))})
+    feed = covey.runner.feed
+    assert feed is not None
+    await wait_for(lambda: feed.reads >= 1, timeout=10, message="the listeners subscribed")
+    client = LocalClient(covey.path)
+    for i in range(writes):
+        await client.state_apply([StateOp("put", "bcast", f"k{i}", i)])
+    await client.state_apply([StateOp("put", "bcast", "stop", True)])
+    info = await covey.wait(run_id)
+
+    assert info.status == "succeeded"
+    assert info.output == {"l": [list(range(1, writes + 1))] * agents}, "every agent saw every change once"
+    workers = covey.workers
+    # One subscription reads the feed about twice per change (one read finds it, the next finds nothing and
+    # waits); per-agent subscriptions would read it {agents} times as often.
+    bound = workers * 2 * (writes + 3)
+    assert feed.reads <= bound, f"{feed.reads} feed reads: bounded by workers, not {agents} agents"

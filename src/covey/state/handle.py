@@ -17,15 +17,16 @@ The default namespace is the run's own (``run:<run_id>``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
-from covey.state.model import StateEntry, StateOp, check_key, check_namespace
+from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.reducers import check_reducer
 
 if TYPE_CHECKING:
     from covey.state.locks import Held
+    from covey.state.watch import WatchHub
 
 __all__ = ["LiveState", "StateHandle"]
 
@@ -38,8 +39,11 @@ Get = Callable[[str, str], Awaitable[StateEntry | None]]
 class StateHandle:
     """Shared state for one try of a task."""
 
-    def __init__(self, *, namespace: str, fence: tuple[str, int], get: Get, apply: Apply) -> None:
+    def __init__(
+        self, *, namespace: str, fence: tuple[str, int], get: Get, apply: Apply, hub: WatchHub | None = None
+    ) -> None:
         self.namespace = namespace
+        self._hub = hub
         self._fence = fence
         self._get = get
         self._apply = apply
@@ -58,6 +62,15 @@ class StateHandle:
     async def entry(self, key: str, *, namespace: str | None = None) -> StateEntry | None:
         """A key's value and version, for a later compare-and-set."""
         return await self._get(check_namespace(namespace or self.namespace), check_key(key))
+
+    def watch(self, *, namespace: str | None = None, after: int = 0) -> AsyncIterator[StateChange]:
+        """Every change of a namespace after cursor ``after``, as committed (``async for``).
+
+        All agents of a worker process share one subscription per namespace.
+        """
+        if self._hub is None:
+            raise RuntimeError("this context cannot watch (it was not built by a worker)")
+        return self._hub.subscribe(check_namespace(namespace or self.namespace), after)
 
     def put(self, key: str, value: Any, *, namespace: str | None = None) -> None:
         """Stage: set ``key`` to ``value`` when this try's result is committed."""

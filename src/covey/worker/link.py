@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
 from covey.errors import InputError
+from covey.runtime.feed import StateFeed
 from covey.runtime.loop import EngineLoop
-from covey.state.model import StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import ClaimRequest, Lease, Store, WorkerInfo
 
 __all__ = [
@@ -71,6 +72,10 @@ class WorkerLink(Protocol):
         """Take a lock or semaphore permit; its fencing token, or None if all are held."""
         ...
 
+    async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
+        """A namespace's changes after a cursor, waiting up to ``wait_s`` for some."""
+        ...
+
     async def lock_release(self, name: str, token: int) -> bool:
         """Give a permit back."""
         ...
@@ -112,10 +117,13 @@ def result_event(result: Mapping[str, Any], at_ms: int) -> tuple[Event, list[Sta
 class LocalLink:
     """A worker in the runner's own process: calls go straight to the engine loop."""
 
-    def __init__(self, loop: EngineLoop, store: Store, *, lease_ms: int) -> None:
+    def __init__(
+        self, loop: EngineLoop, store: Store, *, lease_ms: int, feed: StateFeed | None = None
+    ) -> None:
         self.loop = loop
         self.store = store
         self.lease_ms = lease_ms
+        self.feed = feed
 
     async def claim(
         self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
@@ -149,7 +157,19 @@ class LocalLink:
         self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
     ) -> list[StateEntry]:
         """Write to the store now."""
-        return await self.store.state_apply(ops, fence=fence, lock=lock)
+        entries = await self.store.state_apply(ops, fence=fence, lock=lock)
+        if self.feed is not None:
+            self.feed.changed({op.namespace for op in ops})
+        return entries
+
+    async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
+        """Changes through the runner's feed (woken on commit), or the store read again after ``wait_s``."""
+        if self.feed is not None:
+            return await self.feed.wait(namespace, after, wait_s)
+        changes = await self.store.state_changes(namespace, after)
+        if not changes:
+            await asyncio.sleep(wait_s)
+        return changes
 
     async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
         """Take a permit in the store."""

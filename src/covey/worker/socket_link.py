@@ -18,7 +18,7 @@ from typing import Any, Self
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
 from covey.runtime.protocol import lease_from_json, read_frame, write_frame
-from covey.state.model import StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION
 
@@ -86,8 +86,11 @@ class SocketLink:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         write_frame(self._writer, {"id": request_id, "op": op, **fields})
-        await self._writer.drain()
-        reply = await future
+        try:
+            await self._writer.drain()
+            reply = await future
+        finally:
+            self._waiting.pop(request_id, None)  # answered, or abandoned by a cancelled caller
         if "error" in reply:
             raise _rebuild_error(reply["error"])
         return reply["ok"]
@@ -154,6 +157,11 @@ class SocketLink:
     async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
         """Extend a permit through the runner."""
         return bool((await self.call("lock_renew", name=name, token=token, ttl_ms=ttl_ms))["renewed"])
+
+    async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
+        """Changes after a cursor, waiting up to ``wait_s`` at the runner for some."""
+        answer = await self.call("state_watch", namespace=namespace, after=after, wait_s=wait_s)
+        return [StateChange(**change) for change in answer["changes"]]
 
     async def register(self, info: WorkerInfo) -> None:
         """Register with the runner's store."""

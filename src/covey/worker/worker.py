@@ -27,6 +27,7 @@ from covey.agents.registry import AgentDef, Registry
 from covey.errors import BackendUnavailable, ConfigError
 from covey.state.handle import StateHandle
 from covey.state.model import run_namespace
+from covey.state.watch import WatchHub
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.execute import execute
 from covey.worker.link import WorkerLink
@@ -76,6 +77,8 @@ class Worker:
         self.running: dict[str, tuple[Lease, Context, asyncio.Task[None]]] = {}
         self.completed = 0
         self.link_lost = False
+        self.hub = WatchHub(link.state_watch)
+        """The worker's one subscription per watched namespace, shared by all its agents."""
         self._unparking: asyncio.Task[None] | None = None
         self._results: list[dict[str, Any]] = []
         self._reporting = False
@@ -116,6 +119,7 @@ class Worker:
                 group.create_task(self._claimer())
                 group.create_task(self._heartbeats())
         finally:
+            await self.hub.close()
             self._threads.shutdown(wait=False, cancel_futures=True)
             if not self.link_lost:
                 with contextlib.suppress(Exception):
@@ -163,6 +167,7 @@ class Worker:
                 fence=(lease.task_id, lease.lease_no),
                 get=self.link.state_get,
                 apply=self.link.state_apply,
+                hub=self.hub,
             ),
             locks=(self.link.lock_acquire, self.link.lock_release, self.link.lock_renew),
         )

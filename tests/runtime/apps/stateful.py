@@ -48,4 +48,15 @@ def set_flag(value: Any, ctx: Context) -> bool:
     return bool(value)
 
 
+@agent(skills=["listen"], registry=registry, concurrency=50)
+async def listen(value: Any, ctx: Context) -> list[int]:
+    """Watch the broadcast namespace until a ``stop`` key appears; return the change numbers seen."""
+    seen = []
+    async for change in ctx.state.watch(namespace="bcast"):
+        if change.key == "stop":
+            return seen
+        seen.append(change.seq)
+    return seen
+
+
 agents = list(registry)
