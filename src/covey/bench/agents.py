@@ -6,6 +6,7 @@
   first one and returns the difference. Worker processes on one machine share
   the wall clock, so the latency is exact up to clock reads.
 * ``fan`` returns ``{"items": [0, ..., n-1]}`` (default 100) for W3's map.
+* ``listen`` watches a namespace for the broadcast workload.
 * ``whoami`` returns the worker's pid, so the bench can wait until every worker
   process is connected before it starts a clock.
 """
@@ -17,9 +18,10 @@ import os
 import time
 from typing import Any
 
+from covey.agents.context import Context
 from covey.agents.registry import AgentDef, Registry, agent
 
-__all__ = ["agents", "fan", "noop", "registry", "stamp_a", "stamp_b", "whoami"]
+__all__ = ["agents", "fan", "listen", "noop", "registry", "stamp_a", "stamp_b", "whoami"]
 
 #: Task slots per agent in one worker process (async agents: one event loop holds them all).
 CONCURRENCY = 64
@@ -59,6 +61,28 @@ async def whoami(value: Any) -> Any:
     """The worker process's pid, after a short pause so every worker gets some."""
     await asyncio.sleep(0.02)
     return os.getpid()
+
+
+#: Listeners one worker process may hold in the broadcast workload.
+LISTENERS_PER_WORKER = 400
+
+
+@agent(concurrency=LISTENERS_PER_WORKER, registry=registry)
+async def listen(value: Any, ctx: Context) -> Any:
+    """The broadcast workload: report ready, watch ``bcast`` until ``stop``; return delivery latencies in ms.
+
+    ``value["private"]`` gives this agent a subscription of its own instead of
+    sharing its worker's: the comparison the workload prints.
+    """
+    private = bool(value.get("private")) if isinstance(value, dict) else False
+    changes = ctx.state.watch(namespace="bcast", private=private)
+    await ctx.state.live.update("ready", "add", 1, namespace="bcast-ready")
+    latencies = []
+    async for change in changes:
+        if change.key == "stop":
+            break
+        latencies.append((time.time_ns() - int(change.value["t"])) / 1e6)
+    return latencies
 
 
 #: What a worker serving this module hosts (``load_app`` reads this list).

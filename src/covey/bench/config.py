@@ -11,7 +11,7 @@ from covey.errors import CoveyError
 __all__ = ["FULL", "QUICK", "WORKLOADS", "BenchError", "Env", "Sizes"]
 
 #: Every workload, in the order they run and print.
-WORKLOADS = ("W1", "W1b", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "BCAST")
 
 
 class BenchError(CoveyError):
@@ -40,13 +40,25 @@ class Sizes:
     """The SQLite baseline: durable commits, one after another."""
     langgraph_threads: int = 4
     """LangGraph W1: threads invoking the graph concurrently."""
+    bcast_listeners: tuple[int, ...] = (10, 100, 1_000)
+    """BCAST: listener counts (agents watching one namespace over 4 worker processes)."""
+    bcast_updates: int = 20
+    """BCAST: updates the writer commits per listener count."""
 
 
 #: The sizes the issue specifies.
 FULL = Sizes()
 #: A smoke run: every code path, a few seconds.
 QUICK = Sizes(
-    w1_runs=500, w1b_items=500, w2_chains=50, w3_repeats=5, w4_runs=20, commits=300, langgraph_threads=4
+    w1_runs=500,
+    w1b_items=500,
+    w2_chains=50,
+    w3_repeats=5,
+    w4_runs=20,
+    commits=300,
+    langgraph_threads=4,
+    bcast_listeners=(10,),
+    bcast_updates=5,
 )
 
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
+from covey.bench.broadcast import broadcast
 from covey.bench.config import BenchError, Env
 from covey.bench.figures import Figure, percentile
 from covey.embedded import Embedded
@@ -209,4 +210,5 @@ COVEY_WORKLOADS: dict[str, Callable[[Env], Coroutine[Any, Any, list[Figure]]]] =
     "W2": w2,
     "W3": w3,
     "W4": w4,
+    "BCAST": broadcast,
 }

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from covey.codec import check_payload
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.reducers import check_reducer
+from covey.state.watch import WatchHub
 
 if TYPE_CHECKING:
     from covey.state.locks import Held
-    from covey.state.watch import WatchHub
 
 __all__ = ["LiveState", "StateHandle"]
 
@@ -63,14 +63,19 @@ class StateHandle:
         """A key's value and version, for a later compare-and-set."""
         return await self._get(check_namespace(namespace or self.namespace), check_key(key))
 
-    def watch(self, *, namespace: str | None = None, after: int = 0) -> AsyncIterator[StateChange]:
+    def watch(
+        self, *, namespace: str | None = None, after: int = 0, private: bool = False
+    ) -> AsyncIterator[StateChange]:
         """Every change of a namespace after cursor ``after``, as committed (``async for``).
 
-        All agents of a worker process share one subscription per namespace.
+        All agents of a worker process share one subscription per namespace;
+        ``private=True`` opens one for this agent alone (costlier: only for
+        comparison or isolation).
         """
         if self._hub is None:
             raise RuntimeError("this context cannot watch (it was not built by a worker)")
-        return self._hub.subscribe(check_namespace(namespace or self.namespace), after)
+        hub = WatchHub(self._hub.fetch) if private else self._hub
+        return hub.subscribe(check_namespace(namespace or self.namespace), after)
 
     def put(self, key: str, value: Any, *, namespace: str | None = None) -> None:
         """Stage: set ``key`` to ``value`` when this try's result is committed."""

@@ -37,7 +37,8 @@ class WatchHub:
     """Fans a namespace's change feed out to local subscribers; ``fetch`` long-polls the feed."""
 
     def __init__(self, fetch: Fetch) -> None:
-        self._fetch = fetch
+        self.fetch = fetch
+        """How the feed is read (the worker link's long poll)."""
         self._subscribers: dict[str, set[_Subscriber]] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._reading_from: dict[str, int] = {}
@@ -75,7 +76,7 @@ class WatchHub:
             self._reading_from[namespace] = cursor
             try:
                 self.fetches += 1
-                changes = await self._fetch(namespace, cursor, POLL_WAIT_S)
+                changes = await self.fetch(namespace, cursor, POLL_WAIT_S)
             except asyncio.CancelledError:
                 raise
             except Exception:
