@@ -114,3 +114,16 @@ async def test_agents_of_a_worker_share_one_subscription(covey: Embedded, tmp_pa
     # waits); per-agent subscriptions would read it {agents} times as often.
     bound = workers * 2 * (writes + 3)
     assert feed.reads <= bound, f"{feed.reads} feed reads: bounded by workers, not {agents} agents"
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("keep", True), ("delete", False)])
+async def test_a_run_namespace_is_kept_or_deleted_when_the_run_ends(
+    covey: Embedded, policy: str, kept: bool
+) -> None:
+    workflow = {"name": "flag", "run_state": policy, "steps": {"set": {"skill": "set_flag", "input": True}}}
+    info = await covey.wait(await covey.submit(workflow))
+    assert info.status == "succeeded"
+    store = covey.runner.store
+    namespace = run_namespace(info.run_id)
+    assert (await store.state_get(namespace, "go") is not None) is kept
+    assert bool(await store.state_changes(namespace, 0)) is kept

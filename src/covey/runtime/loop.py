@@ -613,6 +613,8 @@ def _command(entry: _Write, item: _Item, command: Any, state: RunState) -> None:
         write.error = orjson.dumps(command.error) if command.error is not None else None
         write.finished_ms = command.at_ms
         write.output_template = orjson.dumps(_output_template(state))
+        if state.workflow.spec.run_state == "delete":
+            write.drop_namespace = run_namespace(state.run_id)
         entry.finished = True
 
 

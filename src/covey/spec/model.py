@@ -102,3 +102,5 @@ class WorkflowSpec(BaseModel):
     """Bound on tasks per run, dynamic ones and map elements included (loops end here)."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Run deadline in seconds from submit; past it the run fails."""
+    run_state: Literal["keep", "delete"] = "keep"
+    """What becomes of the run's shared-state namespace (``run:<id>``) when the run ends."""

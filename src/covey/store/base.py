@@ -112,6 +112,8 @@ class RunWrite:
     """Inbox row seqs decided by this commit."""
     seen: list[str] = field(default_factory=list)
     """Client-chosen ids (signals, cancels) to remember, so repeating them is a no-op."""
+    drop_namespace: str | None = None
+    """A shared-state namespace to delete with this commit (a finished run's, when its workflow says so)."""
     state_ops: list[StateOp] = field(default_factory=list)
     """Staged shared-state writes of the tries this commit accepted: applied exactly once, with them.
 
