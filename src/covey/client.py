@@ -135,13 +135,16 @@ class LocalClient:
         async with self.reader() as store:
             return await store.state_get(check_namespace(namespace), check_key(key))
 
-    async def state_list(self, namespace: str, *, prefix: str = "", limit: int = 100) -> list[StateEntry]:
-        """Keys of a namespace, in key order."""
+    async def state_list(
+        self, namespace: str, *, prefix: str = "", after: str = "", limit: int = 100
+    ) -> list[StateEntry]:
+        """Keys of a namespace, in key order; page with ``after`` (the last key of the previous page)."""
         async with self.reader() as store:
-            return await store.state_list(check_namespace(namespace), prefix=prefix, limit=limit)
+            return await store.state_list(check_namespace(namespace), prefix=prefix, after=after, limit=limit)
 
     async def state_apply(self, ops: list[StateOp]) -> list[StateEntry]:
         """Write shared state now (through the runner when one is up); all ops or none."""
+        ops = [StateOp.from_json(op.to_json()) for op in ops]  # checked as any outside input is
         for op in ops:
             check_payload(op.value, field=f"state.{op.key}")
         answer = await self._runner_call("state_apply", ops=[op.to_json() for op in ops], fence=None)
@@ -149,6 +152,26 @@ class LocalClient:
             return [StateEntry(**entry) for entry in answer["entries"]]
         async with SQLiteStore(self.path) as store:
             return await store.state_apply(ops)
+
+    async def state_put(
+        self, namespace: str, key: str, value: Any, *, if_version: int | None = None
+    ) -> StateEntry:
+        """Set a key; with ``if_version``, only if it is at that version (VersionConflict otherwise)."""
+        (entry,) = await self.state_apply([StateOp("put", namespace, key, value, None, if_version)])
+        return entry
+
+    async def state_update(self, namespace: str, key: str, reducer: str, value: Any) -> StateEntry:
+        """Apply a reducer (append, extend, merge, add, max, min) to a key, atomically."""
+        op = StateOp.from_json(
+            {"op": "update", "namespace": namespace, "key": key, "value": value, "reducer": reducer}
+        )
+        (entry,) = await self.state_apply([op])
+        return entry
+
+    async def state_delete(self, namespace: str, key: str, *, if_version: int | None = None) -> StateEntry:
+        """Delete a key."""
+        (entry,) = await self.state_apply([StateOp("delete", namespace, key, None, None, if_version)])
+        return entry
 
     async def state_watch(
         self, namespace: str, *, after: int = 0, wait_s: float = 1.0

@@ -6,6 +6,8 @@ import asyncio
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from covey import LocalClient, Runner
 from covey.state.model import StateChange, StateOp
 from covey.testing import wait_for
@@ -42,3 +44,22 @@ async def test_watch_survives_a_killed_connection(tmp_path: Path) -> None:
     for key in KEYS:
         assert versions[key] == list(range(1, WRITES // 3 + 1)), f"per-key order for {key}"
     assert [c.value for c in seen if c.key == "a"] == list(range(1, WRITES // 3 + 1))
+
+
+async def test_client_state_calls(tmp_path: Path) -> None:
+    from covey import VersionConflict
+
+    client = LocalClient(tmp_path / "covey.db")
+    async with Runner(tmp_path / "covey.db"):
+        assert (await client.state_put("team", "lead", "ann", if_version=0)).version == 1
+        with pytest.raises(VersionConflict) as caught:
+            await client.state_put("team", "lead", "bob", if_version=0)
+        assert caught.value.version == 1
+        assert (await client.state_update("team", "n", "add", 2)).value == 2
+        for key in ("a1", "a2", "a3"):
+            await client.state_put("team", key, key)
+        first = await client.state_list("team", prefix="a", limit=2)
+        rest = await client.state_list("team", prefix="a", after=first[-1].key)
+        assert [e.key for e in first + rest] == ["a1", "a2", "a3"]
+        assert (await client.state_delete("team", "lead")).version == 2
+        assert await client.state_get("team", "lead") is None

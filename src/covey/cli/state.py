@@ -90,11 +90,13 @@ def delete_command(settings: Any, namespace: str, key: str, if_version: int | No
 @state_group.command("ls")
 @click.argument("namespace")
 @click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--after", default="", help="Start after this key (the last key of the previous page).")
 @click.option("--limit", default=100, show_default=True)
 @click.pass_obj
-def ls_command(settings: Any, namespace: str, prefix: str, limit: int) -> None:
+def ls_command(settings: Any, namespace: str, prefix: str, after: str, limit: int) -> None:
     """List the keys of NAMESPACE with their versions and values."""
-    entries = run_async(LocalClient(settings.db_path).state_list(namespace, prefix=prefix, limit=limit))
+    client = LocalClient(settings.db_path)
+    entries = run_async(client.state_list(namespace, prefix=prefix, after=after, limit=limit))
     console.print(state_table(namespace, entries))
 
 
