@@ -16,38 +16,38 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from covey.engine.commands import (
-    CancelTimer,
-    DropTask,
-    EnqueueTask,
-    FinishRun,
-    KeepOutput,
     ReadState,
-    SetTimer,
 )
-from covey.engine.decide import Decision, decide
+from covey.engine.decide import decide
 from covey.engine.events import (
     Event,
     RunSubmitted,
     StateRead,
     TaskSucceeded,
-    encode_event,
     event_from_json,
-    event_to_json,
 )
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, CoveyError
-from covey.spec.compile import CompiledWorkflow, compile_workflow
+from covey.runtime.batch import (
+    Input,
+    PendingClaim,
+    PreparedBatch,
+    RunDelta,
+    Submission,
+    finish_write,
+    offline_submission,
+    record_decision,
+)
 from covey.state.model import StateOp, run_namespace
-from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, NewRun, RunInfo, RunWrite, Store
+from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, RunInfo, RunWrite, Store
 
-__all__ = ["EngineLoop", "Submission"]
+__all__ = ["EngineLoop"]
 
 log = logging.getLogger("covey.engine")
 
@@ -57,66 +57,6 @@ INBOX_BATCH = 2_000
 PIPELINE_FROM = 8
 #: Finished runs kept in the cache (for late reports, repeated submits).
 FINISHED_CACHE = 2_000
-
-
-@dataclass(slots=True)
-class Submission:
-    """A run to start: a compiled workflow, its validated input and the run id."""
-
-    run_id: str
-    workflow: CompiledWorkflow
-    input: Any
-    input_bytes: bytes
-
-
-@dataclass(slots=True)
-class _Item:
-    """One input waiting for the next batch, with whoever waits for its commit."""
-
-    run_id: str
-    event: Event | None
-    submission: Submission | None = None
-    output: bytes | None = None
-    output_value: Any = None
-    seq: int = 0
-    seen_id: str | None = None
-    worker_id: str | None = None
-    """For a report: the worker that sent it (its parked claim is woken first)."""
-    state_ops: list[StateOp] = field(default_factory=list)
-    """For a success report: the try's staged state writes, committed only if the report is accepted."""
-    future: asyncio.Future[bool] | None = None
-
-
-@dataclass(slots=True)
-class _Claim:
-    request: ClaimRequest
-    future: asyncio.Future[list[Lease]]
-    park_until: float = 0.0
-
-
-@dataclass(slots=True)
-class _Write:
-    """A run's share of the batch being built, with its commands normalized."""
-
-    write: RunWrite
-    tasks: dict[str, EnqueueTask | None] = field(default_factory=dict)
-    timers: dict[str, SetTimer | None] = field(default_factory=dict)
-    items: list[_Item] = field(default_factory=list)
-    reads: list[ReadState] = field(default_factory=list)
-    finished: bool = False
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A decided batch waiting for (or in) its commit."""
-
-    items: list[_Item]
-    claims: list[_Claim]
-    batch: CommitBatch
-    writes: dict[str, _Write] = field(default_factory=dict)
-    answers: list[tuple[_Item, bool]] = field(default_factory=list)
-    woken_for: int = 0
-    """Task slots of the parked claims this batch woke."""
 
 
 class EngineLoop:
@@ -130,9 +70,9 @@ class EngineLoop:
         self._finished: set[str] = set()
         """Runs whose end is committed (a cached state may say finished before its commit lands)."""
         self._results: dict[str, RunInfo] = {}
-        self._items: list[_Item] = []
-        self._claims: list[_Claim] = []
-        self._parked: list[_Claim] = []
+        self._items: list[Input] = []
+        self._claims: list[PendingClaim] = []
+        self._parked: list[PendingClaim] = []
         self._wake = asyncio.Event()
         self._read_inbox = True
         self._inbox_cursor = 0
@@ -148,7 +88,7 @@ class EngineLoop:
     async def submit(self, submission: Submission, at_ms: int) -> bool:
         """Start a run; True if it was created, False if a run with that id already existed."""
         event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
-        return await self._queue(_Item(submission.run_id, event, submission=submission))
+        return await self._queue(Input(submission.run_id, event, submission=submission))
 
     async def deliver(
         self, event: Event, run_id: str, *, output: Any = None, seen_id: str | None = None
@@ -167,14 +107,14 @@ class EngineLoop:
         state_ops: list[StateOp] | None = None,
     ) -> asyncio.Future[bool]:
         """Queue an input event; the future resolves after its commit."""
-        item = _Item(run_id, event, output_value=output, worker_id=worker_id, seen_id=seen_id)
+        item = Input(run_id, event, output_value=output, worker_id=worker_id, seen_id=seen_id)
         if state_ops:
             item.state_ops = state_ops
         if isinstance(event, TaskSucceeded):
             item.output = orjson.dumps(output)
         return self._queue(item)
 
-    def _queue(self, item: _Item) -> asyncio.Future[bool]:
+    def _queue(self, item: Input) -> asyncio.Future[bool]:
         item.future = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._wake.set()
@@ -183,7 +123,7 @@ class EngineLoop:
     async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
         """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""
         loop = asyncio.get_running_loop()
-        pending = _Claim(request, loop.create_future(), loop.time() + wait_s if wait_s > 0 else 0.0)
+        pending = PendingClaim(request, loop.create_future(), loop.time() + wait_s if wait_s > 0 else 0.0)
         self._claims.append(pending)
         self._wake.set()
         return await pending.future
@@ -284,14 +224,14 @@ class EngineLoop:
         if self._in_flight is not None:
             await self._in_flight
 
-    def _abandon(self, items: list[_Item], claims: list[_Claim], exc: BaseException) -> None:
+    def _abandon(self, items: list[Input], claims: list[PendingClaim], exc: BaseException) -> None:
         for item in items:
             self.runs.pop(item.run_id, None)
             _fail(item.future, exc)
         for pending in claims:
             _fail(pending.future, exc)
 
-    async def _from_store_inbox(self) -> list[_Item]:
+    async def _from_store_inbox(self) -> list[Input]:
         rows = await self.store.read_inbox(self._inbox_cursor, INBOX_BATCH)
         if len(rows) == INBOX_BATCH:
             self._read_inbox = True
@@ -302,24 +242,24 @@ class EngineLoop:
                 event = event_from_json(row.event)
             except CoveyError as exc:
                 log.error("dropping malformed inbox row %s: %s", row.id, exc)
-                items.append(_Item(row.run_id, None, seq=row.seq))
+                items.append(Input(row.run_id, None, seq=row.seq))
                 continue
             output_value = orjson.loads(row.output) if row.output is not None else None
-            item = _Item(row.run_id, event, output=row.output, output_value=output_value, seq=row.seq)
+            item = Input(row.run_id, event, output=row.output, output_value=output_value, seq=row.seq)
             if isinstance(event, RunSubmitted):
-                item.submission = _offline_submission(event, row.id)
+                item.submission = offline_submission(event, row.id)
                 if item.submission is None:
                     item.event = None
             items.append(item)
         return items
 
-    async def _prepare(self, items: list[_Item], claims: list[_Claim]) -> _Prepared:
+    async def _prepare(self, items: list[Input], claims: list[PendingClaim]) -> PreparedBatch:
         """Decide a batch's inputs and build its commit (nothing is written yet)."""
         # A submit needs no load: if its run exists after all, the commit's sequence check says so.
         await self._load(
             [i.run_id for i in items if i.run_id not in self.runs and not isinstance(i.event, RunSubmitted)]
         )
-        prepared = _Prepared(items, claims, CommitBatch(self.epoch, claims=[c.request for c in claims]))
+        prepared = PreparedBatch(items, claims, CommitBatch(self.epoch, claims=[c.request for c in claims]))
         for item in items:
             self._decide_item(item, prepared.writes, prepared.batch, prepared.answers)
         reporters = {item.worker_id for item in items if item.worker_id}
@@ -328,10 +268,10 @@ class EngineLoop:
         for pending in woken:
             claims.append(pending)
             prepared.batch.claims.append(pending.request)
-        prepared.batch.runs = [_finish_write(w) for w in prepared.writes.values()]
+        prepared.batch.runs = [finish_write(w) for w in prepared.writes.values()]
         return prepared
 
-    async def _commit(self, prepared: _Prepared) -> bool:
+    async def _commit(self, prepared: PreparedBatch) -> bool:
         """Write a prepared batch, then answer; False if the commit failed (its callers got the error)."""
         try:
             result = await self.store.commit(prepared.batch)
@@ -358,7 +298,7 @@ class EngineLoop:
                     self._finished.add(run_id)
 
     def _decide_item(
-        self, item: _Item, writes: dict[str, _Write], batch: CommitBatch, answers: list[tuple[_Item, bool]]
+        self, item: Input, writes: dict[str, RunDelta], batch: CommitBatch, answers: list[tuple[Input, bool]]
     ) -> None:
         state = self.runs.get(item.run_id)
         if item.event is None or (state is None and not isinstance(item.event, RunSubmitted)):
@@ -377,13 +317,13 @@ class EngineLoop:
         entry = writes.get(item.run_id)
         if entry is None:
             expected = 0 if state is None else decision.state.seq
-            entry = writes[item.run_id] = _Write(RunWrite(item.run_id, expected, expected))
+            entry = writes[item.run_id] = RunDelta(RunWrite(item.run_id, expected, expected))
         self.runs[item.run_id] = decision.state
-        _record(entry, item, decision)
+        record_decision(entry, item, decision)
         answers.append((item, True))
 
     @staticmethod
-    def _with_projection(state: RunState, item: _Item) -> Event:
+    def _with_projection(state: RunState, item: Input) -> Event:
         event = item.event
         assert isinstance(event, TaskSucceeded)
         found = state.task(event.task_id)
@@ -397,7 +337,7 @@ class EngineLoop:
             event.task_id, event.lease_no, event.at_ms, project(item.output_value, paths), event.handoff
         )
 
-    def _parked_matching(self, writes: dict[str, _Write], reporters: set[str]) -> list[_Claim]:
+    def _parked_matching(self, writes: dict[str, RunDelta], reporters: set[str]) -> list[PendingClaim]:
         """Wake just enough parked claims to take the tasks this batch makes ready.
 
         Claims of workers that reported in this batch go first: they are warm,
@@ -410,7 +350,7 @@ class EngineLoop:
             ready.update(task.target for task in entry.tasks.values() if task is not None)
         if not self._parked or not ready:
             return []
-        chosen: list[_Claim] = []
+        chosen: list[PendingClaim] = []
         for pending in sorted(self._parked, key=lambda c: c.request.worker_id not in reporters):
             wanted = [target for target in pending.request.targets if ready[target] > 0]
             if not wanted:
@@ -427,11 +367,11 @@ class EngineLoop:
         self._parked = [pending for pending in self._parked if id(pending) not in woken]
         return chosen
 
-    def _drop_cache(self, writes: dict[str, _Write]) -> None:
+    def _drop_cache(self, writes: dict[str, RunDelta]) -> None:
         for run_id in writes:
             self.runs.pop(run_id, None)
 
-    def _after_commit(self, result: CommitResult, prepared: _Prepared) -> None:
+    def _after_commit(self, result: CommitResult, prepared: PreparedBatch) -> None:
         """Answer everyone the commit concerns: callers, claims, waiters; redo the conflicting runs."""
         writes, answers = prepared.writes, prepared.answers
         self._requeue_conflicts(result.conflicts, writes)
@@ -450,7 +390,7 @@ class EngineLoop:
             if entry.finished:
                 self._run_finished(run_id, result.outputs.get(run_id))
 
-    def _requeue_conflicts(self, conflicts: set[str], writes: dict[str, _Write]) -> None:
+    def _requeue_conflicts(self, conflicts: set[str], writes: dict[str, RunDelta]) -> None:
         for run_id in conflicts:
             self.runs.pop(run_id, None)
             for item in writes[run_id].items:
@@ -460,7 +400,7 @@ class EngineLoop:
                     self._items.append(item)
                     self._wake.set()
 
-    def _grant(self, result: CommitResult, prepared: _Prepared) -> None:
+    def _grant(self, result: CommitResult, prepared: PreparedBatch) -> None:
         """Hand each claim its leases; a waiting claim that got none parks again."""
         writes, claims = prepared.writes, prepared.claims
         granted: dict[str, list[Lease]] = {k: list(v) for k, v in result.leases.items()}
@@ -540,104 +480,6 @@ class EngineLoop:
             return None
         now = asyncio.get_running_loop().time()
         return max(0.0, min(c.park_until for c in self._parked) - now)
-
-
-def _offline_submission(event: RunSubmitted, row_id: str) -> Submission | None:
-    """A submit appended to the store while no runner ran (it was validated by the command)."""
-    try:
-        compiled = compile_workflow(event.workflow)
-    except CoveyError as exc:
-        log.error("dropping submit %s: %s", row_id, exc)
-        return None
-    return Submission(event.run_id, compiled, event.input, orjson.dumps(event.input))
-
-
-_SPEC_TEXT: dict[str, bytes] = {}
-
-
-def _spec_text(workflow: CompiledWorkflow) -> bytes:
-    """A pinned spec's JSON, encoded once per workflow rather than once per run."""
-    text = _SPEC_TEXT.get(workflow.hash)
-    if text is None:
-        if len(_SPEC_TEXT) > 1024:
-            _SPEC_TEXT.clear()
-        text = _SPEC_TEXT[workflow.hash] = orjson.dumps(workflow.source)
-    return text
-
-
-def _record(entry: _Write, item: _Item, decision: Decision) -> None:
-    """Fold one decision into its run's write: events appended, commands normalized."""
-    write, state = entry.write, decision.state
-    assert item.event is not None
-    entry.items.append(item)
-    for event in (item.event, *decision.events):
-        write.new_seq += 1
-        if isinstance(event, RunSubmitted) and item.submission is not None:
-            body = event_to_json(event)
-            body["workflow"] = {"$spec": item.submission.workflow.hash}
-            text = orjson.dumps(body)
-        else:
-            text = encode_event(event)
-        write.events.append((write.new_seq, type(event).__name__, event.at_ms, text))
-    state.seq = write.new_seq
-    if item.submission is not None:
-        wf = item.submission.workflow
-        write.new = NewRun(wf.spec.name, wf.hash, _spec_text(wf), item.submission.input_bytes)
-    if item.seq:
-        write.consumed.append(item.seq)
-    if item.seen_id:
-        write.seen.append(item.seen_id)
-    for command in decision.commands:
-        _command(entry, item, command, state)
-
-
-def _command(entry: _Write, item: _Item, command: Any, state: RunState) -> None:
-    write = entry.write
-    if isinstance(command, EnqueueTask):
-        entry.tasks[command.task_id] = command
-    elif isinstance(command, DropTask):
-        entry.tasks[command.task_id] = None
-    elif isinstance(command, SetTimer):
-        entry.timers[command.timer_id] = command
-    elif isinstance(command, CancelTimer):
-        entry.timers[command.timer_id] = None
-    elif isinstance(command, KeepOutput):
-        body = orjson.dumps(command.value) if command.literal else (item.output or b"null")
-        write.outputs.append((command.step, command.index, body))
-        if not command.literal:
-            write.state_ops.extend(item.state_ops)
-    elif isinstance(command, ReadState):
-        entry.reads.append(command)
-    elif isinstance(command, FinishRun):
-        write.status = command.status
-        write.error = orjson.dumps(command.error) if command.error is not None else None
-        write.finished_ms = command.at_ms
-        write.output_template = orjson.dumps(_output_template(state))
-        if state.workflow.spec.run_state == "delete":
-            write.drop_namespace = run_namespace(state.run_id)
-        entry.finished = True
-
-
-def _output_template(state: RunState) -> Any:
-    if state.workflow.spec.output is not None:
-        return state.workflow.spec.output
-    sinks = [name for name in state.defs if not state.downstream.get(name)]
-    return {name: f"${{steps.{name}}}" for name in sinks}
-
-
-def _finish_write(entry: _Write) -> RunWrite:
-    write = entry.write
-    for task_id, task in entry.tasks.items():
-        if task is None:
-            write.drop.append(task_id)
-        else:
-            write.enqueue.append(task)
-    for timer_id, timer in entry.timers.items():
-        if timer is None:
-            write.cancel_timers.append(timer_id)
-        else:
-            write.set_timers.append(timer)
-    return write
 
 
 def _answer(future: asyncio.Future[Any] | None, value: Any) -> None:

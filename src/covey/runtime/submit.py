@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from covey.codec import check_payload
 from covey.errors import InputError
 from covey.ids import check_run_id, new_id
-from covey.runtime.loop import Submission
+from covey.runtime.batch import Submission
 from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
 
