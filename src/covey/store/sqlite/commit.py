@@ -1,0 +1,162 @@
+"""The group commit of the SQLite store, and taking over as the runner (epochs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from covey.engine.events import TimerFired
+from covey.errors import Conflict, CoveyError
+from covey.store.base import AGING_MS, CommitBatch, CommitResult, RunWrite
+from covey.store.inputs import render_input, template_of
+from covey.store.sqlite.connection import chunks, from_json, qmarks
+from covey.store.sqlite.tasks import Tasks
+
+__all__ = ["Commit"]
+
+
+class Commit(Tasks):
+    """``commit``: every run of a batch in one transaction, then its claims."""
+
+    def begin_epoch(self) -> int:
+        """Bump the epoch and void every lease granted under an earlier one."""
+        return int(self._write(self._begin_epoch))
+
+    def _begin_epoch(self) -> int:
+        epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]) + 1
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (str(epoch),))
+        now = self.now_ms()
+        rows = self.db.execute(
+            "SELECT task_id, run_id, lease_no FROM tasks WHERE status = 'leased'"
+        ).fetchall()
+        self.db.execute("UPDATE tasks SET status = 'expired' WHERE status = 'leased'")
+        self._append_timer_rows(
+            (
+                f"void:{task_id}:{lease_no}:{epoch}",
+                run_id,
+                TimerFired(f"void:{task_id}", "lease_voided", now, task_id, lease_no),
+            )
+            for task_id, run_id, lease_no in rows
+        )
+        return epoch
+
+    def commit(self, batch: CommitBatch) -> CommitResult:
+        """Write a batch atomically, then grant its claims."""
+        return self._write(self._commit, batch)  # type: ignore[no-any-return]
+
+    def _commit(self, batch: CommitBatch) -> CommitResult:
+        epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        if epoch != batch.epoch:
+            raise Conflict(f"epoch {batch.epoch} is stale (store is at {epoch}); another runner took over")
+        result = CommitResult()
+        current = self._current_seqs([w.run_id for w in batch.runs])
+        ok: list[RunWrite] = []
+        for write in batch.runs:
+            # A run that does not exist yet can only be written by its first commit (``new``).
+            found = current.get(write.run_id)
+            if (found if found is not None else 0) != write.expected_seq or (
+                found is None and write.new is None
+            ):
+                result.conflicts.add(write.run_id)
+            else:
+                ok.append(write)
+        now = self.now_ms()
+        self._write_runs(ok, now)
+        self._write_children(ok, now)
+        if batch.consumed:
+            self.db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
+        for write in ok:
+            if write.state_ops:
+                self._apply_staged(write, result)
+            if write.drop_namespace is not None:
+                for table in ("state", "state_changes", "state_seq"):
+                    self.db.execute(f"DELETE FROM {table} WHERE namespace = ?", (write.drop_namespace,))
+            if write.output_template is not None:
+                result.outputs[write.run_id] = self._render_run_output(write)
+        for request in batch.claims:
+            # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
+            result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
+        return result
+
+    def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for part in chunks(run_ids):
+            sql = f"SELECT run_id, seq FROM runs WHERE run_id IN ({qmarks(len(part))})"
+            found.update(self.db.execute(sql, part).fetchall())
+        return found
+
+    def _write_runs(self, writes: list[RunWrite], now: int) -> None:
+        new = [w for w in writes if w.new is not None]
+        self._many(
+            "INSERT OR IGNORE INTO specs VALUES (?, ?)", [(w.new.spec_hash, w.new.spec) for w in new if w.new]
+        )
+        self._many(
+            "INSERT INTO runs (run_id, workflow, spec_hash, status, seq, input, parent, created_ms, updated_ms)"
+            " VALUES (?, ?, ?, 'running', 0, ?, ?, ?, ?)",
+            [
+                (w.run_id, w.new.workflow, w.new.spec_hash, w.new.input, w.new.parent, now, now)
+                for w in new
+                if w.new
+            ],
+        )
+        self._many(
+            "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), output = coalesce(?, output),"
+            " error = coalesce(?, error), finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
+            [(w.new_seq, now, w.status, w.output, w.error, w.finished_ms, w.run_id) for w in writes],
+        )
+        self._many(
+            "INSERT INTO events (run_id, seq, type, at_ms, body) VALUES (?, ?, ?, ?, ?)",
+            [(w.run_id, *event) for w in writes for event in w.events],
+        )
+
+    def _write_children(self, writes: list[RunWrite], now: int) -> None:
+        self._many("DELETE FROM tasks WHERE task_id = ?", [(t,) for w in writes for t in w.drop])
+        self._many(
+            "INSERT OR REPLACE INTO tasks (task_id, run_id, step, idx, target, labels, priority, prio_key, status,"
+            " try_no, lease_no, timeout_ms, input_template, item, input_schema, ready_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    t.task_id, t.run_id, t.step, t.index, t.target,
+                    orjson.dumps(t.labels) if t.labels else None,
+                    t.priority, t.priority * AGING_MS - now, t.try_no, t.lease_floor, t.timeout_ms,
+                    orjson.dumps(t.input_template), orjson.dumps(t.item),
+                    orjson.dumps(t.input_schema) if t.input_schema else None, now,
+                )
+                for w in writes
+                for t in w.enqueue
+            ],
+        )  # fmt: skip
+        self._many("DELETE FROM timers WHERE timer_id = ?", [(t,) for w in writes for t in w.cancel_timers])
+        self._many(
+            "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (t.timer_id, t.run_id, t.due_ms, t.kind, t.task_id, t.lease_no)
+                for w in writes
+                for t in w.set_timers
+            ],
+        )
+        self._many(
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+            [(w.run_id, step, idx, body) for w in writes for step, idx, body in w.outputs],
+        )
+        self._many("DELETE FROM inbox WHERE seq = ?", [(seq,) for w in writes for seq in w.consumed])
+        self._many(
+            "INSERT OR IGNORE INTO seen VALUES (?, ?)", [(i, w.run_id) for w in writes for i in w.seen]
+        )
+
+    def _render_run_output(self, write: RunWrite) -> Any:
+        assert write.output_template is not None
+        template = template_of(write.output_template)
+        outputs = self._outputs(write.run_id, sorted(template.steps))
+        run_input = from_json(
+            self.db.execute("SELECT input FROM runs WHERE run_id = ?", (write.run_id,)).fetchone()[0]
+        )
+        try:
+            output = render_input(template, run_input=run_input, outputs=outputs, item=None, index=-1)
+        except CoveyError as exc:
+            output = {"error": str(exc)}
+        self.db.execute("UPDATE runs SET output = ? WHERE run_id = ?", (orjson.dumps(output), write.run_id))
+        return output

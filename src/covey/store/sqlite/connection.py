@@ -1,0 +1,132 @@
+"""The SQLite store's connection: one connection, used from one thread, and its schema.
+
+SQLite serializes writers, so covey gives each database file exactly one
+writing process (the runner, which holds a lock file) and in it one writing
+thread. Every write is ``BEGIN IMMEDIATE`` ... ``COMMIT``; durability is WAL
+with ``synchronous=FULL`` (an fsync per commit), which group commit amortizes
+over every run in the batch.
+
+The store's SQL is layered over this class, each layer using only those
+below it: :mod:`.reads`, :mod:`.shared` (shared state, locks), :mod:`.tasks`
+(claims, leases, inbox, timers, registry), :mod:`.commit`; ``SQLiteCore`` in
+:mod:`.core` is the top.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from covey.errors import BackendError, CoveyError
+from covey.store.sqlite.schema import MIGRATIONS
+
+__all__ = ["Connection", "chunks", "from_json", "qmarks"]
+
+_CHUNK = 400
+
+
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices short enough for SQLite's parameter limit."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def qmarks(count: int) -> str:
+    """``?,?,?`` for an ``IN (...)`` of ``count`` values."""
+    return ",".join("?" * count)
+
+
+def from_json(body: bytes | None) -> Any:
+    """A stored JSON column's value (NULL stays None)."""
+    return None if body is None else orjson.loads(body)
+
+
+class Connection:
+    """One SQLite connection, its schema and its transactions; not thread-safe, callers keep it on one thread."""
+
+    def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        try:
+            if readonly:
+                uri = f"file:{Path(self.path).resolve()}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open SQLite database {self.path}: {exc}") from None
+        try:
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._migrate()
+            else:
+                self._check_version()
+        except BaseException:
+            self.db.close()  # a refused or unreadable file leaves no connection behind
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    @staticmethod
+    def now_ms() -> int:
+        """The store's clock: this machine's wall clock (one machine in embedded mode)."""
+        return time.time_ns() // 1_000_000
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _version(self) -> int:
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+        if not exists:
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_version(self) -> int:
+        version = self._version()
+        if version > len(MIGRATIONS):
+            raise CoveyError(
+                f"{self.path} has schema version {version}, newer than this covey knows "
+                f"({len(MIGRATIONS)}); upgrade covey to open it"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        version = self._check_version()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', '0')")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(*args)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return result
+
+    def _many(self, sql: str, rows: list[Any]) -> None:
+        """executemany, skipped when there is nothing to write (most batches touch few tables)."""
+        if rows:
+            self.db.executemany(sql, rows)
