@@ -127,3 +127,9 @@ async def test_a_run_namespace_is_kept_or_deleted_when_the_run_ends(
     namespace = run_namespace(info.run_id)
     assert (await store.state_get(namespace, "go") is not None) is kept
     assert bool(await store.state_changes(namespace, 0)) is kept
+
+
+async def test_an_agent_lists_keys_in_pages(covey: Embedded) -> None:
+    info = await covey.wait(await covey.submit({"name": "list", "steps": {"l": {"skill": "lister"}}}))
+    assert info.status == "succeeded"
+    assert info.output == {"l": ["p1", "p2", "p3"]}

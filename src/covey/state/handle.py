@@ -34,16 +34,25 @@ Apply = Callable[
     [Sequence[StateOp], tuple[str, int] | None, tuple[str, int] | None], Awaitable[list[StateEntry]]
 ]
 Get = Callable[[str, str], Awaitable[StateEntry | None]]
+List = Callable[[str, str, str, int], Awaitable[list[StateEntry]]]
 
 
 class StateHandle:
     """Shared state for one try of a task."""
 
     def __init__(
-        self, *, namespace: str, fence: tuple[str, int], get: Get, apply: Apply, hub: WatchHub | None = None
+        self,
+        *,
+        namespace: str,
+        fence: tuple[str, int],
+        get: Get,
+        apply: Apply,
+        hub: WatchHub | None = None,
+        listing: List | None = None,
     ) -> None:
         self.namespace = namespace
         self._hub = hub
+        self._list = listing
         self._fence = fence
         self._get = get
         self._apply = apply
@@ -62,6 +71,14 @@ class StateHandle:
     async def entry(self, key: str, *, namespace: str | None = None) -> StateEntry | None:
         """A key's value and version, for a later compare-and-set."""
         return await self._get(check_namespace(namespace or self.namespace), check_key(key))
+
+    async def list(
+        self, *, prefix: str = "", after: str = "", limit: int = 100, namespace: str | None = None
+    ) -> list[StateEntry]:
+        """Keys starting with ``prefix``, in key order; page with ``after`` (the last key seen)."""
+        if self._list is None:
+            raise RuntimeError("this context cannot list state (it was not built by a worker)")
+        return await self._list(check_namespace(namespace or self.namespace), prefix, after, limit)
 
     def watch(
         self, *, namespace: str | None = None, after: int = 0, private: bool = False

@@ -76,6 +76,10 @@ class WorkerLink(Protocol):
         """A namespace's changes after a cursor, waiting up to ``wait_s`` for some."""
         ...
 
+    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
+        """Keys of a namespace in key order, from ``after``."""
+        ...
+
     async def lock_release(self, name: str, token: int) -> bool:
         """Give a permit back."""
         ...
@@ -161,6 +165,10 @@ class LocalLink:
         if self.feed is not None:
             self.feed.changed({op.namespace for op in ops})
         return entries
+
+    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
+        """List keys in the store."""
+        return await self.store.state_list(namespace, prefix=prefix, after=after, limit=limit)
 
     async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
         """Changes through the runner's feed (woken on commit), or the store read again after ``wait_s``."""

@@ -158,6 +158,11 @@ class SocketLink:
         """Extend a permit through the runner."""
         return bool((await self.call("lock_renew", name=name, token=token, ttl_ms=ttl_ms))["renewed"])
 
+    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
+        """List keys through the runner."""
+        answer = await self.call("state_list", namespace=namespace, prefix=prefix, after=after, limit=limit)
+        return [StateEntry(**entry) for entry in answer["entries"]]
+
     async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
         """Changes after a cursor, waiting up to ``wait_s`` at the runner for some."""
         answer = await self.call("state_watch", namespace=namespace, after=after, wait_s=wait_s)

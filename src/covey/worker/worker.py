@@ -168,6 +168,7 @@ class Worker:
                 get=self.link.state_get,
                 apply=self.link.state_apply,
                 hub=self.hub,
+                listing=self.link.state_list,
             ),
             locks=(self.link.lock_acquire, self.link.lock_release, self.link.lock_renew),
         )

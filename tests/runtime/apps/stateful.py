@@ -59,4 +59,14 @@ async def listen(value: Any, ctx: Context) -> list[int]:
     return seen
 
 
+@agent(skills=["lister"], registry=registry)
+async def lister(value: Any, ctx: Context) -> list[str]:
+    """Write three keys live, then list them in two pages."""
+    for key in ("p1", "p2", "p3"):
+        await ctx.state.live.put(key, key)
+    first = await ctx.state.list(prefix="p", limit=2)
+    rest = await ctx.state.list(prefix="p", after=first[-1].key)
+    return [entry.key for entry in first + rest]
+
+
 agents = list(registry)
