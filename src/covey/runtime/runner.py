@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived
 from covey.errors import InputError, NotFound
 from covey.ids import new_id
@@ -168,8 +169,6 @@ class Runner:
         self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
     ) -> None:
         """Deliver a named signal; repeating a signal id is a no-op."""
-        from covey.codec import check_payload
-
         check_payload(payload, field="payload")
         info = await self.store.get_run(run_id)
         if info is None:

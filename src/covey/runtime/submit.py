@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from covey.codec import check_payload
 from covey.errors import InputError
 from covey.ids import check_run_id, new_id
 from covey.runtime.batch import Submission
+from covey.schema import schema_problem
 from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
 
@@ -53,11 +52,7 @@ def prepare_submission(
     chosen = check_run_id(run_id) if run_id is not None else new_id()
     data = check_payload(run_input, field="input")
     schema = compiled.spec.input_schema
-    if schema is not None:
-        problem = next(iter(Draft202012Validator(schema).iter_errors(run_input)), None)
-        if problem is not None:
-            where = "input" + "".join(
-                f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path
-            )
-            raise InputError(problem.message, field=where)
+    problem = schema_problem(run_input, schema) if schema is not None else None
+    if problem is not None:
+        raise problem
     return Submission(chosen, compiled, run_input, data)

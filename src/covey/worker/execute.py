@@ -11,12 +11,11 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from covey.agents.context import Context, Handoff, TaskCancelled
 from covey.agents.registry import AgentDef
 from covey.codec import check_payload
 from covey.errors import AgentFailure, InputError, Retry
+from covey.schema import schema_problem
 from covey.store.base import Lease
 
 __all__ = ["error_of", "execute"]
@@ -72,11 +71,10 @@ def _check_input(lease: Lease) -> dict[str, Any] | None:
         return {"kind": "input_invalid", "message": lease.input_error, "retryable": False}
     if lease.input_schema is None:
         return None
-    problem = next(iter(Draft202012Validator(lease.input_schema).iter_errors(lease.input)), None)
+    problem = schema_problem(lease.input, lease.input_schema)
     if problem is None:
         return None
-    where = "input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path)
-    return {"kind": "input_invalid", "message": f"{where}: {problem.message}", "retryable": False}
+    return {"kind": "input_invalid", "message": str(problem), "retryable": False}
 
 
 async def _call(agent: AgentDef, value: Any, ctx: Context, threads: Executor) -> Any:
