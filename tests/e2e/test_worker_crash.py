@@ -47,14 +47,15 @@ def workers(tmp_path: Path, runner: Runner) -> list[subprocess.Popen[bytes]]:
         proc.wait(10)
 
 
-def _holder(trace: Path) -> int:
-    return int((trace / "started-1").read_text().split()[0])
+async def _first_try_started(runner: Runner, trace: Path) -> tuple[str, int]:
+    """Submit the hold workflow and wait for its first try: the run id and the pid of the worker holding it."""
+    run_id = await runner.submit(HOLD)
+    await wait_for(lambda: (trace / "started-1").exists(), timeout=20)
+    return run_id, int((trace / "started-1").read_text().split()[0])
 
 
 async def test_killed_worker_task_is_rerun_elsewhere(tmp_path: Path, runner: Runner, workers: list) -> None:
-    run_id = await runner.submit(HOLD)
-    await wait_for(lambda: (tmp_path / "started-1").exists(), timeout=20)
-    victim = _holder(tmp_path)
+    run_id, victim = await _first_try_started(runner, tmp_path)
 
     os.kill(victim, signal.SIGKILL)
     info = await asyncio.wait_for(runner.wait(run_id), 30)
@@ -70,9 +71,7 @@ async def test_killed_worker_task_is_rerun_elsewhere(tmp_path: Path, runner: Run
 
 
 async def test_paused_worker_late_result_is_rejected(tmp_path: Path, runner: Runner, workers: list) -> None:
-    run_id = await runner.submit(HOLD)
-    await wait_for(lambda: (tmp_path / "started-1").exists(), timeout=20)
-    zombie = _holder(tmp_path)
+    run_id, zombie = await _first_try_started(runner, tmp_path)
     os.kill(zombie, signal.SIGSTOP)
 
     info = await asyncio.wait_for(runner.wait(run_id), 30)
@@ -101,8 +100,7 @@ async def test_sigterm_releases_leases_without_counting_a_try(tmp_path: Path, ru
         "worker", app, "--store", db, "--concurrency", "1", "--grace", "0.2", trace=tmp_path, cwd=tmp_path
     )
     try:
-        run_id = await runner.submit(HOLD)
-        await wait_for(lambda: (tmp_path / "started-1").exists(), timeout=20)
+        run_id, _ = await _first_try_started(runner, tmp_path)
 
         first.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(first.wait, 10) == 0
