@@ -25,11 +25,18 @@ Semantics every implementation keeps:
 * ``fire_due`` deletes due timer rows and marks ended leases ``expired``, and
   appends the matching TimerFired rows to the inbox in the same transaction.
 * Times are the store's clock (:meth:`now_ms`), never a worker's.
+* Runs hash into :data:`SHARDS` shards (:func:`shard_of`). An engine loop
+  decides a run only while its epoch holds the run's shard: ``begin_epoch``
+  takes every shard at once (the embedded runner), ``join_epoch`` plus
+  ``take_shards`` take some (engine loops on many machines). A commit whose
+  epoch does not hold the shard of every run it writes fails as a whole with
+  Conflict, so a paused ex-owner cannot write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +45,7 @@ from covey.state.model import StateChange, StateEntry, StateOp
 
 __all__ = [
     "AGING_MS",
+    "SHARDS",
     "ClaimRequest",
     "CommitBatch",
     "CommitResult",
@@ -49,10 +57,19 @@ __all__ = [
     "Store",
     "TaskInfo",
     "WorkerInfo",
+    "shard_of",
 ]
 
 #: A waiting task gains one priority level per this many milliseconds, so low priority never starves.
 AGING_MS = 10_000
+
+#: Runs hash into this many shards; an engine loop owns whole shards (invariant 3).
+SHARDS = 256
+
+
+def shard_of(run_id: str) -> int:
+    """The shard a run belongs to: a stable hash, the same on every machine and release."""
+    return zlib.crc32(run_id.encode()) % SHARDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,8 @@ class InboxRow:
     seq: int = 0
     output: bytes | None = None
     """For a success report: the agent's output as JSON bytes, stored if the report is accepted."""
+    state_ops: list[dict[str, Any]] | None = None
+    """For a success report: its staged state writes (``StateOp.to_json`` each), applied if it is accepted."""
 
 
 @dataclass(slots=True)
@@ -234,6 +253,33 @@ class Store(Protocol):
         """
         ...
 
+    async def join_epoch(self) -> int:
+        """A new epoch that holds no shard yet: for engine loops that share the store with others.
+
+        Unlike :meth:`begin_epoch` it voids no lease: workers hold their leases
+        in the store, not in an engine loop, so a loop starting or dying
+        changes nothing for them.
+        """
+        ...
+
+    async def take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
+        """Lease shards to ``epoch`` until ``ttl_ms`` from now; returns the ones it holds now.
+
+        A requested shard is granted if it is free, its lease has ended, or
+        ``epoch`` holds it already (a renewal). One held by another epoch
+        whose lease runs is left alone. Taking a shard moves it to ``epoch``,
+        so its former holder's commits fail from then on.
+        """
+        ...
+
+    async def release_shards(self, epoch: int, shards: Sequence[int]) -> None:
+        """Give shards back at once (a clean stop, or rebalancing); others may take them now."""
+        ...
+
+    async def shard_leases(self) -> dict[int, tuple[int, int]]:
+        """Every shard ever leased: shard -> (epoch, lease end in ms, store clock)."""
+        ...
+
     async def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims (see module docstring)."""
         ...
@@ -258,8 +304,10 @@ class Store(Protocol):
         """Append rows for the engine loop; a row whose id was seen before is ignored."""
         ...
 
-    async def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
-        """Inbox rows after ``after_seq``, oldest first."""
+    async def read_inbox(
+        self, after_seq: int, limit: int, shards: Collection[int] | None = None
+    ) -> list[InboxRow]:
+        """Inbox rows after ``after_seq``, oldest first; only runs of ``shards`` when given."""
         ...
 
     async def fire_due(self, limit: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -126,6 +126,24 @@ class SQLiteStore:
         """Take every shard; void older leases."""
         return int(await self._call("begin_epoch"))
 
+    async def join_epoch(self) -> int:
+        """A new epoch holding no shard."""
+        return int(await self._call("join_epoch"))
+
+    async def take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
+        """Lease shards to an epoch; the ones it holds."""
+        held: set[int] = await self._call("take_shards", epoch, list(shards), ttl_ms)
+        return held
+
+    async def release_shards(self, epoch: int, shards: Sequence[int]) -> None:
+        """Give shards back."""
+        await self._call("release_shards", epoch, list(shards))
+
+    async def shard_leases(self) -> dict[int, tuple[int, int]]:
+        """shard -> (epoch, lease end)."""
+        leases: dict[int, tuple[int, int]] = await self._call("shard_leases")
+        return leases
+
     async def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims."""
         small = len(batch.runs) + len(batch.claims) <= INLINE_COMMIT_LIMIT
@@ -150,9 +168,11 @@ class SQLiteStore:
         """Append inbox rows idempotently."""
         await self._call("append_inbox", rows)
 
-    async def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
+    async def read_inbox(
+        self, after_seq: int, limit: int, shards: Collection[int] | None = None
+    ) -> list[InboxRow]:
         """Inbox rows after a sequence number."""
-        rows: list[InboxRow] = await self._call("read_inbox", after_seq, limit)
+        rows: list[InboxRow] = await self._call("read_inbox", after_seq, limit, shards)
         return rows
 
     async def fire_due(self, limit: int) -> int:

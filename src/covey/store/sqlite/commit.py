@@ -9,12 +9,15 @@ import orjson
 
 from covey.engine.events import TimerFired
 from covey.errors import Conflict, CoveyError
-from covey.store.base import AGING_MS, CommitBatch, CommitResult, RunWrite
+from covey.store.base import AGING_MS, SHARDS, CommitBatch, CommitResult, RunWrite, shard_of
 from covey.store.inputs import render_input, template_of
 from covey.store.sqlite.connection import chunks, from_json, qmarks
 from covey.store.sqlite.tasks import Tasks
 
 __all__ = ["Commit"]
+
+#: A lease end that never comes: the embedded runner holds its shards until another runner starts.
+FOREVER_MS = 2**62
 
 
 class Commit(Tasks):
@@ -24,9 +27,72 @@ class Commit(Tasks):
         """Bump the epoch and void every lease granted under an earlier one."""
         return int(self._write(self._begin_epoch))
 
-    def _begin_epoch(self) -> int:
+    def _next_epoch(self) -> int:
         epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]) + 1
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (str(epoch),))
+        return epoch
+
+    def join_epoch(self) -> int:
+        """A new epoch holding no shard."""
+        return int(self._write(self._next_epoch))
+
+    def take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
+        """Lease free, ended or own shards to ``epoch``; returns those it holds."""
+        return self._write(self._take_shards, epoch, shards, ttl_ms)  # type: ignore[no-any-return]
+
+    def _take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
+        now = self.now_ms()
+        self.db.executemany(
+            "INSERT INTO shards (shard, epoch, until_ms) VALUES (?, ?, ?) ON CONFLICT (shard) DO UPDATE"
+            " SET epoch = excluded.epoch, until_ms = excluded.until_ms"
+            " WHERE shards.epoch = excluded.epoch OR shards.until_ms <= ?",
+            [(shard, epoch, now + ttl_ms, now) for shard in shards],
+        )
+        return self._held(epoch, shards)
+
+    def _held(self, epoch: int, shards: Sequence[int]) -> set[int]:
+        held: set[int] = set()
+        for part in chunks(list(shards)):
+            held.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT shard FROM shards WHERE epoch = ? AND shard IN ({qmarks(len(part))})",
+                    (epoch, *part),
+                )
+            )
+        return held
+
+    def release_shards(self, epoch: int, shards: Sequence[int]) -> None:
+        """End ``epoch``'s leases of ``shards`` now (the epoch stays on them until someone takes them)."""
+        self._write(
+            lambda: self.db.executemany(
+                "UPDATE shards SET until_ms = 0 WHERE shard = ? AND epoch = ?",
+                [(shard, epoch) for shard in shards],
+            )
+        )
+
+    def shard_leases(self) -> dict[int, tuple[int, int]]:
+        """shard -> (epoch, until_ms)."""
+        return {s: (e, u) for s, e, u in self.db.execute("SELECT shard, epoch, until_ms FROM shards")}
+
+    def _check_epoch(self, batch: CommitBatch) -> None:
+        """Conflict unless ``batch.epoch`` holds the shard of every run the batch writes.
+
+        A batch that writes no run (claims only) needs no shard.
+        """
+        needed = {shard_of(w.run_id) for w in batch.runs}
+        lost = needed - self._held(batch.epoch, sorted(needed))
+        if lost:
+            raise Conflict(
+                f"epoch {batch.epoch} no longer holds shard(s) {sorted(lost)[:5]}; another engine loop took over"
+            )
+
+    def _begin_epoch(self) -> int:
+        epoch = self._next_epoch()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO shards (shard, epoch, until_ms) VALUES (?, ?, ?)",
+            [(shard, epoch, FOREVER_MS) for shard in range(SHARDS)],
+        )
         now = self.now_ms()
         rows = self.db.execute(
             "SELECT task_id, run_id, lease_no FROM tasks WHERE status = 'leased'"
@@ -47,9 +113,7 @@ class Commit(Tasks):
         return self._write(self._commit, batch)  # type: ignore[no-any-return]
 
     def _commit(self, batch: CommitBatch) -> CommitResult:
-        epoch = int(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-        if epoch != batch.epoch:
-            raise Conflict(f"epoch {batch.epoch} is stale (store is at {epoch}); another runner took over")
+        self._check_epoch(batch)
         result = CommitResult()
         current = self._current_seqs([w.run_id for w in batch.runs])
         ok: list[RunWrite] = []

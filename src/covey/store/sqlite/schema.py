@@ -74,4 +74,12 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE lock_tokens (name TEXT PRIMARY KEY, token INTEGER NOT NULL) WITHOUT ROWID;
     """,
+    # 4: shards leased to engine loops by epoch (the embedded runner takes all of them), and staged
+    # state writes carried by an inbox report.
+    """
+    CREATE TABLE shards (
+        shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE inbox ADD COLUMN state_ops BLOB;
+    """,
 ]

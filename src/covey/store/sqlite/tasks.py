@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -10,7 +10,7 @@ import orjson
 from covey.engine.events import TimerFired, event_to_json
 from covey.errors import CoveyError
 from covey.state.model import run_namespace
-from covey.store.base import ClaimRequest, InboxRow, Lease, WorkerInfo
+from covey.store.base import ClaimRequest, InboxRow, Lease, WorkerInfo, shard_of
 from covey.store.inputs import reads_state, render_input, template_of
 from covey.store.sqlite.connection import from_json, qmarks
 from covey.store.sqlite.shared import Shared
@@ -155,8 +155,18 @@ class Tasks(Shared):
     def _append_inbox(self, rows: Sequence[InboxRow]) -> None:
         seen = self._seen([row.id for row in rows])
         self.db.executemany(
-            "INSERT OR IGNORE INTO inbox (id, run_id, body, output) VALUES (?, ?, ?, ?)",
-            [(r.id, r.run_id, orjson.dumps(r.event), r.output) for r in rows if r.id not in seen],
+            "INSERT OR IGNORE INTO inbox (id, run_id, body, output, state_ops) VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    r.id,
+                    r.run_id,
+                    orjson.dumps(r.event),
+                    r.output,
+                    orjson.dumps(r.state_ops) if r.state_ops else None,
+                )
+                for r in rows
+                if r.id not in seen
+            ],
         )
 
     def _append_timer_rows(self, rows: Iterable[tuple[str, str, TimerFired]]) -> None:
@@ -165,16 +175,26 @@ class Tasks(Shared):
             [(row_id, run_id, orjson.dumps(event_to_json(event))) for row_id, run_id, event in rows],
         )
 
-    def read_inbox(self, after_seq: int, limit: int) -> list[InboxRow]:
-        """Inbox rows after ``after_seq``, oldest first."""
-        rows = self.db.execute(
-            "SELECT seq, id, run_id, body, output FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        return [
-            InboxRow(row_id, run_id, orjson.loads(body), seq, output)
-            for seq, row_id, run_id, body, output in rows
-        ]
+    def read_inbox(self, after_seq: int, limit: int, shards: Collection[int] | None = None) -> list[InboxRow]:
+        """Inbox rows after ``after_seq``, oldest first; only runs of ``shards`` when given.
+
+        The shard filter runs here, not in SQL: an embedded runner holds every
+        shard, so it is only ever used by tests and tools.
+        """
+        found: list[InboxRow] = []
+        while len(found) < limit:
+            rows = self.db.execute(
+                "SELECT seq, id, run_id, body, output, state_ops FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            for seq, row_id, run_id, body, output, ops in rows:
+                after_seq = seq
+                if shards is None or shard_of(run_id) in shards:
+                    state_ops = orjson.loads(ops) if ops is not None else None
+                    found.append(InboxRow(row_id, run_id, orjson.loads(body), seq, output, state_ops))
+            if len(rows) < limit:
+                break
+        return found[:limit]
 
     def fire_due(self, limit: int) -> int:
         """Move due timers and ended leases into the inbox."""

@@ -16,6 +16,8 @@ The suite is a set of pytest test classes, one per capability:
 :class:`~.registry.TestRegistry`          the worker registry
 :class:`~.locks.TestLocks`                locks and semaphores, fencing tokens, lock-fenced writes
 :class:`~.reads.TestReads`                ``get_run``, ``list_runs``, ``list_tasks``, reopening
+:class:`~.shards.TestShards`              shards leased to engine loops by epoch; commits
+                                          need the shards of their runs
 :class:`~.state.TestState`                shared state: versions, compare-and-set, reducers,
                                           atomic batches, ``state_list`` paging, lease fences,
                                           writes staged in a commit, concurrent updates
@@ -106,6 +108,7 @@ pytest.register_assert_rewrite(
             "outputs",
             "reads",
             "registry",
+            "shards",
             "state",
             "locks",
             "timers",

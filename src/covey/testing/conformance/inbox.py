@@ -89,3 +89,21 @@ class TestInbox:
         (row,) = await store.read_inbox(cursor, 10)
         assert row.id == "s3"
         assert row.seq > cursor
+
+    async def test_a_report_keeps_its_staged_state_writes(self, store: Store) -> None:
+        ops = [
+            {
+                "op": "update",
+                "namespace": "run:r1",
+                "key": "n",
+                "value": 2,
+                "reducer": "add",
+                "if_version": None,
+            }
+        ]
+        row = inbox_row("rep", "r1", TaskSucceeded("r1/a", 1, 5, None), {"x": 1})
+        await store.append_inbox([InboxRow(row.id, row.run_id, row.event, output=row.output, state_ops=ops)])
+        await store.append_inbox([_signal("s1")])
+        rows = await store.read_inbox(0, 10)
+        assert rows[0].state_ops == ops
+        assert rows[1].state_ops is None
