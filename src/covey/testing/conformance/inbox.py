@@ -101,7 +101,7 @@ class TestInbox:
                 "if_version": None,
             }
         ]
-        row = inbox_row("rep", "r1", TaskSucceeded("r1/a", 1, 5, None), {"x": 1})
+        row = inbox_row("rep", "r1", TaskSucceeded("r1/a", 1, 5, []), {"x": 1})
         await store.append_inbox([InboxRow(row.id, row.run_id, row.event, output=row.output, state_ops=ops)])
         await store.append_inbox([_signal("s1")])
         rows = await store.read_inbox(0, 10)
