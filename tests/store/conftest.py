@@ -1,24 +1,17 @@
 """Fixtures for the store tests: each store the conformance suite runs against.
 
 ``store_factory`` is parametrized by backend; each test gets its own,
-initially empty database. Adding a backend is one more parameter here (and
-its skip-unless-reachable check), nothing else::
-
-    params=["sqlite", "postgres", "redis"]
-
-    if request.param == "postgres":
-        dsn = postgres_dsn_or_skip()          # fail instead of skipping when CI=true
-        schema = f"covey_test_{uuid4().hex}"  # isolation: a schema per test
-        return lambda: PostgresStore(dsn, schema=schema)
-    if request.param == "redis":
-        url = redis_url_or_skip()
-        prefix = f"covey-test:{uuid4().hex}"  # isolation: a key prefix per test
-        return lambda: RedisStore(url, prefix=prefix)
+initially empty database (a file, a PostgreSQL schema, a Redis key prefix).
+A backend plugs in with one entry in ``FACTORIES``: an async context manager
+that yields the test's factory and cleans its database up afterwards. It
+finds its server with :mod:`covey.testing.servers`, which skips the test
+when the server is absent, or fails it under ``CI=true``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -27,16 +20,24 @@ from covey.store.base import Store
 from covey.store.sqlite import SQLiteStore
 from covey.testing.conformance import StoreFactory
 
-STORES = ["sqlite"]  # later: "postgres", "redis"
+
+@asynccontextmanager
+async def sqlite_factory(tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """A fresh SQLite file per test."""
+    path = tmp_path / "covey.db"
+    yield lambda: SQLiteStore(path)
 
 
-@pytest.fixture(params=STORES)
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StoreFactory]]] = {
+    "sqlite": sqlite_factory,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Opens this test's store: a new, not yet entered store object on the same database per call."""
-    if request.param == "sqlite":
-        path = tmp_path / "covey.db"
-        return lambda: SQLiteStore(path)
-    raise AssertionError(f"no store factory for {request.param!r}")
+    async with FACTORIES[request.param](tmp_path) as factory:
+        yield factory
 
 
 @pytest.fixture
