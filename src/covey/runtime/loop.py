@@ -8,6 +8,11 @@ committed at once; under load, batches grow while the previous commit is
 being fsync'd, and throughput follows. Replies and leases leave only after the
 commit returns; a failed commit discards the cached state of its runs
 (invariant 3).
+
+Embedded, one loop holds every shard and hears every input directly. On a
+distributed store several loops share the runs: each decides only the runs of
+the shards it holds (``set_shards``), reads its inputs from the store's inbox,
+and announces what a commit made ready through ``on_hints`` (a bus).
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 import orjson
 
+from covey.bus.base import topic_ready, topic_state
 from covey.engine.commands import (
     ReadState,
 )
@@ -33,7 +39,7 @@ from covey.engine.events import (
 )
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
-from covey.errors import BackendError, CoveyError
+from covey.errors import BackendError, Conflict, CoveyError
 from covey.runtime.batch import (
     Input,
     PendingClaim,
@@ -45,7 +51,17 @@ from covey.runtime.batch import (
     record_decision,
 )
 from covey.state.model import StateOp, run_namespace
-from covey.store.base import ClaimRequest, CommitBatch, CommitResult, Lease, RunInfo, RunWrite, Store
+from covey.store.base import (
+    ClaimRequest,
+    CommitBatch,
+    CommitResult,
+    InboxRow,
+    Lease,
+    RunInfo,
+    RunWrite,
+    Store,
+    shard_of,
+)
 
 __all__ = ["EngineLoop"]
 
@@ -62,9 +78,11 @@ FINISHED_CACHE = 2_000
 class EngineLoop:
     """Folds inputs into runs and commits them in groups; see the module docstring."""
 
-    def __init__(self, store: Store, *, epoch: int) -> None:
+    def __init__(self, store: Store, *, epoch: int, shards: Collection[int] | None = None) -> None:
         self.store = store
         self.epoch = epoch
+        self.shards: frozenset[int] | None = None if shards is None else frozenset(shards)
+        """The shards this loop decides; None for all of them (the embedded runner)."""
         self.runs: dict[str, RunState] = {}
         self._finished_order: list[str] = []
         self._finished: set[str] = set()
@@ -75,11 +93,14 @@ class EngineLoop:
         self._parked: list[PendingClaim] = []
         self._wake = asyncio.Event()
         self._read_inbox = True
-        self._inbox_cursor = 0
+        self._inbox_pending: set[int] = set()
+        """Inbox rows read and not yet consumed by a commit: skipped when the inbox is read again."""
         self._in_flight: asyncio.Task[bool] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.on_state_changed: Callable[[set[str]], None] | None = None
         """Told which namespaces a commit's staged state writes touched (wakes watchers)."""
+        self.on_hints: Callable[[set[str]], None] | None = None
+        """Told, after each commit, the bus topics it concerns: targets with unleased ready tasks, namespaces."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
 
@@ -127,6 +148,27 @@ class EngineLoop:
         self._claims.append(pending)
         self._wake.set()
         return await pending.future
+
+    def set_shards(self, shards: Collection[int]) -> None:
+        """Decide the runs of ``shards`` from now on, forgetting cached runs whose shard came or went.
+
+        A run of a shard held before and lost meanwhile may have been decided
+        elsewhere, so a shard that comes back is loaded afresh too.
+        """
+        new = frozenset(shards)
+        old = self.shards if self.shards is not None else new
+        changed = new ^ old
+        if changed:
+            for run_id in [r for r in self.runs if shard_of(r) in changed]:
+                del self.runs[run_id]
+                self._finished.discard(run_id)
+        self.shards = new
+        self._read_inbox = True
+        self._wake.set()
+
+    def owns(self, run_id: str) -> bool:
+        """Whether this loop decides ``run_id`` now."""
+        return self.shards is None or shard_of(run_id) in self.shards
 
     def poke_inbox(self) -> None:
         """Something was appended to the store's inbox (a timer fired): read it next iteration."""
@@ -202,6 +244,8 @@ class EngineLoop:
         if self._read_inbox:
             self._read_inbox = False
             items.extend(await self._from_store_inbox())
+        if self.shards is not None:
+            items = self._owned(items)
         if not items and not claims:
             return
         try:
@@ -224,34 +268,67 @@ class EngineLoop:
         if self._in_flight is not None:
             await self._in_flight
 
+    def _owned(self, items: list[Input]) -> list[Input]:
+        """Keep the inputs of runs this loop decides; a lost shard's inbox rows stay for its new owner."""
+        kept = []
+        for item in items:
+            if self.owns(item.run_id):
+                kept.append(item)
+            else:
+                self._inbox_pending.discard(item.seq)
+                _fail(item.future, Conflict(f"run {item.run_id} is decided by another engine loop"))
+        return kept
+
     def _abandon(self, items: list[Input], claims: list[PendingClaim], exc: BaseException) -> None:
         for item in items:
             self.runs.pop(item.run_id, None)
+            self._inbox_pending.discard(item.seq)
             _fail(item.future, exc)
         for pending in claims:
             _fail(pending.future, exc)
 
     async def _from_store_inbox(self) -> list[Input]:
-        rows = await self.store.read_inbox(self._inbox_cursor, INBOX_BATCH)
-        if len(rows) == INBOX_BATCH:
+        """Inbox rows not yet being decided, oldest first.
+
+        Rows are read from the start every time, skipping those already in a
+        batch: on PostgreSQL row numbers are not committed in order, so a
+        cursor could step over a row that commits late.
+        """
+        if self.shards is not None and not self.shards:
+            return []
+        limit = INBOX_BATCH + len(self._inbox_pending)
+        rows = await self.store.read_inbox(0, limit, self.shards)
+        if len(rows) == limit:
             self._read_inbox = True
         items = []
         for row in rows:
-            self._inbox_cursor = max(self._inbox_cursor, row.seq)
-            try:
-                event = event_from_json(row.event)
-            except CoveyError as exc:
-                log.error("dropping malformed inbox row %s: %s", row.id, exc)
-                items.append(Input(row.run_id, None, seq=row.seq))
+            if row.seq in self._inbox_pending:
                 continue
-            output_value = orjson.loads(row.output) if row.output is not None else None
-            item = Input(row.run_id, event, output=row.output, output_value=output_value, seq=row.seq)
-            if isinstance(event, RunSubmitted):
-                item.submission = offline_submission(event, row.id)
-                if item.submission is None:
-                    item.event = None
-            items.append(item)
+            self._inbox_pending.add(row.seq)
+            items.append(self._inbox_input(row))
         return items
+
+    @staticmethod
+    def _inbox_input(row: InboxRow) -> Input:
+        """An inbox row as an input of the next batch (a malformed one is consumed without a decision)."""
+        try:
+            event = event_from_json(row.event)
+        except CoveyError as exc:
+            log.error("dropping malformed inbox row %s: %s", row.id, exc)
+            return Input(row.run_id, None, seq=row.seq)
+        output_value = orjson.loads(row.output) if row.output is not None else None
+        item = Input(row.run_id, event, output=row.output, output_value=output_value, seq=row.seq)
+        if row.state_ops:
+            try:
+                item.state_ops = [StateOp.from_json(op) for op in row.state_ops]
+            except CoveyError as exc:
+                log.error("dropping malformed state writes of inbox row %s: %s", row.id, exc)
+                return Input(row.run_id, None, seq=row.seq)
+        if isinstance(event, RunSubmitted):
+            item.submission = offline_submission(event, row.id)
+            if item.submission is None:
+                item.event = None
+        return item
 
     async def _prepare(self, items: list[Input], claims: list[PendingClaim]) -> PreparedBatch:
         """Decide a batch's inputs and build its commit (nothing is written yet)."""
@@ -281,6 +358,11 @@ class EngineLoop:
             self._abandon(prepared.items, prepared.claims, exc)
             return False
         self.commits += 1
+        if self._inbox_pending:
+            self._inbox_pending.difference_update(prepared.batch.consumed)
+            for write in prepared.batch.runs:
+                if write.run_id not in result.conflicts:
+                    self._inbox_pending.difference_update(write.consumed)
         for run_id, problems in result.state_errors.items():
             log.warning("run %s: staged state writes skipped: %s", run_id, "; ".join(problems))
         self._after_commit(result, prepared)
@@ -382,6 +464,8 @@ class EngineLoop:
         touched = {op.namespace for w in writes.values() for op in w.write.state_ops}
         if touched and self.on_state_changed is not None:
             self.on_state_changed(touched)
+        if self.on_hints is not None:
+            self._hint(result, writes, touched)
         for run_id, entry in writes.items():
             if run_id in result.conflicts:
                 continue
@@ -389,6 +473,20 @@ class EngineLoop:
                 self._spawn(self._read_state(read))
             if entry.finished:
                 self._run_finished(run_id, result.outputs.get(run_id))
+
+    def _hint(self, result: CommitResult, writes: dict[str, RunDelta], touched: set[str]) -> None:
+        """Announce the targets of tasks this commit left ready (not leased in it), and changed namespaces."""
+        leased = {lease.task_id for leases in result.leases.values() for lease in leases}
+        topics = {topic_state(namespace) for namespace in touched}
+        for run_id, entry in writes.items():
+            if run_id not in result.conflicts:
+                topics.update(
+                    topic_ready(task.target)
+                    for task in entry.tasks.values()
+                    if task is not None and task.task_id not in leased
+                )
+        if topics and self.on_hints is not None:
+            self.on_hints(topics)
 
     def _requeue_conflicts(self, conflicts: set[str], writes: dict[str, RunDelta]) -> None:
         for run_id in conflicts:
