@@ -19,6 +19,7 @@ import pytest
 from covey.store.base import Store
 from covey.store.sqlite import SQLiteStore
 from covey.testing.conformance import StoreFactory
+from tests.store.backend_postgres import postgres_factory
 
 
 @asynccontextmanager
@@ -30,6 +31,7 @@ async def sqlite_factory(tmp_path: Path) -> AsyncIterator[StoreFactory]:
 
 FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StoreFactory]]] = {
     "sqlite": sqlite_factory,
+    "postgres": postgres_factory,
 }
 
 
