@@ -1,0 +1,295 @@
+"""The Redis bus: hints over Redis pub/sub.
+
+A hint for topic ``t`` is a ``PUBLISH`` on channel ``<prefix>:hint:<t>``; one
+publish call sends its topics in one pipeline (one round trip). Each bus
+holds one listening connection, subscribed to the channels of every topic
+its subscriptions hold, and fans what it receives out to them
+(:class:`~covey.bus.memory.Fanout`). Pub/sub channels are global to a Redis
+server (the database number does not separate them), so the prefix is what
+keeps two installations apart.
+
+Redis pub/sub delivers to whoever is connected and subscribed at that moment
+and keeps nothing: a hint sent while the listener is reconnecting is lost.
+That is why, after every reconnection, the listener first subscribes again
+and only then reports :data:`~covey.bus.base.RESYNC`: whoever reads the store
+after RESYNC is sure to be hinted of anything committed after that read.
+
+Design notes:
+
+* The listener uses a bare redis-py ``Connection`` instead of
+  ``redis.asyncio.client.PubSub``: ``PubSub`` reconnects and resubscribes by
+  itself inside its reads, which would hide exactly the moment this bus must
+  report RESYNC.
+* Reads never time out (a timeout that lands in the middle of a reply would
+  tear it); a watchdog PINGs an idle connection every
+  :data:`HEALTH_CHECK_S` seconds and drops it when nothing at all came back
+  for two periods, which catches a half-open TCP connection.
+* While the listener is down, ``publish`` drops hints at once (logged at
+  debug level; the listener logged the outage) instead of waiting on connect
+  timeouts after every commit.
+* Both connections are named ``covey-bus:<prefix>`` (``CLIENT LIST`` shows
+  which process is whose); the tests cut them with ``CLIENT KILL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, parse_url
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from covey.bus.memory import Fanout, LocalSubscription
+from covey.bus.open import redact_url
+from covey.errors import ConfigError
+
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "HEALTH_CHECK_S", "RedisBus"]
+
+log = logging.getLogger("covey.bus.redis")
+
+#: First pause before reconnecting after a failure, in seconds; it doubles up to BACKOFF_MAX_S.
+BACKOFF_MIN_S = 0.05
+#: Longest pause between two reconnection attempts, in seconds.
+BACKOFF_MAX_S = 2.0
+#: An idle listening connection is PINGed this often, and dropped after two periods of silence, in seconds.
+HEALTH_CHECK_S = 5.0
+#: How long connecting (and a publish or subscribe round trip) may take, in seconds.
+CONNECT_TIMEOUT_S = 2.0
+#: How long the first connection attempt may hold up ``async with``, in seconds.
+ENTER_WAIT_S = 2.0
+
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisBus:
+    """Hints over Redis pub/sub, on channels named ``<prefix>:hint:<topic>``.
+
+    Args:
+        url: ``redis://[user:password@]host:port[/db]`` or ``rediss://`` for TLS.
+        prefix: starts every channel name; buses on one prefix see each other's hints.
+
+    Raises:
+        ConfigError: ``url`` is not a Redis URL.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "covey") -> None:
+        try:
+            kwargs: dict[str, Any] = dict(parse_url(url))
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
+        self._name = "covey-bus:" + "".join(c if c.isprintable() and c != " " else "_" for c in prefix)
+        self._connection_class: type[Connection] = kwargs.pop("connection_class", Connection)
+        # RESP2 whatever the URL asks: pub/sub messages are then plain replies, not RESP3 pushes.
+        self._connect_kwargs = kwargs | {
+            "client_name": self._name,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "protocol": 2,
+        }
+        self._url = url
+        self._where = redact_url(url)
+        self._prefix = f"{prefix}:hint:".encode()
+        self._heard = 0.0
+        self._fanout = Fanout(self)
+        self._client: Redis | None = None
+        self._conn: Connection | None = None
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._attempted = asyncio.Event()
+
+    async def __aenter__(self) -> RedisBus:
+        self._client = Redis.from_url(
+            self._url,
+            client_name=self._name,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=CONNECT_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._fanout.open()
+        self._attempted.clear()
+        self._keeper = asyncio.create_task(self._keep_listening(), name=f"{self._name} listener")
+        # Give the first connection a moment so that subscriptions made right
+        # after entering are live; an unreachable server does not fail this.
+        try:
+            async with asyncio.timeout(ENTER_WAIT_S):
+                await self._attempted.wait()
+        except TimeoutError:
+            pass
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every subscription and both connections; idempotent."""
+        self._fanout.close()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def publish(self, topics: Collection[str]) -> None:
+        """PUBLISH one message per topic in one pipeline; logs and returns if Redis cannot take them."""
+        unique = list(dict.fromkeys(topics))
+        if not unique:
+            return
+        client = self._client
+        if client is None or self._conn is None:
+            log.debug("redis bus %s is not connected; dropped hints %s", self._where, unique)
+            return
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for topic in unique:
+                    pipe.publish(self._prefix + topic.encode(), topic)
+                await pipe.execute()
+        except _ERRORS as exc:
+            log.warning("redis bus %s: could not publish %d hints: %s", self._where, len(unique), exc)
+
+    async def subscribe(self, topics: Collection[str]) -> LocalSubscription:
+        """A subscription to ``topics``, receiving hints published once this returns."""
+        return await self._fanout.subscribe(topics)
+
+    # The Listener side, called by the fan-out.
+
+    async def listen(self, topics: Collection[str]) -> None:
+        """SUBSCRIBE to ``topics``' channels and wait for Redis to confirm (if connected)."""
+        conn = self._conn
+        if conn is None:
+            return  # subscribed when the listener reconnects, and then RESYNC is reported
+        channels = [self._prefix + topic.encode() for topic in topics]
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in channels:
+            future = loop.create_future()
+            self._confirm.setdefault(channel, []).append(future)
+            futures.append(future)
+        try:
+            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await asyncio.gather(*futures)
+        except _ERRORS as exc:
+            log.debug(
+                "redis bus %s: SUBSCRIBE not confirmed (%s); the listener resubscribes", self._where, exc
+            )
+        finally:
+            for channel, future in zip(channels, futures, strict=True):
+                waiting = self._confirm.get(channel, [])
+                if future in waiting:
+                    waiting.remove(future)
+                if not waiting:
+                    self._confirm.pop(channel, None)
+
+    async def unlisten(self, topics: Collection[str]) -> None:
+        """UNSUBSCRIBE from ``topics``' channels (the fan-out already stopped delivering them)."""
+        conn = self._conn
+        if conn is None:
+            return
+        channels = [self._prefix + topic.encode() for topic in topics]
+        try:
+            await conn.send_command("UNSUBSCRIBE", *channels, check_health=False)
+        except _ERRORS as exc:
+            log.debug("redis bus %s: UNSUBSCRIBE failed (%s)", self._where, exc)
+
+    # The listening connection.
+
+    async def _keep_listening(self) -> None:
+        """Connect, subscribe, read; after any failure, back off and do it again, until cancelled."""
+        loop = asyncio.get_running_loop()
+        delay = BACKOFF_MIN_S
+        outage = False
+        while True:
+            conn = self._connection_class(**self._connect_kwargs)
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # any failure to connect is retried; the bus must keep trying
+                self._attempted.set()
+                if not outage:
+                    log.warning("redis bus %s is unreachable (%s); retrying with backoff", self._where, exc)
+                outage = True
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            if outage:
+                log.info("redis bus %s: connected again", self._where)
+            outage, since = False, loop.time()
+            try:
+                await self._listen_on(conn)
+            except _ERRORS as exc:
+                log.warning(
+                    "redis bus %s: lost the listening connection (%s); reconnecting", self._where, exc
+                )
+                outage = True
+            finally:
+                self._conn = None
+                self._release_waiters()
+                await conn.disconnect(nowait=True)
+            # A connection that dies young (a server refusing clients) must not make this a busy loop.
+            delay = BACKOFF_MIN_S if loop.time() - since > BACKOFF_MAX_S else min(delay * 2, BACKOFF_MAX_S)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _listen_on(self, conn: Connection) -> None:
+        """Subscribe ``conn`` to every held topic, then read until it fails; RESYNC once subscribed."""
+        self._conn = conn
+        channels = {self._prefix + topic.encode() for topic in self._fanout.topics()}
+        if channels:
+            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+        else:
+            self._fanout.resync()
+        self._attempted.set()
+        watchdog = asyncio.create_task(self._watch(conn), name=f"{self._name} watchdog")
+        try:
+            await self._read(conn, channels)
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _read(self, conn: Connection, unconfirmed: set[bytes]) -> None:
+        while True:
+            reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False)
+            self._heard = asyncio.get_running_loop().time()
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            kind, channel = reply[0], reply[1]
+            if kind == b"message" and isinstance(channel, bytes) and channel.startswith(self._prefix):
+                self._fanout.deliver(channel[len(self._prefix) :].decode(errors="replace"))
+            elif kind == b"subscribe" and isinstance(channel, bytes):
+                for future in self._confirm.pop(channel, []):
+                    if not future.done():
+                        future.set_result(None)
+                if channel in unconfirmed:
+                    unconfirmed.discard(channel)
+                    if not unconfirmed:
+                        self._fanout.resync()
+
+    async def _watch(self, conn: Connection) -> None:
+        """PING an idle connection; drop it when two periods passed without a byte from Redis."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_S)
+            silent = loop.time() - self._heard
+            if silent > 2 * HEALTH_CHECK_S:
+                log.warning("redis bus %s: no answer for %.0fs; dropping the connection", self._where, silent)
+                await conn.disconnect(nowait=True)
+                return
+            if silent >= HEALTH_CHECK_S:
+                await conn.send_command("PING", check_health=False)
+
+    def _release_waiters(self) -> None:
+        for waiting in self._confirm.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+        self._confirm.clear()
