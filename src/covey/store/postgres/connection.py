@@ -121,10 +121,12 @@ def describe(url: str, schema: str) -> str:
     return f"postgresql://{user}{host}{port}{parts.path}, schema {schema!r}"
 
 
-def _is_connection_error(exc: BaseException, conn: Conn | None) -> bool:
-    if isinstance(exc, _CONNECTION_ERRORS):
+def _gone(conn: Conn) -> bool:
+    """True when the connection is closed; the pool detaches a lost one from its proxy at once."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # "released back to the pool": it was closed under us
         return True
-    return isinstance(exc, asyncpg.InterfaceError) and conn is not None and conn.is_closed()
 
 
 class _Failed(Exception):
@@ -147,6 +149,8 @@ class Database:
         self.schema = check_schema_name(schema)
         self.pool_size = pool_size
         self.where = describe(url, schema)
+        self.application_name = f"covey/{schema}"
+        """What ``pg_stat_activity`` shows for this store's connections."""
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -159,7 +163,7 @@ class Database:
                 server_settings={
                     "search_path": f'"{self.schema}"',
                     "synchronous_commit": "on",
-                    "application_name": "covey",
+                    "application_name": self.application_name,
                 },
             )
         except ValueError as exc:  # a malformed URL or option
@@ -246,38 +250,43 @@ class Database:
             raise BackendError(
                 f"PostgreSQL {self.where}: the store is not open; use 'async with PostgresStore(...)'"
             )
-        stage = "connect"
-        conn: Conn | None = None
         try:
-            async with pool.acquire() as proxy:
-                conn = cast(Conn, proxy)
-                if not transaction:
-                    stage = "statement"
-                    return await work(conn)
-                stage = "begin"
-                tx = conn.transaction()
-                await tx.start()
-                stage = "work"
-                try:
-                    result = await work(conn)
-                except BaseException:
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await tx.rollback()
-                    raise
-                stage = "commit"
-                await tx.commit()
-                return result
+            proxy = await pool.acquire()
         except _DRIVER_ERRORS as exc:
-            raise self._failure(exc, conn, stage, idempotent=idempotent) from None
+            raise self._failure(exc, "connect", closed=False, idempotent=idempotent) from None
+        conn = cast(Conn, proxy)
+        stage = "statement"
+        try:
+            if not transaction:
+                return await work(conn)
+            stage = "begin"
+            tx = conn.transaction()
+            await tx.start()
+            stage = "work"
+            try:
+                result = await work(conn)
+            except BaseException:
+                if not _gone(conn):
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
+                raise
+            stage = "commit"
+            await tx.commit()
+            return result
+        except _DRIVER_ERRORS as exc:
+            raise self._failure(exc, stage, closed=_gone(conn), idempotent=idempotent) from None
+        finally:
+            # A connection that fails to reset is terminated by the pool, which opens a new one later.
+            with contextlib.suppress(Exception):
+                await pool.release(proxy)
 
-    def _failure(self, exc: BaseException, conn: Conn | None, stage: str, *, idempotent: bool) -> _Failed:
+    def _failure(self, exc: BaseException, stage: str, *, closed: bool, idempotent: bool) -> _Failed:
         """What a failed try means: the error to raise, and whether another try is safe."""
         if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):  # deadlock, serialization
             return _Failed(
                 BackendError(f"PostgreSQL {self.where}: {exc}"), retry=stage != "commit", backoff=True
             )
-        if _is_connection_error(exc, conn):
+        if isinstance(exc, _CONNECTION_ERRORS) or (closed and isinstance(exc, asyncpg.InterfaceError)):
             if stage in ("connect", "begin", "work"):
                 # Nothing was sent, or the server rolled the open transaction back when the connection died.
                 return _Failed(BackendUnavailable(f"PostgreSQL {self.where}: {exc}"), retry=True)
