@@ -121,6 +121,15 @@ def describe(url: str, schema: str) -> str:
     return f"postgresql://{user}{host}{port}{parts.path}, schema {schema!r}"
 
 
+async def _keep_session(conn: Any) -> None:
+    """Give a connection back to the pool as it is (the driver still rolls back an open transaction).
+
+    The store sets no session state (no SET, LISTEN, cursor or session-level
+    advisory lock), so the driver's default reset would only cost every call
+    one more round trip.
+    """
+
+
 def _gone(conn: Conn) -> bool:
     """True when the connection is closed; the pool detaches a lost one from its proxy at once."""
     try:
@@ -165,6 +174,7 @@ class Database:
                     "synchronous_commit": "on",
                     "application_name": self.application_name,
                 },
+                reset=_keep_session,
             )
         except ValueError as exc:  # a malformed URL or option
             raise ConfigError(f"bad PostgreSQL URL for {self.where}: {exc}") from None

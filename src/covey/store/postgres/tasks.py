@@ -9,6 +9,12 @@ enqueued (``reads_input``, ``reads_steps``, ``reads_state``), so the inputs are
 still resolved at claim time, from what is committed then, without a second
 round trip. Required labels are matched in SQL (``labels <@ offered``), so
 tasks a worker cannot run never hide those it can.
+
+Each target is read in claim order from its own index range (a ``LATERAL``
+scan per target, stopping at the limit): ``target = ANY(...)`` would read and
+sort every ready task of every target instead. A claim for several targets
+locks up to ``limit`` rows per target and leases the best ``limit``; the
+others are unlocked when its transaction ends.
 """
 
 from __future__ import annotations
@@ -45,11 +51,16 @@ MAX_STATE_KEYS = 10_000
 
 CLAIM_SQL = f"""
 WITH chosen AS (
-    SELECT task_id FROM tasks
-    WHERE status = 'ready' AND target = ANY($1::text[]) AND (labels IS NULL OR labels <@ $2::jsonb)
-    ORDER BY prio_key DESC, ord
+    SELECT c.task_id FROM unnest($1::text[]) AS g (target)
+    CROSS JOIN LATERAL (
+        SELECT task_id, prio_key, ord FROM tasks
+        WHERE status = 'ready' AND target = g.target AND (labels IS NULL OR labels <@ $2::jsonb)
+        ORDER BY prio_key DESC, ord
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.prio_key DESC, c.ord
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE tasks AS t SET status = 'leased', lease_no = t.lease_no + 1, worker_id = $4,
         lease_until_ms = LEAST({NOW_MS} + $5, {NOW_MS} + NULLIF(t.timeout_ms, 0)),
