@@ -20,6 +20,7 @@ from covey.store.base import Store
 from covey.store.sqlite import SQLiteStore
 from covey.testing.conformance import StoreFactory
 from tests.store.backend_postgres import postgres_factory
+from tests.store.backend_redis import redis_factory
 
 
 @asynccontextmanager
@@ -32,6 +33,7 @@ async def sqlite_factory(tmp_path: Path) -> AsyncIterator[StoreFactory]:
 FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StoreFactory]]] = {
     "sqlite": sqlite_factory,
     "postgres": postgres_factory,
+    "redis": redis_factory,
 }
 
 

@@ -1,0 +1,142 @@
+-- commit: one engine-loop batch (covey.store.redis.commit builds ARGV[2], see there), then its claims.
+-- Returns {'epoch', lost shards}, {'retry'} (Python decided something from a read that has moved
+-- on; nothing was written), or {'ok', conflicting run ids, {run, write, version} of staged writes
+-- skipped for an if_version, leases granted per claim}.
+
+local P = cjson.decode(ARGV[2])
+local now = now_ms()
+local NOW = int(now)
+
+-- Checks, before anything is written ------------------------------------------------------------
+
+local lost = {}
+if #P.shards > 0 then
+  local fields = {}
+  for i, shard in ipairs(P.shards) do fields[i] = int(shard) end
+  local leases = redis.call('HMGET', G .. 'shards', unpack(fields))
+  for i, lease in ipairs(P.shards) do
+    local held = leases[i] and tonumber(string.match(leases[i], '^(%d+):'))
+    if held ~= P.epoch then lost[#lost + 1] = P.shards[i] end
+  end
+end
+if #lost > 0 then return {'epoch', lost} end
+
+local ok, conflicts = {}, {}
+for i, w in ipairs(P.runs) do
+  local seq = redis.call('HGET', w.tag .. 'run:' .. w.id, 'seq')
+  if (seq and tonumber(seq) or 0) ~= w.exp or (not seq and not w.nr) then
+    conflicts[#conflicts + 1] = w.id
+  else
+    ok[i] = true
+  end
+end
+
+local overlay, skipped = {}, {}
+for i, w in ipairs(P.runs) do
+  if ok[i] then
+    if w.tpl and not w.rout then return {'retry'} end
+    for j, op in ipairs(w.ops or {}) do
+      local found = st_check(overlay, op)
+      if found == 'retry' then return {'retry'} end
+      if found then skipped[#skipped + 1] = {i, j, found} end
+    end
+  end
+end
+
+-- Writes ---------------------------------------------------------------------------------------
+
+local function write_new(w, rk)
+  local nr = w.nr
+  redis.call('HSETNX', G .. 'specs', nr.hash, ARGV[nr.spec])
+  local fields = {'id', w.id, 'wf', nr.wf, 'spec', nr.hash, 'st', 'running', 'in', ARGV[nr['in']], 'c', NOW}
+  if nr.parent then fields[#fields + 1] = 'parent'; fields[#fields + 1] = nr.parent end
+  redis.call('HSET', rk, unpack(fields))
+  redis.call('ZADD', G .. 'runs', NOW, rk)
+  redis.call('ZADD', G .. 'runs:running', NOW, rk)
+end
+
+local function write_run(w)
+  local rk = w.tag .. 'run:' .. w.id
+  if w.nr then write_new(w, rk) end
+  local fields = {'seq', int(w.new), 'u', NOW}
+  if w.st then
+    local old = redis.call('HMGET', rk, 'st', 'c')
+    if old[1] ~= w.st then
+      redis.call('ZREM', G .. 'runs:' .. old[1], rk)
+      redis.call('ZADD', G .. 'runs:' .. w.st, old[2], rk)
+    end
+    fields[#fields + 1] = 'st'; fields[#fields + 1] = w.st
+  end
+  if w.out then fields[#fields + 1] = 'out'; fields[#fields + 1] = ARGV[w.out] end
+  if w.err then fields[#fields + 1] = 'err'; fields[#fields + 1] = ARGV[w.err] end
+  if w.fin then fields[#fields + 1] = 'fin'; fields[#fields + 1] = int(w.fin) end
+  redis.call('HSET', rk, unpack(fields))
+  local events = {}
+  for k, index in ipairs(w.ev) do events[k] = ARGV[index] end
+  if #events > 0 then call_many('RPUSH', w.tag .. 'ev:' .. w.id, events) end
+end
+
+-- t: {key ('' for the run's own), task id, step, index, target, labels JSON or '', priority, try,
+--     lease floor, timeout ('' for none), template, item, input schema (ARGV indexes; schema 0:
+--     none)}; index, try, lease floor and timeout come as text, ready to store.
+local function enqueue(w, t)
+  local key = t[1] ~= '' and t[1] or (w.tag .. 'task:' .. t[2])
+  local ready = t[6] == '' and (G .. 'ready:' .. t[5]) or (G .. 'readyl:' .. t[5] .. '\n' .. t[6])
+  local old = redis.call('HGET', key, 'rq')
+  if old then  -- a task enqueued again (a retry): its row is replaced
+    redis.call('ZREM', old, key)
+    redis.call('ZREM', G .. 'leases', key)
+    redis.call('DEL', key)
+  end
+  local score = int(now - t[7] * AGING_MS)
+  local fields = {'id', t[2], 'run', w.id, 'tag', w.tag, 'step', t[3], 'idx', t[4], 'tgt', t[5], 'lb', t[6],
+    'rq', ready, 'sc', score, 'st', 'ready', 'try', t[8], 'ln', t[9], 'tpl', ARGV[t[11]], 'item', ARGV[t[12]],
+    'rms', NOW}
+  if t[10] ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = t[10] end
+  if t[13] > 0 then fields[#fields + 1] = 'sch'; fields[#fields + 1] = ARGV[t[13]] end
+  redis.call('HSET', key, unpack(fields))
+  task_ready(key, ready, score, t[5], t[6])
+  redis.call('SADD', w.tag .. 'tasks:' .. w.id, key)
+end
+
+local function write_children(w)
+  local tasks = w.tag .. 'tasks:' .. w.id
+  for _, key in ipairs(w.drop or {}) do
+    task_unindex(key)
+    redis.call('DEL', key)
+    redis.call('SREM', tasks, key)
+  end
+  for _, t in ipairs(w.enq or {}) do enqueue(w, t) end
+  for _, id in ipairs(w.ctm or {}) do
+    redis.call('ZREM', G .. 'timers', id)
+    redis.call('HDEL', G .. 'timer', id)
+  end
+  for _, t in ipairs(w.stm or {}) do  -- {timer id, due ms, JSON [run, tag, kind, task id, lease no]}
+    redis.call('ZADD', G .. 'timers', int(t[2]), t[1])
+    redis.call('HSET', G .. 'timer', t[1], t[3])
+  end
+  for _, o in ipairs(w.outs or {}) do  -- {step, index, ARGV index of the output}
+    redis.call('HSET', w.tag .. 'out:' .. w.id .. '/' .. o[1], int(o[2]), ARGV[o[3]])
+  end
+  for _, seq in ipairs(w.cons or {}) do inbox_consume(seq) end
+  for _, id in ipairs(w.seen or {}) do redis.call('HSETNX', G .. 'seen', id, w.id) end
+end
+
+for i, w in ipairs(P.runs) do
+  if ok[i] then
+    write_run(w)
+    write_children(w)
+    for _, op in ipairs(w.ops or {}) do st_apply(op) end
+    if w.dns then drop_namespace(w.dns[1], w.dns[2]) end
+    if w.rout then redis.call('HSET', w.tag .. 'run:' .. w.id, 'out', ARGV[w.rout]) end
+  end
+end
+for _, seq in ipairs(P.cons or {}) do inbox_consume(seq) end
+
+-- Claims, which see everything written above ---------------------------------------------------
+
+local leases = {}
+for i, c in ipairs(P.claims or {}) do  -- {worker, targets, labels, limit, lease ms}
+  leases[i] = claim(c[1], c[2], c[3], c[4], c[5], now)
+end
+return {'ok', conflicts, skipped, leases}

@@ -1,0 +1,231 @@
+-- covey's Redis store: helpers every script shares. This text is put in front of each script
+-- when it is loaded (EVAL scripts cannot share functions), so a script sees these locals.
+--
+-- ARGV[1] is always the prefix of the keys of no shard ("{covey}:"). Keys of a shard are built
+-- from their tag ("{covey:17}:"), which Python computes (the shard is a CRC-32 of the run id) and
+-- passes along. Numbers are written with int(), never left to Lua's number formatting.
+-- Every script checks everything first and writes only after: Redis does not roll a script back.
+
+local G = ARGV[1]
+local EVENT_V = '@EVENT_V@'
+local AGING_MS = @AGING_MS@
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Calls cmd key ...args in slices, so a long argument list never overflows Lua's stack.
+local function call_many(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+-- The inbox ------------------------------------------------------------------------------------
+
+-- Appends a row unless its id is in the inbox already (or, with check_seen, was committed as seen).
+local function inbox_add(id, run, tag, event, output, ops, check_seen)
+  if redis.call('HEXISTS', G .. 'inbox:ids', id) == 1 then return false end
+  if check_seen and redis.call('HEXISTS', G .. 'seen', id) == 1 then return false end
+  local seq = redis.call('INCR', G .. 'inbox:seq')
+  local key = tag .. 'in:' .. int(seq)
+  local fields = {'id', id, 'run', run, 'ev', event, 'z', tag .. 'inbox'}
+  if output then fields[#fields + 1] = 'out'; fields[#fields + 1] = output end
+  if ops then fields[#fields + 1] = 'ops'; fields[#fields + 1] = ops end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZADD', G .. 'inbox', int(seq), key)
+  redis.call('ZADD', tag .. 'inbox', int(seq), key)
+  redis.call('HSET', G .. 'inbox:ids', id, int(seq))
+  return true
+end
+
+local function inbox_consume(seq)
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', G .. 'inbox', int(seq), int(seq))) do
+    local f = redis.call('HMGET', key, 'id', 'z')
+    if f[1] then redis.call('HDEL', G .. 'inbox:ids', f[1]) end
+    if f[2] then redis.call('ZREM', f[2], key) end
+    redis.call('ZREM', G .. 'inbox', key)
+    redis.call('DEL', key)
+  end
+end
+
+-- A TimerFired event as covey.engine.events.event_to_json writes it.
+local function timer_fired(timer_id, kind, at, task_id, lease_no)
+  return '{"timer_id":' .. cjson.encode(timer_id) .. ',"kind":' .. cjson.encode(kind)
+    .. ',"at_ms":' .. int(at) .. ',"task_id":' .. (task_id and cjson.encode(task_id) or 'null')
+    .. ',"lease_no":' .. int(lease_no) .. ',"type":"TimerFired","v":' .. EVENT_V .. '}'
+end
+
+-- Tasks ----------------------------------------------------------------------------------------
+
+-- Puts a task back into its ready set (and its label set into the target's list of them).
+local function task_ready(key, ready_key, score, target, labels)
+  redis.call('ZADD', ready_key, score, key)
+  if labels and labels ~= '' then redis.call('SADD', G .. 'labelsets:' .. target, labels) end
+end
+
+-- Takes a task out of the ready and lease indexes (the row itself stays).
+local function task_unindex(key)
+  local ready_key = redis.call('HGET', key, 'rq')
+  if ready_key then redis.call('ZREM', ready_key, key) end
+  redis.call('ZREM', G .. 'leases', key)
+end
+
+local function label_fits(set, offered)
+  for name, value in pairs(cjson.decode(set)) do
+    if offered[name] ~= value then return false end
+  end
+  return true
+end
+
+-- The ready sets a claim may take from: each target's tasks that need no label, and those of its
+-- label sets the worker offers every label of. Label sets left empty are forgotten here.
+local function claim_sources(targets, offered)
+  local keys = {}
+  for _, target in ipairs(targets) do
+    keys[#keys + 1] = G .. 'ready:' .. target
+    local sets_key = G .. 'labelsets:' .. target
+    for _, set in ipairs(redis.call('SMEMBERS', sets_key)) do
+      local key = G .. 'readyl:' .. target .. '\n' .. set
+      if redis.call('EXISTS', key) == 0 then
+        redis.call('SREM', sets_key, set)
+      elseif label_fits(set, offered) then
+        keys[#keys + 1] = key
+      end
+    end
+  end
+  return keys
+end
+
+local LEASE_FIELDS = {'id', 'run', 'step', 'idx', 'tgt', 'ln', 'try', 'tpl', 'item', 'sch', 'to'}
+
+-- Leases one ready task; returns what Python needs to build the Lease (inputs are resolved there).
+local function lease(key, worker, lease_ms, now)
+  local f = redis.call('HMGET', key, unpack(LEASE_FIELDS))
+  local no = tonumber(f[6]) + 1
+  local timeout = f[11] and tonumber(f[11])
+  local until_ms = now + lease_ms
+  local fields = {'st', 'leased', 'ln', int(no), 'w', worker}
+  if timeout and timeout > 0 then
+    until_ms = math.min(until_ms, now + timeout)
+    fields[#fields + 1] = 'dl'; fields[#fields + 1] = int(now + timeout)
+  else
+    redis.call('HDEL', key, 'dl')
+  end
+  fields[#fields + 1] = 'lu'; fields[#fields + 1] = int(until_ms)
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZADD', G .. 'leases', int(until_ms), key)
+  return {f[1], f[2], f[3], tonumber(f[4]), f[5], no, tonumber(f[7]), f[8], f[9], f[10], timeout or false,
+    until_ms}
+end
+
+-- Leases up to limit ready tasks: lowest score first (priority with aging, then age), ties by key.
+-- The first `limit` of each source hold the first `limit` of all of them, so merging those suffices.
+local function claim(worker, targets, offered, limit, lease_ms, now)
+  if limit <= 0 or #targets == 0 then return {} end
+  local found = {}
+  for _, source in ipairs(claim_sources(targets, offered)) do
+    local r = redis.call('ZRANGE', source, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #r, 2 do found[#found + 1] = {r[i], tonumber(r[i + 1]), source} end
+  end
+  table.sort(found, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[1] < b[1]
+  end)
+  local leases = {}
+  for i = 1, math.min(limit, #found) do
+    redis.call('ZREM', found[i][3], found[i][1])
+    leases[i] = lease(found[i][1], worker, lease_ms, now)
+  end
+  return leases
+end
+
+-- Shared state ---------------------------------------------------------------------------------
+-- A namespace N under tag T: T..'nsdata:'..N holds 'v:'..key (the value's JSON, absent once
+-- deleted) and 'n:'..key (the key's last version, kept across deletes); T..'nskeys:'..N the
+-- existing keys (score 0, so in byte order); T..'nsfeed:'..N the change feed (entry id seq-0),
+-- numbered by T..'nsseq:'..N.
+--
+-- A write is {kind, tag, namespace, key, ARGV index of the new value or 0, number}. Kinds 'put'
+-- and 'del' are evaluated here, the number being their if_version (-1: none). The others were
+-- decided in Python from a read of version `number`, which must still be the key's: 'set' writes
+-- the value, 'unset' deletes the key, 'skip' writes nothing (a delete of a missing key, or a write
+-- Python refused), 'ask' means Python could not decide (the run was expected to conflict).
+
+local function st_entry(ov, op)
+  local id = op[2] .. op[3] .. '\n' .. op[4]
+  local e = ov[id]
+  if not e then
+    local f = redis.call('HMGET', op[2] .. 'nsdata:' .. op[3], 'v:' .. op[4], 'n:' .. op[4])
+    e = {exists = f[1] ~= false, last = tonumber(f[2] or '0')}
+    ov[id] = e
+  end
+  return e
+end
+
+-- Checks one write against the overlay ov of the writes before it and notes its effect (op.act,
+-- op.v). Returns nil when it fits, 'retry' when Python decided it from a version that has moved
+-- since, or the key's current version when the if_version of a put or del does not match it.
+local function st_check(ov, op)
+  local kind, num = op[1], op[6]
+  local e = st_entry(ov, op)
+  op.v = 0
+  if kind == 'put' or kind == 'del' then
+    local current = e.exists and e.last or 0
+    if num >= 0 and num ~= current then return current end
+    if kind == 'del' and not e.exists then return nil end
+    kind, num = (kind == 'put') and 'set' or 'unset', e.last
+  end
+  if kind == 'ask' or e.last ~= num then return 'retry' end
+  if kind == 'skip' then return nil end
+  e.last = e.last + 1
+  e.exists = kind == 'set'
+  op.act, op.v = kind, e.last
+  return nil
+end
+
+-- Applies a write st_check accepted, and appends it to the namespace's change feed.
+local function st_apply(op)
+  if not op.act then return end
+  local tag, ns, key = op[2], op[3], op[4]
+  local data, keys = tag .. 'nsdata:' .. ns, tag .. 'nskeys:' .. ns
+  local seq = int(redis.call('INCR', tag .. 'nsseq:' .. ns)) .. '-0'
+  if op.act == 'set' then
+    local body = ARGV[op[5]]
+    redis.call('HSET', data, 'v:' .. key, body, 'n:' .. key, int(op.v))
+    redis.call('ZADD', keys, 0, key)
+    redis.call('XADD', tag .. 'nsfeed:' .. ns, seq, 'k', key, 'n', int(op.v), 'v', body)
+  else
+    redis.call('HDEL', data, 'v:' .. key)
+    redis.call('HSET', data, 'n:' .. key, int(op.v))
+    redis.call('ZREM', keys, key)
+    redis.call('XADD', tag .. 'nsfeed:' .. ns, seq, 'k', key, 'n', int(op.v))
+  end
+end
+
+local function drop_namespace(tag, ns)
+  redis.call('DEL', tag .. 'nsdata:' .. ns, tag .. 'nskeys:' .. ns, tag .. 'nsfeed:' .. ns, tag .. 'nsseq:' .. ns)
+end
+
+-- Locks ----------------------------------------------------------------------------------------
+-- G..'lock:'..name holds permit slot -> 'token|expires_ms|hHOLDER' ('token|expires_ms|' once given back).
+
+local function permit(value)
+  local token, expires, holder = string.match(value, '^(%d+)|(%d+)|(.*)$')
+  return tonumber(token), tonumber(expires), holder ~= ''
+end
+
+-- The slot whose permit `token` is, when it is held (and, with now, has not expired).
+local function permit_slot(key, token, now)
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local t, expires, held = permit(all[i + 1])
+    if t == token and held and (not now or expires > now) then return all[i] end
+  end
+  return nil
+end

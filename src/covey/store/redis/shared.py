@@ -1,0 +1,161 @@
+"""Shared state writes, consistent snapshots, and locks and semaphores in the Redis store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from covey.errors import Conflict, StaleLease, VersionConflict
+from covey.state.model import StateEntry, StateOp
+from covey.store.redis.plan import Blobs, KeyState, Planner
+from covey.store.redis.reads import Reads
+
+__all__ = ["MAX_ATTEMPTS", "Shared", "Snapshot"]
+
+#: How often a write decided in Python is tried again when the keys it read moved meanwhile.
+#: Each retry means another writer succeeded, so only a hot key under heavy contention gets near it.
+MAX_ATTEMPTS = 1_000
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One consistent read (one script call) of what a decision needs."""
+
+    lock_ok: bool = True
+    fence_ok: bool = True
+    runs: list[tuple[int | None, bytes | None]] = field(default_factory=list)
+    """(seq or None when the run does not exist, input JSON) per run asked for."""
+    states: dict[tuple[str, str], KeyState] = field(default_factory=dict)
+    outputs: list[dict[bytes, bytes]] = field(default_factory=list)
+    """Every stored row (index -> JSON) of each output key asked for."""
+
+
+def _stale_lock(lock: tuple[str, int]) -> StaleLease:
+    return StaleLease(f"token {lock[1]} of lock {lock[0]!r} is no longer current; the write was refused")
+
+
+def _stale_fence(fence: tuple[str, int]) -> StaleLease:
+    return StaleLease(f"lease {fence[1]} of {fence[0]} is no longer current; the write was refused")
+
+
+class Shared(Reads):
+    """state_apply (versions, compare-and-set, reducers, fences) and locks."""
+
+    def _guard(self, fence: tuple[str, int] | None, lock: tuple[str, int] | None) -> dict[str, Any]:
+        guard: dict[str, Any] = {}
+        if fence is not None:
+            guard["fence"] = [self.keys.task(fence[0]), fence[1]]
+        if lock is not None:
+            guard["lock"] = [self.keys.lock(lock[0]), lock[1]]
+        return guard
+
+    async def snapshot(
+        self,
+        *,
+        guard: dict[str, Any] | None = None,
+        runs: Sequence[str] = (),
+        keys: Sequence[tuple[str, str]] = (),
+        outputs: Sequence[str] = (),
+    ) -> Snapshot:
+        """Read lock and fence, runs (by key), state keys (namespace, key) and output keys at one instant."""
+        payload = dict(guard or {})
+        payload["runs"] = list(runs)
+        payload["keys"] = [[self.keys.ns_tag(ns), ns, key] for ns, key in keys]
+        payload["outs"] = list(outputs)
+        reply = await self.script("snapshot", [orjson.dumps(payload)], idempotent=True)
+        lock_ok, fence_ok, run_rows, entries, outs = reply
+        snap = Snapshot(bool(lock_ok), bool(fence_ok))
+        snap.runs = [(None if seq is None else int(seq), data) for seq, data in run_rows]
+        for (ns, key), (body, last) in zip(keys, entries, strict=True):
+            snap.states[(ns, key)] = KeyState(body is not None, int(last), body)
+        snap.outputs = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in outs]
+        return snap
+
+    async def state_apply(
+        self,
+        ops: Sequence[StateOp],
+        *,
+        fence: tuple[str, int] | None = None,
+        lock: tuple[str, int] | None = None,
+    ) -> list[StateEntry]:
+        """Apply writes atomically, all or none (see the Store protocol).
+
+        Puts and deletes take one script call. A batch with an update (a
+        reducer) first reads its keys, runs the reducers here, and writes if
+        no key moved meanwhile, else reads again.
+        """
+        ops = list(ops)
+        guard = self._guard(fence, lock)
+        if not ops and not guard:
+            return []
+        blobs = Blobs()
+        writes = Planner(self.keys, blobs).undecided(ops)
+        if writes is not None:
+            versions = await self._write_state(writes, guard, blobs, fence, lock)
+            assert versions is not None, "writes the script evaluates never ask for a retry"
+            return [
+                StateEntry(op.namespace, op.key, op.value if op.op == "put" else None, version)
+                for op, version in zip(ops, versions, strict=True)
+            ]
+        keys = list(dict.fromkeys((op.namespace, op.key) for op in ops))
+        for _ in range(MAX_ATTEMPTS):
+            snap = await self.snapshot(guard=guard, keys=keys)
+            if not snap.lock_ok:
+                assert lock is not None
+                raise _stale_lock(lock)
+            if not snap.fence_ok:
+                assert fence is not None
+                raise _stale_fence(fence)
+            blobs = Blobs()
+            planner = Planner(self.keys, blobs, snap.states)
+            decided = [planner.decide(op) for op in ops]
+            if await self._write_state([d[0] for d in decided], guard, blobs, fence, lock) is not None:
+                return [
+                    StateEntry(op.namespace, op.key, value, version)
+                    for op, (_, value, version) in zip(ops, decided, strict=True)
+                ]
+        raise Conflict(f"shared state kept changing under {len(ops)} write(s); tried {MAX_ATTEMPTS} times")
+
+    async def _write_state(
+        self,
+        writes: list[list[Any]],
+        guard: dict[str, Any],
+        blobs: Blobs,
+        fence: tuple[str, int] | None,
+        lock: tuple[str, int] | None,
+    ) -> list[int] | None:
+        """Run the write script; the versions written, or None when a decision read a moved key."""
+        payload = orjson.dumps({**guard, "ops": writes})
+        reply = await self.script("state_apply", [payload, *blobs.items])
+        kind = reply[0]
+        if kind == b"ok":
+            return [int(v) for v in reply[1]]
+        if kind == b"retry":
+            return None
+        if kind == b"stale":
+            if reply[1] == b"lock":
+                assert lock is not None
+                raise _stale_lock(lock)
+            assert fence is not None
+            raise _stale_fence(fence)
+        _, number, found = reply
+        write = writes[int(number) - 1]
+        raise VersionConflict(write[2], write[3], int(write[5]), int(found))
+
+    # -- locks and semaphores ------------------------------------------------------------
+
+    async def lock_acquire(self, name: str, holder: str, *, limit: int = 1, ttl_ms: int) -> int | None:
+        """Take one of ``limit`` permits of ``name``; its fencing token, or None if all are held."""
+        token = await self.script("locks", ["acquire", name, holder, str(limit), str(ttl_ms)])
+        return None if token is None else int(token)
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back; False if that token no longer holds it."""
+        return bool(await self.script("locks", ["release", name, str(token)]))
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a held permit by ``ttl_ms`` from now; False if it expired or was taken over."""
+        return bool(await self.script("locks", ["renew", name, str(token), str(ttl_ms)], idempotent=True))

@@ -1,0 +1,292 @@
+"""What only the Redis store does: server checks, its layout version, races between processes, lost connections.
+
+These tests open RedisStore directly on a key prefix of their own (not the
+parametrized ``store`` fixture, which may be another backend), on the server
+:func:`covey.testing.servers.redis_url` finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
+from covey.state.model import StateEntry, StateOp
+from covey.store.base import AGING_MS, shard_of
+from covey.store.redis import LAYOUT_VERSION, RedisStore
+from covey.testing import wait_for
+from covey.testing.conformance.driver import Driver, claim_request, task
+from covey.testing.servers import redis_url
+from tests.store.backend_redis import delete_prefix
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def url() -> str:
+    return redis_url()
+
+
+@pytest.fixture
+async def prefix(url: str) -> AsyncIterator[str]:
+    name = f"covey-test-{uuid.uuid4().hex[:16]}"
+    yield name
+    await delete_prefix(url, name)
+
+
+@pytest.fixture
+async def raw(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client beside the store, to look at and tamper with the server."""
+    client = aioredis.Redis.from_url(url)
+    yield client
+    await client.aclose()
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _covey_clients(raw: aioredis.Redis, prefix: str) -> list[int]:
+    return [int(c["id"]) for c in await raw.client_list() if c.get("name") == f"covey-{prefix}"]
+
+
+# -- checks on opening -----------------------------------------------------------------
+
+
+async def test_a_server_that_may_evict_keys_is_refused(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    found = {text(k): v for k, v in (await raw.config_get("maxmemory-policy")).items()}
+    before = found["maxmemory-policy"]
+    await raw.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(ConfigError) as caught:
+            async with RedisStore(url, prefix=prefix):
+                pass
+        message = str(caught.value)
+        assert "maxmemory-policy" in message
+        assert "'allkeys-lru'" in message
+        assert "noeviction" in message
+        # Whoever made sure of the policy some other way may say so.
+        async with RedisStore(url, prefix=prefix, check_eviction=False) as store:
+            assert await store.now_ms() > 0
+    finally:
+        await raw.config_set("maxmemory-policy", before)
+    assert await _covey_clients(raw, prefix) == []
+
+
+async def test_a_user_who_may_not_read_the_config_is_told_what_to_do(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    user, password = f"covey-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await raw.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-config"],
+    )
+    try:
+        limited = url.replace("redis://", f"redis://{user}:{password}@", 1)
+        with pytest.raises(ConfigError) as caught:
+            async with RedisStore(limited, prefix=prefix):
+                pass
+        message = str(caught.value)
+        assert "CONFIG GET is not permitted" in message
+        assert "check_eviction=False" in message
+        assert password not in message
+        async with RedisStore(limited, prefix=prefix, check_eviction=False) as store:
+            (entry,) = await store.state_apply([StateOp("put", "ns", "k", 1)])
+            assert entry.version == 1
+    finally:
+        await raw.acl_deluser(user)
+
+
+async def test_errors_name_the_server_never_its_credentials(prefix: str) -> None:
+    store = RedisStore("redis://someone:s3cret-pw@127.0.0.1:1/0", prefix=prefix)
+
+    with pytest.raises(BackendUnavailable) as caught:
+        async with store:
+            pass
+
+    assert "redis://127.0.0.1:1/0" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "s3cret-pw" not in repr(store)
+
+
+async def test_a_bad_prefix_is_refused(url: str) -> None:
+    for bad in ("", "a{b", "a}b", "a:b", "a b"):
+        with pytest.raises(ConfigError, match="prefix"):
+            RedisStore(url, prefix=bad)
+
+
+# -- layout ----------------------------------------------------------------------------
+
+
+async def test_an_older_covey_refuses_a_newer_layout(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    async with RedisStore(url, prefix=prefix):
+        pass
+    meta = f"{{{prefix}}}:meta"
+    assert await raw.hget(meta, "layout") == str(LAYOUT_VERSION).encode()
+    newer = LAYOUT_VERSION + 1
+    await raw.hset(meta, "layout", newer)
+
+    with pytest.raises(CoveyError) as caught:
+        async with RedisStore(url, prefix=prefix):
+            pass
+
+    message = str(caught.value)
+    assert f"layout version {newer}" in message
+    assert f"newer than this covey knows ({LAYOUT_VERSION})" in message
+    assert "upgrade covey" in message
+    assert prefix in message
+    assert await raw.hget(meta, "layout") == str(newer).encode()
+    assert await _covey_clients(raw, prefix) == []  # the refused opening left no connection behind
+
+
+async def test_every_key_carries_its_prefix_and_shard_tag(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", {"q": 1}, enqueue=[task("r1", "a")], outputs=[("o", -1, 1)])
+        await store.state_apply([StateOp("put", "run:r1", "k", 1), StateOp("put", "docs", "k", 1)])
+        await store.claim(claim_request())
+
+    keys = sorted([k.decode() async for k in raw.scan_iter(match=f"{{{prefix}*")])
+    tag = f"{{{prefix}:{shard_of('r1')}}}:"
+    assert all(k.startswith((f"{{{prefix}}}:", f"{{{prefix}:")) for k in keys)
+    run_keys = [k for k in keys if "r1" in k]
+    assert {f"{tag}run:r1", f"{tag}ev:r1", f"{tag}task:r1/a", f"{tag}out:r1/o", f"{tag}nsdata:run:r1"} <= set(
+        run_keys
+    )
+    assert all(k.startswith(tag) for k in run_keys)
+    assert f"{{{prefix}}}:nsdata:docs" in keys
+
+
+# -- scripts, connections --------------------------------------------------------------
+
+
+async def test_scripts_are_loaded_again_after_the_server_forgot_them(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await raw.script_flush()  # what a restart of the server does to the script cache
+
+        await d.start_run("r1", enqueue=[task("r1", "a")])
+
+        (lease,) = await store.claim(claim_request())
+        assert lease.task_id == "r1/a"
+
+
+async def test_a_connection_killed_by_the_server_fails_one_call_at_most(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        await store.state_apply([StateOp("put", "ns", "k", 0)])
+        ids = await _covey_clients(raw, prefix)
+        assert ids
+        for client_id in ids:
+            await raw.client_kill_filter(_id=client_id)
+
+        async def gone() -> bool:
+            return not set(ids) & set(await _covey_clients(raw, prefix))
+
+        await wait_for(gone, message="the store's connections to be closed by the server")
+
+        # The first call after the kill may fail, as a BackendError (whether it applied is unknown) ...
+        failure: BackendError | None = None
+        try:
+            await store.state_apply([StateOp("put", "ns", "k", 1)])
+        except BackendError as exc:
+            failure = exc
+        assert failure is None or "redis://127.0.0.1" in str(failure)
+        # ... and the next one works, on a new connection.
+        (entry,) = await store.state_apply([StateOp("put", "ns", "k", 2)])
+        assert entry.value == 2
+        assert await store.state_get("ns", "k") == entry
+
+
+# -- races between processes -----------------------------------------------------------
+
+
+async def test_two_stores_committing_one_run_never_both_win(url: str, prefix: str) -> None:
+    async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+        d = await Driver.start(first)
+        await d.start_run("r1")
+        other = Driver(second, d.epoch)
+        rounds = 40
+        for _ in range(rounds):
+            other.seqs = dict(d.seqs)
+            mine, theirs = d.write("r1"), other.write("r1")
+
+            results = await asyncio.gather(d.commit(mine), other.commit(theirs))
+
+            assert sorted(len(r.conflicts) for r in results) == [0, 1]
+            d.seqs["r1"] = max(d.seqs["r1"], other.seqs["r1"])
+
+        info = await first.get_run("r1")
+        assert info is not None
+        assert info.seq == 1 + rounds
+        assert len(await second.load_history("r1")) == 1 + rounds
+
+
+async def test_concurrent_claimers_never_lease_one_task_twice(url: str, prefix: str) -> None:
+    async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+        d = await Driver.start(first)
+        await d.start_run("r1", enqueue=[task("r1", "m", i) for i in range(300)])
+
+        async def claimer(store: RedisStore, worker: str) -> list[str]:
+            got: list[str] = []
+            while leases := await store.claim(claim_request(worker, limit=7)):
+                got.extend(lease.task_id for lease in leases)
+            return got
+
+        claimed = await asyncio.gather(
+            *(claimer(store, f"w{n}") for n, store in enumerate([first, second] * 3))
+        )
+
+        every = [task_id for got in claimed for task_id in got]
+        assert len(every) == 300
+        assert len(set(every)) == 300
+        assert {t.status for t in await second.list_tasks("r1")} == {"leased"}
+
+
+async def test_concurrent_reducer_updates_from_two_stores_lose_nothing(url: str, prefix: str) -> None:
+    async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+
+        async def add(store: RedisStore) -> None:
+            for _ in range(30):
+                await store.state_apply([StateOp("update", "ns", "n", 1, "add")])
+
+        await asyncio.gather(*(add(store) for store in [first, second] * 3))
+
+        assert await first.state_get("ns", "n") == StateEntry("ns", "n", 180, 180)
+        changes = await second.state_changes("ns", 0)
+        assert [c.seq for c in changes] == list(range(1, 181))
+        assert [c.value for c in changes] == list(range(1, 181))
+
+
+# -- claim order -----------------------------------------------------------------------
+
+
+async def test_a_long_wait_outranks_a_higher_priority(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    # Given a priority-0 task that has waited 2.5 aging periods (its ready time moved back, not slept),
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", enqueue=[task("r1", "old", priority=0)])
+        key = f"{{{prefix}:{shard_of('r1')}}}:task:r1/old"
+        ready = (await raw.hget(key, "rq")).decode()
+        aged = int(await raw.hget(key, "sc")) - 5 * AGING_MS // 2
+        await raw.hset(key, "sc", aged)
+        await raw.zadd(ready, {key: aged})
+        # and newer tasks at priorities 2 and 3,
+        await d.update("r1", enqueue=[task("r1", "p2", priority=2), task("r1", "p3", priority=3)])
+
+        # when a worker claims one at a time,
+        order = [[lease.step for lease in await store.claim(claim_request(limit=1))] for _ in range(3)]
+
+    # then the old task overtakes priority 2 but not priority 3.
+    assert order == [["p3"], ["old"], ["p2"]]
