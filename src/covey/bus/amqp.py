@@ -137,10 +137,12 @@ class AmqpBus:
         self._live: _Live | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
+        self._stopping = False
 
     async def __aenter__(self) -> AmqpBus:
         self._fanout.open()
         self._attempted.clear()
+        self._stopping = False
         self._keeper = asyncio.create_task(self._keep_connected(), name=f"{self._name} consumer")
         # Give the first connection a moment so that subscriptions made right
         # after entering are live; an unreachable broker does not fail this.
@@ -160,8 +162,13 @@ class AmqpBus:
         """Close every subscription and the connection (its queue goes with it); idempotent."""
         self._fanout.close()
         keeper, self._keeper = self._keeper, None
-        if keeper is not None:
+        self._stopping = True
+        # Drivers may turn a cancellation inside connect() into an error of their own, which the
+        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
+        while keeper is not None and not keeper.done():
             keeper.cancel()
+            await asyncio.wait({keeper}, timeout=0.1)
+        if keeper is not None:
             await asyncio.gather(keeper, return_exceptions=True)
 
     async def publish(self, topics: Collection[str]) -> None:
@@ -230,7 +237,7 @@ class AmqpBus:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_MIN_S
         outage = False
-        while True:
+        while not self._stopping:
             try:
                 connection = await aio_pika.connect(
                     self._url, timeout=CONNECT_TIMEOUT_S, client_properties={"connection_name": self._name}

@@ -127,10 +127,12 @@ class PostgresBus:
         self._lock = asyncio.Lock()
         self._keeper: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
+        self._stopping = False
 
     async def __aenter__(self) -> PostgresBus:
         self._fanout.open()
         self._attempted.clear()
+        self._stopping = False
         self._keeper = asyncio.create_task(self._keep_listening(), name=f"{self._name} listener")
         # Give the first connection a moment so that subscriptions made right
         # after entering are live; an unreachable server does not fail this.
@@ -150,8 +152,13 @@ class PostgresBus:
         """Close every subscription and the connection; idempotent."""
         self._fanout.close()
         keeper, self._keeper = self._keeper, None
-        if keeper is not None:
+        self._stopping = True
+        # Drivers may turn a cancellation inside connect() into an error of their own, which the
+        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
+        while keeper is not None and not keeper.done():
             keeper.cancel()
+            await asyncio.wait({keeper}, timeout=0.1)
+        if keeper is not None:
             await asyncio.gather(keeper, return_exceptions=True)
 
     async def publish(self, topics: Collection[str]) -> None:
@@ -190,7 +197,7 @@ class PostgresBus:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_MIN_S
         outage = False
-        while True:
+        while not self._stopping:
             try:
                 conn = await self._connect()
             except Exception as exc:  # any failure to connect is retried; the bus must keep trying

@@ -103,6 +103,7 @@ class RedisBus:
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
+        self._stopping = False
 
     async def __aenter__(self) -> RedisBus:
         self._client = Redis.from_url(
@@ -114,6 +115,7 @@ class RedisBus:
         )
         self._fanout.open()
         self._attempted.clear()
+        self._stopping = False
         self._keeper = asyncio.create_task(self._keep_listening(), name=f"{self._name} listener")
         # Give the first connection a moment so that subscriptions made right
         # after entering are live; an unreachable server does not fail this.
@@ -133,8 +135,13 @@ class RedisBus:
         """Close every subscription and both connections; idempotent."""
         self._fanout.close()
         keeper, self._keeper = self._keeper, None
-        if keeper is not None:
+        self._stopping = True
+        # Drivers may turn a cancellation inside connect() into an error of their own, which the
+        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
+        while keeper is not None and not keeper.done():
             keeper.cancel()
+            await asyncio.wait({keeper}, timeout=0.1)
+        if keeper is not None:
             await asyncio.gather(keeper, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
@@ -209,7 +216,7 @@ class RedisBus:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_MIN_S
         outage = False
-        while True:
+        while not self._stopping:
             conn = self._connection_class(**self._connect_kwargs)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
