@@ -171,8 +171,9 @@ class Commit(Tasks):
             "ev": [blobs.add(event[3]) for event in w.events],
         }
         if w.new is not None:
-            nr = {"wf": w.new.workflow, "hash": w.new.spec_hash, "spec": blobs.add(w.new.spec)}
-            nr["in"] = blobs.add(w.new.input)
+            nr = {"wf": w.new.workflow, "hash": w.new.spec_hash, "in": blobs.add(w.new.input)}
+            if w.new.spec_hash not in self._specs:
+                nr["spec"] = blobs.add_named(w.new.spec_hash, w.new.spec)
             if w.new.parent is not None:
                 nr["parent"] = w.new.parent
             p["nr"] = nr
@@ -248,6 +249,9 @@ class Commit(Tasks):
                 result.state_errors.setdefault(write.run_id, []).extend(m for _, m in sorted(errors[index]))
             if plan.notes[index].rendered:
                 result.outputs[write.run_id] = plan.notes[index].output
+        for write in batch.runs:
+            if write.new is not None and write.run_id not in result.conflicts:
+                self._specs.setdefault(write.new.spec_hash, write.new.spec)  # stored now: not sent again
         for request, leases in zip(batch.claims, await self.leases(claims), strict=True):
             # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
             result.leases.setdefault(request.worker_id, []).extend(leases)

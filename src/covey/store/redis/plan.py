@@ -48,6 +48,7 @@ class Blobs:
     def __init__(self) -> None:
         self.items: list[bytes] = []
         self._small: dict[bytes, int] = {}
+        self._named: dict[str, int] = {}
 
     def add(self, body: bytes) -> int:
         """Pass ``body``; returns its ARGV index."""
@@ -59,6 +60,13 @@ class Blobs:
         else:
             index = len(self.items) + self.FIRST
         self.items.append(body)
+        return index
+
+    def add_named(self, name: str, body: bytes) -> int:
+        """Pass ``body`` once per ``name`` (a spec by its hash): later calls return the first index."""
+        index = self._named.get(name)
+        if index is None:
+            self._named[name] = index = self.add(body)
         return index
 
 

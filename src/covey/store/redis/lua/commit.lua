@@ -45,31 +45,40 @@ end
 
 -- Writes ---------------------------------------------------------------------------------------
 
-local function write_new(w, rk)
+local function push(fields, name, value)
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+
+-- A first commit: the run's row (the spec is sent only when this store object has not seen it yet).
+local function new_run(w, rk, fields)
   local nr = w.nr
-  redis.call('HSETNX', G .. 'specs', nr.hash, ARGV[nr.spec])
-  local fields = {'id', w.id, 'wf', nr.wf, 'spec', nr.hash, 'st', 'running', 'in', ARGV[nr['in']], 'c', NOW}
-  if nr.parent then fields[#fields + 1] = 'parent'; fields[#fields + 1] = nr.parent end
-  redis.call('HSET', rk, unpack(fields))
+  if nr.spec then redis.call('HSETNX', G .. 'specs', nr.hash, ARGV[nr.spec]) end
+  for _, f in ipairs({'id', w.id, 'wf', nr.wf, 'spec', nr.hash, 'st', 'running', 'in', ARGV[nr['in']], 'c', NOW}) do
+    fields[#fields + 1] = f
+  end
+  if nr.parent then push(fields, 'parent', nr.parent) end
   redis.call('ZADD', G .. 'runs', NOW, rk)
-  redis.call('ZADD', G .. 'runs:running', NOW, rk)
+  if not w.st then redis.call('ZADD', G .. 'runs:running', NOW, rk) end
 end
 
 local function write_run(w)
   local rk = w.tag .. 'run:' .. w.id
-  if w.nr then write_new(w, rk) end
   local fields = {'seq', int(w.new), 'u', NOW}
+  if w.nr then new_run(w, rk, fields) end
   if w.st then
-    local old = redis.call('HMGET', rk, 'st', 'c')
+    local old = w.nr and {'running', NOW} or redis.call('HMGET', rk, 'st', 'c')
     if old[1] ~= w.st then
-      redis.call('ZREM', G .. 'runs:' .. old[1], rk)
+      if not w.nr then redis.call('ZREM', G .. 'runs:' .. old[1], rk) end
       redis.call('ZADD', G .. 'runs:' .. w.st, old[2], rk)
+    elseif w.nr then
+      redis.call('ZADD', G .. 'runs:running', NOW, rk)
     end
-    fields[#fields + 1] = 'st'; fields[#fields + 1] = w.st
+    push(fields, 'st', w.st)
   end
-  if w.out then fields[#fields + 1] = 'out'; fields[#fields + 1] = ARGV[w.out] end
-  if w.err then fields[#fields + 1] = 'err'; fields[#fields + 1] = ARGV[w.err] end
-  if w.fin then fields[#fields + 1] = 'fin'; fields[#fields + 1] = int(w.fin) end
+  if w.out then push(fields, 'out', ARGV[w.out]) end
+  if w.err then push(fields, 'err', ARGV[w.err]) end
+  if w.fin then push(fields, 'fin', int(w.fin)) end
   redis.call('HSET', rk, unpack(fields))
   local events = {}
   for k, index in ipairs(w.ev) do events[k] = ARGV[index] end
@@ -92,8 +101,8 @@ local function enqueue(w, t)
   local fields = {'id', t[2], 'run', w.id, 'tag', w.tag, 'step', t[3], 'idx', t[4], 'tgt', t[5], 'lb', t[6],
     'rq', ready, 'sc', score, 'st', 'ready', 'try', t[8], 'ln', t[9], 'tpl', ARGV[t[11]], 'item', ARGV[t[12]],
     'rms', NOW}
-  if t[10] ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = t[10] end
-  if t[13] > 0 then fields[#fields + 1] = 'sch'; fields[#fields + 1] = ARGV[t[13]] end
+  if t[10] ~= '' then push(fields, 'to', t[10]) end
+  if t[13] > 0 then push(fields, 'sch', ARGV[t[13]]) end
   redis.call('HSET', key, unpack(fields))
   task_ready(key, ready, score, t[5], t[6])
   redis.call('SADD', w.tag .. 'tasks:' .. w.id, key)
