@@ -14,9 +14,9 @@ if #P.shards > 0 then
   local fields = {}
   for i, shard in ipairs(P.shards) do fields[i] = int(shard) end
   local leases = redis.call('HMGET', G .. 'shards', unpack(fields))
-  for i, lease in ipairs(P.shards) do
+  for i, shard in ipairs(P.shards) do
     local held = leases[i] and tonumber(string.match(leases[i], '^(%d+):'))
-    if held ~= P.epoch then lost[#lost + 1] = P.shards[i] end
+    if held ~= P.epoch then lost[#lost + 1] = shard end
   end
 end
 if #lost > 0 then return {'epoch', lost} end

@@ -111,11 +111,9 @@ local function lease(key, worker, lease_ms, now)
   local timeout = f[11] and tonumber(f[11])
   local until_ms = now + lease_ms
   local fields = {'st', 'leased', 'ln', int(no), 'w', worker}
-  if timeout and timeout > 0 then
+  if timeout and timeout > 0 then  -- a try deadline: no lease or heartbeat goes past it
     until_ms = math.min(until_ms, now + timeout)
     fields[#fields + 1] = 'dl'; fields[#fields + 1] = int(now + timeout)
-  else
-    redis.call('HDEL', key, 'dl')
   end
   fields[#fields + 1] = 'lu'; fields[#fields + 1] = int(until_ms)
   redis.call('HSET', key, unpack(fields))
