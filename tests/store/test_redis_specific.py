@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -46,7 +47,7 @@ async def raw(url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-def text(value: bytes | str) -> str:
+def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -58,8 +59,8 @@ async def _covey_clients(raw: aioredis.Redis, prefix: str) -> list[int]:
 
 
 async def test_a_server_that_may_evict_keys_is_refused(url: str, prefix: str, raw: aioredis.Redis) -> None:
-    found = {text(k): v for k, v in (await raw.config_get("maxmemory-policy")).items()}
-    before = found["maxmemory-policy"]
+    found: dict[Any, Any] = dict(await raw.config_get("maxmemory-policy"))
+    before = text(found.get(b"maxmemory-policy", found.get("maxmemory-policy")))
     await raw.config_set("maxmemory-policy", "allkeys-lru")
     try:
         with pytest.raises(ConfigError) as caught:
@@ -189,7 +190,7 @@ async def test_a_connection_killed_by_the_server_fails_one_call_at_most(
         ids = await _covey_clients(raw, prefix)
         assert ids
         for client_id in ids:
-            await raw.client_kill_filter(_id=client_id)
+            await raw.client_kill_filter(_id=str(client_id))
 
         async def gone() -> bool:
             return not set(ids) & set(await _covey_clients(raw, prefix))
@@ -278,8 +279,10 @@ async def test_a_long_wait_outranks_a_higher_priority(url: str, prefix: str, raw
         d = await Driver.start(store)
         await d.start_run("r1", enqueue=[task("r1", "old", priority=0)])
         key = f"{{{prefix}:{shard_of('r1')}}}:task:r1/old"
-        ready = (await raw.hget(key, "rq")).decode()
-        aged = int(await raw.hget(key, "sc")) - 5 * AGING_MS // 2
+        ready, score = await raw.hmget(key, ["rq", "sc"])
+        assert ready is not None
+        assert score is not None
+        aged = int(score) - 5 * AGING_MS // 2
         await raw.hset(key, "sc", aged)
         await raw.zadd(ready, {key: aged})
         # and newer tasks at priorities 2 and 3,
@@ -290,3 +293,41 @@ async def test_a_long_wait_outranks_a_higher_priority(url: str, prefix: str, raw
 
     # then the old task overtakes priority 2 but not priority 3.
     assert order == [["p3"], ["old"], ["p2"]]
+
+
+# -- reducers decided in Python --------------------------------------------------------
+
+
+async def test_a_reducer_decided_from_a_read_that_moved_is_decided_again(
+    url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a store whose next snapshot is followed at once by another process's add to the key it read,
+    async with RedisStore(url, prefix=prefix) as store, RedisStore(url, prefix=prefix) as other:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        read = store.snapshot
+        pending: list[int] = []
+
+        async def snapshot_then_interleave(**kwargs: object) -> object:
+            snap = await read(**kwargs)  # type: ignore[arg-type]
+            if pending:
+                await other.state_apply([StateOp("update", "ns", "n", pending.pop(), "add")])
+            return snap
+
+        monkeypatch.setattr(store, "snapshot", snapshot_then_interleave)
+
+        # when a live add and a staged add are each decided from such a read,
+        pending.append(100)
+        (live,) = await store.state_apply([StateOp("update", "ns", "n", 1, "add")])
+        pending.append(1000)
+        staged = d.write("r1")
+        staged.state_ops.append(StateOp("update", "ns", "n", 10, "add"))
+        result = await d.commit(staged)
+
+    # then each saw the key move, read again, and counted on top of the other's write: nothing is lost.
+    assert pending == []
+    assert (live.value, live.version) == (101, 2)
+    assert (result.conflicts, result.state_errors) == (set(), {})
+    async with RedisStore(url, prefix=prefix) as store:
+        assert await store.state_get("ns", "n") == StateEntry("ns", "n", 1111, 4)
+        assert [c.value for c in await store.state_changes("ns", 0)] == [100, 101, 1101, 1111]
