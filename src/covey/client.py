@@ -1,71 +1,117 @@
-"""A client for an embedded store: submit, signal, cancel, wait, and read.
+"""Clients: submit, signal, cancel, wait, read and write shared state, on any store.
 
-Commands reach the store the safe way: through the runner's socket when a
-runner holds the database (one writer per file), or, when none runs, by
-appending to the store's inbox directly; a runner started later decides them.
-Either way a call returns only after its input is committed. Reads open the
-file read-only, which WAL allows beside a writing runner.
+Commands are appended to the store's inbox, where an engine decides them;
+a call returns only after its input is committed. On a shared store
+(PostgreSQL, Redis) the engine nodes are hinted on the bus. On the embedded
+SQLite store, commands go through the runner's socket when a runner holds the
+database (one writer per file), or, when none runs, to the inbox directly,
+and a runner started later decides them; reads open the file read-only,
+which WAL allows beside a writing runner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from covey.bus.base import Bus, topic_inbox, topic_state
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
-from covey.errors import BackendUnavailable, InputError, NotFound
+from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.submit import WorkflowLike, prepare_submission
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
-from covey.store.base import InboxRow, RunInfo
+from covey.store.base import InboxRow, RunInfo, Store
+from covey.store.open import open_bus_for, open_store, sqlite_path
 from covey.store.sqlite import SQLiteStore
 from covey.worker.socket_link import SocketLink
 
-__all__ = ["LocalClient"]
+__all__ = ["LocalClient", "StoreClient", "connect"]
+
+log = logging.getLogger("covey.client")
 
 
-class LocalClient:
-    """Talks to the embedded store at ``path`` (see the module docstring)."""
+class StoreClient:
+    """A client for any store: commands go to the store's inbox, reads straight to the store.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    Each call opens the store (and bus) it needs and closes it again, which
+    suits commands; a program making many calls enters the client once
+    (``async with StoreClient(url) as client``) to keep one connection open.
+    Commands are hinted to the engine nodes on the bus; a lost hint only
+    delays them until the nodes' next look at the inbox.
+    """
+
+    def __init__(self, store_url: str, bus_url: str | None = None) -> None:
+        self.store_url = store_url
+        self.bus_url = bus_url
         self.reconnects = 0
         """How often a watch lost its connection and resumed."""
+        self._store: Store | None = None
+        self._bus: Bus | None = None
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        async with stack:
+            self._store = await stack.enter_async_context(open_store(self.store_url))
+            self._bus = await stack.enter_async_context(self._open_bus())
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack, self._store, self._bus = self._stack, None, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _open_bus(self) -> Bus:
+        return open_bus_for(self.store_url, self.bus_url)
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[SQLiteStore]:
-        """The store opened read-only.
-
-        Raises:
-            NotFound: the database file does not exist.
-        """
-        if not self.path.exists():
-            raise NotFound(f"no covey database at {self.path}")
-        async with SQLiteStore(self.path, readonly=True) as store:
+    async def reader(self) -> AsyncIterator[Store]:
+        """The store, for reading."""
+        async with self.writer() as store:
             yield store
 
-    async def _runner_call(self, op: str, **fields: Any) -> Any:
-        socket_path = find_runner_socket(self.path)
-        if socket_path is None:
-            return _NO_RUNNER
-        async with SocketLink(socket_path) as link:
-            return await link.call(op, **fields)
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[Store]:
+        """The store, for writing."""
+        if self._store is not None:
+            yield self._store
+            return
+        async with open_store(self.store_url) as store:
+            yield store
+
+    async def _command(self, op: str, **fields: Any) -> Any:
+        """Send a command to a running engine that takes them directly; ``_NO_RUNNER`` if there is none."""
+        return _NO_RUNNER
 
     async def _append(self, row: InboxRow) -> None:
-        async with SQLiteStore(self.path) as store:
+        async with self.writer() as store:
             await store.append_inbox([row])
+        await self._hint({topic_inbox()})
+
+    async def _hint(self, topics: set[str]) -> None:
+        """Tell the engine nodes (or watchers) now; without it they find out on their next poll."""
+        try:
+            if self._bus is not None:
+                await self._bus.publish(topics)
+                return
+            async with self._open_bus() as bus:
+                await bus.publish(topics)
+        except CoveyError as exc:
+            log.warning("could not hint %s: %s", sorted(topics), exc)
 
     async def submit(
         self, workflow: WorkflowLike, run_input: Any = None, *, run_id: str | None = None
     ) -> str:
-        """Submit a run; returns its id once committed (to the inbox, if no runner is up)."""
+        """Submit a run; returns its id once committed (to the inbox, if no runner takes it directly)."""
         submission = prepare_submission(workflow, run_input, run_id=run_id)
-        answer = await self._runner_call(
+        answer = await self._command(
             "submit", workflow=dict(submission.workflow.source), input=run_input, run_id=submission.run_id
         )
         if answer is _NO_RUNNER:
@@ -81,9 +127,7 @@ class LocalClient:
         """Send a named signal to a run."""
         check_payload(payload, field="payload")
         chosen = signal_id or new_id()
-        answer = await self._runner_call(
-            "signal", run_id=run_id, name=name, payload=payload, signal_id=chosen
-        )
+        answer = await self._command("signal", run_id=run_id, name=name, payload=payload, signal_id=chosen)
         if answer is _NO_RUNNER:
             declared = await self._signals_of(run_id)
             if name not in declared:
@@ -98,7 +142,7 @@ class LocalClient:
         self, run_id: str, *, step: str | None = None, reason: str = "cancelled by request"
     ) -> None:
         """Cancel a run or one step of it."""
-        answer = await self._runner_call("cancel", run_id=run_id, step=step, reason=reason)
+        answer = await self._command("cancel", run_id=run_id, step=step, reason=reason)
         if answer is _NO_RUNNER:
             await self._signals_of(run_id)
             event = CancelRequested(0, step, reason)
@@ -121,17 +165,20 @@ class LocalClient:
 
     async def wait(self, run_id: str, *, poll_s: float = 0.1) -> RunInfo:
         """Wait until the run finishes (through the runner when one is up)."""
-        answer = await self._runner_call("wait", run_id=run_id)
+        answer = await self._command("wait", run_id=run_id)
         if answer is not _NO_RUNNER:
             return RunInfo(**answer["run"])
         while True:
-            info = await self.get_run(run_id)
-            if info.status != "running":
+            try:
+                info = await self.get_run(run_id)
+            except NotFound:
+                info = None  # a submit still in the inbox
+            if info is not None and info.status != "running":
                 return info
             await asyncio.sleep(poll_s)
 
     async def state_get(self, namespace: str, key: str) -> StateEntry | None:
-        """One key of shared state (read-only open)."""
+        """One key of shared state."""
         async with self.reader() as store:
             return await store.state_get(check_namespace(namespace), check_key(key))
 
@@ -147,11 +194,13 @@ class LocalClient:
         ops = [StateOp.from_json(op.to_json()) for op in ops]  # checked as any outside input is
         for op in ops:
             check_payload(op.value, field=f"state.{op.key}")
-        answer = await self._runner_call("state_apply", ops=[op.to_json() for op in ops], fence=None)
+        answer = await self._command("state_apply", ops=[op.to_json() for op in ops], fence=None)
         if answer is not _NO_RUNNER:
             return [StateEntry(**entry) for entry in answer["entries"]]
-        async with SQLiteStore(self.path) as store:
-            return await store.state_apply(ops)
+        async with self.writer() as store:
+            entries = await store.state_apply(ops)
+        await self._hint({topic_state(op.namespace) for op in ops})
+        return entries
 
     async def state_put(
         self, namespace: str, key: str, value: Any, *, if_version: int | None = None
@@ -178,9 +227,8 @@ class LocalClient:
     ) -> AsyncIterator[StateChange]:
         """Every change of ``namespace`` after cursor ``after``, as committed, forever.
 
-        Through the runner (woken as soon as a change commits) when one is up,
-        else by reading the file. A lost connection is retried from the last
-        change seen, so nothing is missed and nothing repeated.
+        A lost connection is retried from the last change seen, so nothing is
+        missed and nothing repeated.
         """
         check_namespace(namespace)
         cursor = after
@@ -192,6 +240,47 @@ class LocalClient:
             except BackendUnavailable:
                 self.reconnects += 1
             await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _watch_once(self, namespace: str, cursor: int, wait_s: float) -> AsyncIterator[StateChange]:
+        async with self.reader() as store:
+            for change in await store.state_changes(namespace, cursor):
+                yield change
+
+
+class LocalClient(StoreClient):
+    """A client for the embedded SQLite store at ``path``: through its runner's socket when one is up."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"sqlite:///{self.path}", "memory://")
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[SQLiteStore]:
+        """The store opened read-only (WAL allows it beside a writing runner).
+
+        Raises:
+            NotFound: the database file does not exist.
+        """
+        if not self.path.exists():
+            raise NotFound(f"no covey database at {self.path}")
+        async with SQLiteStore(self.path, readonly=True) as store:
+            yield store
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[SQLiteStore]:
+        """The store opened for writing (only when no runner holds it: commands go through its socket)."""
+        async with SQLiteStore(self.path) as store:
+            yield store
+
+    async def _command(self, op: str, **fields: Any) -> Any:
+        socket_path = find_runner_socket(self.path)
+        if socket_path is None:
+            return _NO_RUNNER
+        async with SocketLink(socket_path) as link:
+            return await link.call(op, **fields)
+
+    async def _hint(self, topics: set[str]) -> None:
+        """No hints: a runner started later reads its inbox when it starts."""
 
     async def _watch_once(self, namespace: str, cursor: int, wait_s: float) -> AsyncIterator[StateChange]:
         socket_path = find_runner_socket(self.path)
@@ -207,6 +296,13 @@ class LocalClient:
                     change = StateChange(**body)
                     cursor = change.seq
                     yield change
+
+
+def connect(store_url: str, bus_url: str | None = None) -> StoreClient:
+    """A client for the store at ``store_url``: a LocalClient for SQLite, a StoreClient otherwise."""
+    if store_url.partition("://")[0] in ("sqlite", store_url):
+        return LocalClient(sqlite_path(store_url))
+    return StoreClient(store_url, bus_url)
 
 
 #: Pause before reading a namespace again after the connection was lost or nothing was found.

@@ -32,7 +32,7 @@ from covey.store.open import sqlite_path
 
 __all__ = ["COMMANDS", "bench_command", "bench_directory"]
 
-_BUSES = ("", "none", "inprocess")
+_BUSES = ("", "none", "inprocess", "memory://")
 
 
 def bench_directory(store_url: str) -> Path:
@@ -55,9 +55,6 @@ def bench_directory(store_url: str) -> Path:
 
 @click.command("bench")
 @click.option(
-    "--bus", default="inprocess", show_default=True, help="Event bus URL (only 'inprocess' so far)."
-)
-@click.option(
     "--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="covey worker processes."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line, nothing else.")
@@ -66,7 +63,7 @@ def bench_directory(store_url: str) -> Path:
 @click.option("--no-peers", is_flag=True, help="Skip LangGraph even when it is installed.")
 @click.pass_context
 def bench_command(
-    ctx: click.Context, bus: str, workers: int, as_json: bool, quick: bool, only: str | None, no_peers: bool
+    ctx: click.Context, workers: int, as_json: bool, quick: bool, only: str | None, no_peers: bool
 ) -> None:
     """Measure covey (W1 throughput, W1b map, W2 hand-off, W3 fan-out, W4 sequence) against its bounds.
 
@@ -74,8 +71,9 @@ def bench_command(
     bench writes fresh files in a temporary directory beside the --store file
     and removes them afterwards.
     """
+    bus = str(getattr(ctx.obj, "bus", None) or "")
     if bus.lower() not in _BUSES:
-        raise ConfigError(f"the bus {bus!r} is not available to covey bench yet; only 'inprocess' is")
+        raise ConfigError(f"the bus {bus!r} is not available to covey bench yet; only the in-process one is")
     workloads = parse_only(only)
     base = bench_directory(str(getattr(ctx.obj, "store", None) or "sqlite:///covey.db"))
     directory = Path(tempfile.mkdtemp(prefix=".covey-bench-", dir=base))

@@ -9,7 +9,6 @@ import orjson
 
 from covey.cli.render import console
 from covey.cli.run import parse_inputs
-from covey.client import LocalClient
 from covey.errors import InputError
 from covey.runtime.eventloop import run_async
 
@@ -35,7 +34,7 @@ def submit_command(
     from covey.spec.load import load_spec_file
 
     spec = load_spec_file(file)
-    client = LocalClient(settings.db_path)
+    client = settings.client()
 
     async def go() -> None:
         chosen = await client.submit(spec, parse_inputs(inputs, input_file), run_id=run_id)
@@ -56,7 +55,7 @@ def submit_command(
 @click.pass_obj
 def cancel_command(settings: Any, run_id: str, step: str | None, reason: str) -> None:
     """Cancel a run, or one step of it."""
-    run_async(LocalClient(settings.db_path).cancel(run_id, step=step, reason=reason))
+    run_async(settings.client().cancel(run_id, step=step, reason=reason))
     console.print(f"cancel of {run_id}{' step ' + step if step else ''} accepted")
 
 
@@ -74,7 +73,7 @@ def signal_command(settings: Any, run_id: str, name: str, payload: str | None, s
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"payload is not JSON: {exc}", field="payload") from None
-    run_async(LocalClient(settings.db_path).signal(run_id, name, value, signal_id=signal_id))
+    run_async(settings.client().signal(run_id, name, value, signal_id=signal_id))
     console.print(f"signal {name} to {run_id} accepted")
 
 

@@ -8,7 +8,6 @@ import click
 import orjson
 
 from covey.cli.render import console, events_table, run_detail, runs_table, workers_table
-from covey.client import LocalClient
 from covey.engine.events import event_from_json
 from covey.engine.replay import fold
 from covey.errors import NotFound
@@ -26,7 +25,7 @@ def ls_command(settings: Any, status: str | None, limit: int, as_json: bool) -> 
     """List runs, newest first."""
 
     async def go() -> None:
-        async with LocalClient(settings.db_path).reader() as store:
+        async with settings.client().reader() as store:
             runs = await store.list_runs(status=status, limit=limit)
         if as_json:
             for run in runs:
@@ -48,7 +47,7 @@ def show_command(settings: Any, run_id: str) -> None:
     """Show a run: status, steps, tasks in flight, output or error."""
 
     async def go() -> None:
-        async with LocalClient(settings.db_path).reader() as store:
+        async with settings.client().reader() as store:
             info = await store.get_run(run_id)
             if info is None:
                 raise NotFound(f"no run {run_id!r}")
@@ -73,7 +72,7 @@ def events_command(settings: Any, run_id: str, as_json: bool) -> None:
     """Print a run's history: every event, in order."""
 
     async def go() -> None:
-        async with LocalClient(settings.db_path).reader() as store:
+        async with settings.client().reader() as store:
             history = await store.load_history(run_id)
         if not history:
             raise NotFound(f"no run {run_id!r}")
@@ -92,7 +91,7 @@ def workers_command(settings: Any) -> None:
     """List registered workers: what they serve, their slots, when each was last heard from."""
 
     async def go() -> None:
-        async with LocalClient(settings.db_path).reader() as store:
+        async with settings.client().reader() as store:
             workers = await store.list_workers()
             now = await store.now_ms()
         console.print(workers_table(workers, now))

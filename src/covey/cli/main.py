@@ -1,7 +1,8 @@
 """The ``covey`` command: one group, one module per family of commands.
 
-Global option: ``--store URL`` (or ``COVEY_STORE``), default
-``sqlite:///covey.db``. Every covey error becomes a one-line message in red
+Global options: ``--store URL`` (or ``COVEY_STORE``), default
+``sqlite:///covey.db``, and ``--bus URL`` (or ``COVEY_BUS``), default the
+store's own server. Every covey error becomes a one-line message in red
 and exit code 2; a failed run exits 1.
 """
 
@@ -15,8 +16,9 @@ from typing import Any
 import click
 
 from covey.cli.render import console
+from covey.client import StoreClient, connect
 from covey.errors import CoveyError
-from covey.store.open import sqlite_path
+from covey.store.open import backend_of, sqlite_path
 
 __all__ = ["cli", "main"]
 
@@ -26,8 +28,18 @@ DEFAULT_STORE = "sqlite:///covey.db"
 class Settings:
     """Options shared by every command."""
 
-    def __init__(self, store: str) -> None:
+    def __init__(self, store: str, bus: str | None = None) -> None:
         self.store = store
+        self.bus = bus
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the store is the embedded SQLite one (one runner per file)."""
+        return backend_of(self.store) == "sqlite"
+
+    def client(self) -> StoreClient:
+        """A client for the chosen store and bus."""
+        return connect(self.store, self.bus)
 
     @property
     def db_path(self) -> Path:
@@ -36,32 +48,34 @@ class Settings:
 
 
 def store_option(command: Any) -> Any:
-    """Accept ``--store URL`` after the command name too (``covey worker APP --store URL``)."""
+    """Accept ``--store URL`` and ``--bus URL`` after the command name too (``covey worker APP --store URL``)."""
 
-    def keep(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    def keep(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
         if value is not None:
-            ctx.find_object(Settings).store = value  # type: ignore[union-attr]
+            setattr(ctx.find_object(Settings), str(param.name).removesuffix("_override"), value)
 
-    return click.option(
-        "--store",
-        "store_override",
-        expose_value=False,
-        callback=keep,
-        help="Store URL (overrides the global one).",
-    )(command)
+    for name, text in (
+        ("--bus", "Bus URL (overrides the global one)."),
+        ("--store", "Store URL (overrides the global one)."),
+    ):
+        command = click.option(name, f"{name[2:]}_override", expose_value=False, callback=keep, help=text)(
+            command
+        )
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="COVEY_STORE", default=DEFAULT_STORE, show_default=True, help="Store URL.")
+@click.option("--bus", envvar="COVEY_BUS", help="Bus URL (default: the store's own server).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what covey does.")
 @click.version_option(package_name="covey")
 @click.pass_context
-def cli(ctx: click.Context, store: str, verbose: bool) -> None:
+def cli(ctx: click.Context, store: str, bus: str | None, verbose: bool) -> None:
     """covey: durable workflows for AI agents, embedded or distributed."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    ctx.obj = Settings(store)
+    ctx.obj = Settings(store, bus)
 
 
 def _register() -> None:

@@ -11,6 +11,7 @@ from rich.json import JSON
 from rich.table import Table
 
 from covey.engine.state import RunState
+from covey.runtime.shards import ENGINE_PREFIX
 from covey.state.model import StateEntry
 from covey.store.base import RunInfo, TaskInfo, WorkerInfo
 
@@ -106,7 +107,7 @@ SILENT_AFTER_MS = 30_000
 
 
 def workers_table(workers: list[WorkerInfo], now_ms: int) -> Table:
-    """``covey workers``."""
+    """``covey workers``: workers, and the engine nodes of a shared store (they register too)."""
     table = Table(title="workers")
     for column in ("worker", "serves", "labels", "slots", "last heard", "state"):
         table.add_column(column)
@@ -114,9 +115,12 @@ def workers_table(workers: list[WorkerInfo], now_ms: int) -> Table:
         age = max(0, now_ms - worker.heartbeat_ms)
         state = styled("running") if age < SILENT_AFTER_MS else "[yellow]silent[/yellow]"
         labels = ", ".join(f"{k}={v}" for k, v in sorted(worker.labels.items())) or "-"
+        engine = worker.worker_id.startswith(ENGINE_PREFIX)
         table.add_row(
             worker.worker_id,
-            ", ".join(sorted(worker.targets)),
+            "[dim](engine node: decides runs, fires timers)[/dim]"
+            if engine
+            else ", ".join(sorted(worker.targets)),
             labels,
             str(worker.slots),
             f"{age / 1000:.1f}s ago",

@@ -10,7 +10,7 @@ import click
 import orjson
 
 from covey.cli.render import console, json_view, state_table
-from covey.client import LocalClient
+from covey.client import StoreClient
 from covey.errors import InputError, NotFound
 from covey.runtime.eventloop import run_async
 from covey.state.model import StateOp, check_namespace
@@ -37,7 +37,7 @@ def state_group() -> None:
 @click.pass_obj
 def get_command(settings: Any, namespace: str, key: str) -> None:
     """Print KEY's value and version."""
-    entry = run_async(LocalClient(settings.db_path).state_get(namespace, key))
+    entry = run_async(settings.client().state_get(namespace, key))
     if entry is None:
         raise NotFound(f"no key {key!r} in namespace {namespace!r}")
     console.print(f"version {entry.version}")
@@ -55,7 +55,7 @@ def put_command(settings: Any, namespace: str, key: str, value: str, if_version:
     op = StateOp.from_json(
         {"op": "put", "namespace": namespace, "key": key, "value": _json(value), "if_version": if_version}
     )
-    (entry,) = run_async(LocalClient(settings.db_path).state_apply([op]))
+    (entry,) = run_async(settings.client().state_apply([op]))
     console.print(f"{namespace}/{key} is at version {entry.version}")
 
 
@@ -70,7 +70,7 @@ def update_command(settings: Any, namespace: str, key: str, reducer: str, value:
     op = StateOp.from_json(
         {"op": "update", "namespace": namespace, "key": key, "value": _json(value), "reducer": reducer}
     )
-    (entry,) = run_async(LocalClient(settings.db_path).state_apply([op]))
+    (entry,) = run_async(settings.client().state_apply([op]))
     console.print(f"{namespace}/{key} is at version {entry.version}")
     console.print(json_view(entry.value))
 
@@ -83,7 +83,7 @@ def update_command(settings: Any, namespace: str, key: str, reducer: str, value:
 def delete_command(settings: Any, namespace: str, key: str, if_version: int | None) -> None:
     """Delete KEY."""
     op = StateOp.from_json({"op": "delete", "namespace": namespace, "key": key, "if_version": if_version})
-    run_async(LocalClient(settings.db_path).state_apply([op]))
+    run_async(settings.client().state_apply([op]))
     console.print(f"{namespace}/{key} deleted")
 
 
@@ -95,7 +95,7 @@ def delete_command(settings: Any, namespace: str, key: str, if_version: int | No
 @click.pass_obj
 def ls_command(settings: Any, namespace: str, prefix: str, after: str, limit: int) -> None:
     """List the keys of NAMESPACE with their versions and values."""
-    client = LocalClient(settings.db_path)
+    client = settings.client()
     entries = run_async(client.state_list(namespace, prefix=prefix, after=after, limit=limit))
     console.print(state_table(namespace, entries))
 
@@ -111,10 +111,10 @@ def watch_command(settings: Any, namespace: str, after_seq: int, count: int | No
     Each line carries its ``seq``: start again with ``--after SEQ`` to resume
     exactly after the last change seen, missing none and repeating none.
     """
-    run_async(_watch(LocalClient(settings.db_path), check_namespace(namespace), after_seq, count))
+    run_async(_watch(settings.client(), check_namespace(namespace), after_seq, count))
 
 
-async def _watch(client: LocalClient, namespace: str, cursor: int, count: int | None) -> None:
+async def _watch(client: StoreClient, namespace: str, cursor: int, count: int | None) -> None:
     seen = 0
     while count is None or seen < count:
         async with client.reader() as store:

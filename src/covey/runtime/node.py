@@ -1,0 +1,90 @@
+"""An engine node for a shared store: what ``covey timekeeper`` runs, on any number of machines.
+
+A node joins the store with an epoch of its own, keeps a fair share of the
+shards (:class:`~covey.runtime.shards.ShardKeeper`), decides the runs of
+those shards from the store's inbox (:class:`~covey.runtime.loop.EngineLoop`),
+fires due timers and ended leases for everyone (:class:`~covey.runtime.
+timekeeper.Timekeeper`), and publishes hints after its commits. None is
+special: kill one and the others take its shards when their leases end.
+
+It wakes on the bus's ``inbox`` hint, and also polls the inbox, backing off to
+:data:`POLL_MAX_S` when idle, so a lost hint delays work but never loses it
+(invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from covey.bus.base import RESYNC, Bus, Subscription, topic_inbox
+from covey.runtime.hints import HintPublisher
+from covey.runtime.loop import EngineLoop
+from covey.runtime.shards import ShardKeeper
+from covey.runtime.timekeeper import Timekeeper
+from covey.store.base import Store
+
+__all__ = ["POLL_MAX_S", "EngineNode"]
+
+log = logging.getLogger("covey.node")
+
+#: Longest wait between two looks at the inbox with no hint.
+POLL_MAX_S = 1.0
+#: First wait after activity; it doubles each idle round up to POLL_MAX_S.
+POLL_MIN_S = 0.01
+
+
+class EngineNode:
+    """One engine loop with its share of the shards, a timekeeper, and hints; see the module docstring."""
+
+    def __init__(self, store: Store, bus: Bus, *, shard_ttl_ms: int = 10_000) -> None:
+        self.store = store
+        self.bus = bus
+        self.shard_ttl_ms = shard_ttl_ms
+        self.loop: EngineLoop | None = None
+        self.keeper: ShardKeeper | None = None
+        self.ready = asyncio.Event()
+        """Set once the node holds its first shards (or found none free)."""
+
+    async def run(self) -> None:
+        """Serve until cancelled; a clean stop gives the shards back at once."""
+        epoch = await self.store.join_epoch()
+        loop = self.loop = EngineLoop(self.store, epoch=epoch, shards=())
+        hints = HintPublisher(self.bus)
+        loop.on_hints = hints.add
+        keeper = self.keeper = ShardKeeper(self.store, epoch, loop.set_shards, ttl_ms=self.shard_ttl_ms)
+        await keeper.balance()
+        self.ready.set()
+        log.info("engine node %s holds %d shards", epoch, len(keeper.held))
+
+        def fired() -> None:
+            loop.poke_inbox()
+            hints.add({topic_inbox()})  # the other nodes' shards may have got rows too
+
+        timekeeper = Timekeeper(self.store, fired)
+        subscription = await self.bus.subscribe({topic_inbox()})
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(loop.run())
+                group.create_task(keeper.run())
+                group.create_task(timekeeper.run())
+                group.create_task(hints.run())
+                group.create_task(self._wake_on_inbox(subscription, loop))
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.close()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(keeper.release_all())
+
+    @staticmethod
+    async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop) -> None:
+        """Read the inbox on every hint, and on a backing-off poll when none comes."""
+        wait_s = POLL_MIN_S
+        while True:
+            started = asyncio.get_running_loop().time()
+            topics = await subscription.wait(wait_s)
+            loop.poke_inbox()
+            if not topics and asyncio.get_running_loop().time() - started < wait_s / 2:
+                await asyncio.sleep(wait_s)  # a closed subscription answers at once: poll instead
+            wait_s = POLL_MIN_S if topics and topics != {RESYNC} else min(POLL_MAX_S, wait_s * 2)
