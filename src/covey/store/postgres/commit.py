@@ -209,8 +209,9 @@ async def commit(conn: Conn, batch: CommitBatch) -> CommitResult:
 async def _lock(conn: Conn, batch: CommitBatch, result: CommitResult) -> list[RunWrite]:
     """Lock the batch's shards and runs, create its new runs; the writes that pass their sequence check."""
     needed = sorted({shard_of(w.run_id) for w in batch.runs})
-    new = [w for w in batch.runs if w.new is not None and w.expected_seq == 0]
-    specs = {w.new.spec_hash: w.new.spec for w in new if w.new is not None}
+    # Inserted in key order, so two commits inserting the same keys take their locks in one order.
+    new = sorted((w for w in batch.runs if w.new is not None and w.expected_seq == 0), key=lambda w: w.run_id)
+    specs = dict(sorted({w.new.spec_hash: w.new.spec for w in new if w.new is not None}.items()))
     rows = await conn.fetch(
         LOCK_SQL,
         batch.epoch,
