@@ -157,6 +157,9 @@ class RedisBus:
             log.debug("redis bus %s is not connected; dropped hints %s", self._where, unique)
             return
         try:
+            if len(unique) == 1:  # the common case (one hint per commit) skips the pipeline's overhead
+                await client.publish(self._prefix + unique[0].encode(), unique[0])
+                return
             async with client.pipeline(transaction=False) as pipe:
                 for topic in unique:
                     pipe.publish(self._prefix + topic.encode(), topic)
