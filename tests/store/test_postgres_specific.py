@@ -223,6 +223,62 @@ async def test_text_postgres_cannot_hold_is_an_input_error(where: tuple[str, str
         assert await store.state_list("docs") == []
 
 
+# -- what the conformance suite does not cover ---------------------------------------------
+
+
+async def test_the_change_feed_records_each_write_once_in_order(where: tuple[str, str]) -> None:
+    url, schema = where
+    async with PostgresStore(url, schema=schema) as store:
+        await store.state_apply([StateOp("put", "ns", "a", {"v": 1}), StateOp("put", "ns", "b", None)])
+        await store.state_apply([StateOp("delete", "ns", "a"), StateOp("delete", "ns", "missing")])
+        await store.state_apply([StateOp("update", "ns", "a", 1, "add"), StateOp("put", "other", "a", 0)])
+        with pytest.raises(CoveyError):
+            await store.state_apply(
+                [StateOp("put", "ns", "c", 1), StateOp("put", "ns", "b", 2, if_version=9)]
+            )
+
+        changes = await store.state_changes("ns", 0)
+
+        assert [(c.seq, c.key, c.version, c.value, c.deleted) for c in changes] == [
+            (1, "a", 1, {"v": 1}, False),
+            (2, "b", 1, None, False),
+            (3, "a", 2, None, True),
+            (4, "a", 3, 1, False),
+        ]
+        assert [c.seq for c in await store.state_changes("ns", 2, limit=1)] == [3]
+        assert await store.state_changes("ns", 4) == []
+        assert [(c.seq, c.key) for c in await store.state_changes("other", 0)] == [(1, "a")]
+
+
+async def test_a_commit_drops_a_namespace_after_the_staged_writes_before_it(where: tuple[str, str]) -> None:
+    # Given a namespace with keys and a change feed,
+    url, schema = where
+    async with PostgresStore(url, schema=schema) as store:
+        d = await Driver.start(store)
+        for run_id in ("r1", "r2", "r3"):
+            await d.start_run(run_id)
+        await store.state_apply([StateOp("put", "run:r1", "k", 1), StateOp("put", "gone", "k", 1)])
+        # when one batch writes to it, drops it (r1), writes to it again (r2), and drops another (r3),
+        first = d.write("r1")
+        first.state_ops.append(StateOp("put", "run:r1", "k", 2))
+        first.drop_namespace = "run:r1"
+        second = d.write("r2")
+        second.state_ops.append(StateOp("update", "run:r1", "later", 1, "add"))
+        third = d.write("r3")
+        third.state_ops.append(StateOp("put", "gone", "j", 1))
+        third.drop_namespace = "gone"
+        result = await d.commit(first, second, third)
+
+        # then each write applies in batch order: the namespace starts over after its drop.
+        assert (result.conflicts, result.state_errors) == (set(), {})
+        assert [(e.key, e.value, e.version) for e in await store.state_list("run:r1")] == [("later", 1, 1)]
+        assert [(c.seq, c.key) for c in await store.state_changes("run:r1", 0)] == [(1, "later")]
+        assert await store.state_list("gone") == []
+        assert await store.state_changes("gone", 0) == []
+        (again,) = await store.state_apply([StateOp("put", "gone", "k", 3)])
+        assert again.version == 1
+
+
 # -- priority aging ------------------------------------------------------------------------
 
 
