@@ -258,6 +258,9 @@ class AmqpBus:
             except _ERRORS as exc:
                 log.warning("amqp bus %s: lost the connection (%s); reconnecting", self._where, exc)
                 outage = True
+            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
+                log.exception("amqp bus %s: unexpected error on the connection; reconnecting", self._where)
+                outage = True
             finally:
                 self._live = None
                 await self._close_quietly(connection)
@@ -268,8 +271,6 @@ class AmqpBus:
     async def _serve(self, connection: aio_pika.abc.AbstractConnection) -> None:
         """Set the topology up on ``connection``, report RESYNC, and wait until it or a channel closes."""
         live = await self._declare(connection)
-        self._live = live
-        # Topics added while the bindings above were made were bound by listen() on this live.
         self._fanout.resync()
         self._attempted.set()
         closed = [
@@ -302,7 +303,7 @@ class AmqpBus:
             auto_delete=True,
             arguments={"x-dead-letter-exchange": self._dead, "x-queue-type": "classic"},
         )
-        # From here on listen() binds new topics itself; these are the ones held before.
+        # From here on listen() binds topics added meanwhile itself; these are the ones held before.
         held = self._fanout.topics()
         self._live = live = _Live(connection, publishing, consuming, exchange, queue)
         for topic in held:

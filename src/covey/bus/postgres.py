@@ -218,6 +218,11 @@ class PostgresBus:
             except _ERRORS as exc:
                 log.warning("postgres bus %s: lost the connection (%s); reconnecting", self._where, exc)
                 outage = True
+            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
+                log.exception(
+                    "postgres bus %s: unexpected error on the connection; reconnecting", self._where
+                )
+                outage = True
             finally:
                 self._conn = None
                 conn.terminate()

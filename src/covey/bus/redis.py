@@ -37,6 +37,7 @@ import asyncio
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any
@@ -87,11 +88,12 @@ class RedisBus:
             raise ConfigError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
         self._name = "covey-bus:" + "".join(c if c.isprintable() and c != " " else "_" for c in prefix)
         self._connection_class: type[Connection] = kwargs.pop("connection_class", Connection)
-        # RESP2 whatever the URL asks: pub/sub messages are then plain replies, not RESP3 pushes.
+        # RESP2 and bytes whatever the URL asks: pub/sub messages are then plain lists of bytes, not RESP3 pushes.
         self._connect_kwargs = kwargs | {
             "client_name": self._name,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "protocol": 2,
+            "decode_responses": False,
         }
         self._url = url
         self._where = redact_url(url)
@@ -100,7 +102,7 @@ class RedisBus:
         self._fanout = Fanout(self)
         self._client: Redis | None = None
         self._conn: Connection | None = None
-        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
         self._stopping = False
@@ -178,28 +180,31 @@ class RedisBus:
         conn = self._conn
         if conn is None:
             return  # subscribed when the listener reconnects, and then RESYNC is reported
-        channels = [self._prefix + topic.encode() for topic in topics]
-        loop = asyncio.get_running_loop()
-        futures = []
-        for channel in channels:
-            future = loop.create_future()
-            self._confirm.setdefault(channel, []).append(future)
-            futures.append(future)
         try:
-            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+            confirmed = await self._subscribe(conn, [self._prefix + topic.encode() for topic in topics])
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                await asyncio.gather(*futures)
+                await asyncio.gather(*confirmed)
         except _ERRORS as exc:
             log.debug(
                 "redis bus %s: SUBSCRIBE not confirmed (%s); the listener resubscribes", self._where, exc
             )
-        finally:
-            for channel, future in zip(channels, futures, strict=True):
-                waiting = self._confirm.get(channel, [])
-                if future in waiting:
-                    waiting.remove(future)
-                if not waiting:
-                    self._confirm.pop(channel, None)
+
+    async def _subscribe(self, conn: Connection, channels: Collection[bytes]) -> list[asyncio.Future[None]]:
+        """Send SUBSCRIBE; the futures resolve when Redis confirms each channel *of this command*.
+
+        Redis answers a connection's commands in order, so the n-th confirmation
+        of a channel answers the n-th SUBSCRIBE naming it: pairing them
+        first-in first-out means no earlier SUBSCRIBE's answer (one followed by
+        an UNSUBSCRIBE) is taken for this one's.
+        """
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in channels:
+            future: asyncio.Future[None] = loop.create_future()
+            self._confirm.setdefault(channel, deque()).append(future)
+            futures.append(future)
+        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+        return futures
 
     async def unlisten(self, topics: Collection[str]) -> None:
         """UNSUBSCRIBE from ``topics``' channels (the fan-out already stopped delivering them)."""
@@ -241,6 +246,11 @@ class RedisBus:
                     "redis bus %s: lost the listening connection (%s); reconnecting", self._where, exc
                 )
                 outage = True
+            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
+                log.exception(
+                    "redis bus %s: unexpected error on the listening connection; reconnecting", self._where
+                )
+                outage = True
             finally:
                 self._conn = None
                 self._release_waiters()
@@ -254,7 +264,7 @@ class RedisBus:
         self._conn = conn
         channels = {self._prefix + topic.encode() for topic in self._fanout.topics()}
         if channels:
-            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+            await self._subscribe(conn, channels)
         else:
             self._fanout.resync()
         self._attempted.set()
@@ -275,7 +285,9 @@ class RedisBus:
             if kind == b"message" and isinstance(channel, bytes) and channel.startswith(self._prefix):
                 self._fanout.deliver(channel[len(self._prefix) :].decode(errors="replace"))
             elif kind == b"subscribe" and isinstance(channel, bytes):
-                for future in self._confirm.pop(channel, []):
+                waiting = self._confirm.get(channel)
+                if waiting:
+                    future = waiting.popleft()
                     if not future.done():
                         future.set_result(None)
                 if channel in unconfirmed:

@@ -45,6 +45,7 @@ they wait on conditions with deadlines (:func:`covey.testing.wait_for`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -275,7 +276,8 @@ class TestBus:
             subscription = await bus.subscribe({"inbox"})
             await subscription.close()
             await subscription.close()
-            assert await subscription.wait(5.0) == set()  # at once: a closed subscription never waits
+            async with asyncio.timeout(1.0):  # at once: a closed subscription never waits
+                assert await subscription.wait(5.0) == set()
             other = await bus.subscribe({"inbox"})
         await other.close()
         await bus.__aexit__(None, None, None)
