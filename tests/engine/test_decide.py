@@ -501,6 +501,33 @@ def test_map_step_succeeds_when_every_element_did_in_any_order() -> None:
     assert run.step("z").status == "active"
 
 
+def test_a_retried_map_element_gets_its_item_again() -> None:
+    # Given a map over an upstream output, whose elements include a falsy one.
+    run = Run(
+        wf(
+            a={"skill": "s"},
+            m={
+                "skill": "s",
+                "map": "${steps.a.items}",
+                "input": "${item}",
+                "retry": {"attempts": 3, "backoff_s": 0},
+            },
+        )
+    )
+    run.succeed("a", {"items": [0, "x", {"k": 1}]})
+    # When element 0's lease is lost, element 1 fails and element 2's lease is voided (a runner restart).
+    run.lease_ends("m", index=0)
+    run.fire_retry("m", index=0)
+    retried = {c.task_id: c.item for c in run.last.commands if isinstance(c, EnqueueTask)}
+    run.fail("m", index=1, retryable=True)
+    run.fire_retry("m", index=1)
+    retried.update({c.task_id: c.item for c in run.last.commands if isinstance(c, EnqueueTask)})
+    run.lease_ends("m", "lease_voided", index=2)
+    retried.update({c.task_id: c.item for c in run.last.commands if isinstance(c, EnqueueTask)})
+    # Then each new try is enqueued with the same element as the first.
+    assert retried == {"r/m/0": 0, "r/m/1": "x", "r/m/2": {"k": 1}}
+
+
 def test_map_over_an_empty_list_succeeds_at_once_with_an_empty_list() -> None:
     run = Run(wf(m={"skill": "s", "map": "${input}"}, z={"skill": "s", "when": "length(steps.m) == `0`"}), [])
     assert KeepOutput("r/m", "m", -1, literal=True, value=[]) in run.last.commands

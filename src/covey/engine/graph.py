@@ -159,9 +159,17 @@ def _start_tasks(out: Decision, step: StepState, items: list[Any], at_ms: int) -
 
 
 def enqueue(out: Decision, step: StepState, task: TaskState, at_ms: int, item: Any = None) -> None:
-    """Make a task claimable for its current try."""
+    """Make a task claimable for its current try.
+
+    A retried map task gets its element again from the map expression: the
+    outputs it reads are in the state and never change, so it gives the same
+    list, and the state need not keep every element.
+    """
     definition = out.state.defs[step.name]
     spec = definition.spec
+    if item is None and step.is_map and definition.map is not None:
+        items = definition.map.evaluate(_scope(out, definition.map.steps))
+        item = items[task.index] if isinstance(items, list) and 0 <= task.index < len(items) else None
     out.emit(TaskReady(task.task_id, task.try_no, at_ms))
     out.do(
         EnqueueTask(
