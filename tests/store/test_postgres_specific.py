@@ -22,6 +22,7 @@ from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyErr
 from covey.state.model import StateOp
 from covey.store.base import AGING_MS, CommitBatch
 from covey.store.postgres import PostgresStore
+from covey.store.postgres import connection as connection_module
 from covey.store.postgres import schema as schema_module
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, task
@@ -193,6 +194,26 @@ async def test_a_call_outside_async_with_is_a_backend_error(where: tuple[str, st
     url, schema = where
     with pytest.raises(BackendError, match="async with"):
         await PostgresStore(url, schema=schema).now_ms()
+
+
+async def test_closing_cuts_off_a_hung_call(where: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, schema = where
+    monkeypatch.setattr(connection_module, "CLOSE_TIMEOUT_S", 0.2)
+    async with PostgresStore(url, schema=schema) as store:
+        hung = asyncio.ensure_future(store._db.run(lambda conn: conn.fetchval("SELECT pg_sleep(10)")))
+        await wait_for(lambda: _running(url, schema), message="the call to be running")
+    # Leaving ``async with`` returned (after 0.2 s, not 10); the hung call fails instead of hanging.
+    with pytest.raises(BackendError):
+        await asyncio.wait_for(hung, 5)
+
+
+async def _running(url: str, schema: str) -> bool:
+    rows = await _sql(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+        f"covey/{schema}",
+    )
+    return bool(rows)
 
 
 async def test_commits_are_durable_and_the_clock_is_the_servers(where: tuple[str, str]) -> None:

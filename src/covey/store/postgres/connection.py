@@ -44,6 +44,8 @@ NOW_MS = "floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
 
 #: How many times a call is tried when the server rolled it back or its connection broke.
 ATTEMPTS = 4
+#: How long closing the store waits for calls in flight before cutting their connections, in seconds.
+CLOSE_TIMEOUT_S = 10.0
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -64,9 +66,10 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-_ClientDataError: type[BaseException] = (
-    asyncpg.exceptions._base.DataError
-)  # bad argument, refused client-side
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_DRIVER_ERRORS)
+
+# An argument the driver refused to send (an integer out of range...): the caller's value, not the server.
+_CLIENT_DATA_ERROR: type[BaseException] = asyncpg.exceptions._base.DataError
 
 
 class Conn(Protocol):
@@ -187,12 +190,13 @@ class Database:
             raise
 
     async def close(self) -> None:
-        """Close every connection (waits for calls in flight to give theirs back)."""
+        """Close every connection, waiting up to :data:`CLOSE_TIMEOUT_S` for calls in flight to end."""
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await pool.close()
-            except Exception:  # the server went away: nothing left to close cleanly
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pool.close()
+            except _CLOSE_ERRORS:  # a hung call, or the server went away: cut them off
                 pool.terminate()
 
     # -- migrations --------------------------------------------------------------------
@@ -307,6 +311,6 @@ class Database:
                 ),
                 retry=idempotent,
             )
-        if isinstance(exc, asyncpg.DataError | _ClientDataError):
+        if isinstance(exc, asyncpg.DataError | _CLIENT_DATA_ERROR):
             return _Failed(InputError(f"PostgreSQL refused a value: {exc}"), retry=False)
         return _Failed(BackendError(f"PostgreSQL {self.where}: {exc}"), retry=False)
