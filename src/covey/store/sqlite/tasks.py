@@ -294,7 +294,7 @@ class _InputResolver:
         """The run's shared-state namespace as a plain object, read once per claim batch."""
         if run_id not in self.states:
             rows = self.core.db.execute(
-                "SELECT key, value FROM state WHERE namespace = ? LIMIT ?",
+                "SELECT key, value FROM state WHERE namespace = ? AND value IS NOT NULL LIMIT ?",
                 (run_namespace(run_id), MAX_STATE_KEYS),
             )
             self.states[run_id] = {key: orjson.loads(value) for key, value in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from covey.state.model import StateOp
 from covey.store.base import Lease, Store
 from covey.testing.conformance.driver import Driver, claim_request, task, wait_past
 
@@ -197,6 +198,20 @@ class TestClaim:
         assert leases["map_default"].input == [1, 2]
         assert leases["literal"].input == {"fixed": [True]}
         assert all(lease.input_error is None for lease in leases.values())
+
+    async def test_inputs_read_the_runs_shared_state_and_deleted_keys_are_absent(self, store: Store) -> None:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        await store.state_apply(
+            [StateOp("put", "run:r1", "kept", 7, None, None), StateOp("put", "run:r1", "gone", 1, None, None)]
+        )
+        await store.state_apply([StateOp("delete", "run:r1", "gone", None, None, None)])
+        await d.update("r1", enqueue=[task("r1", "s", template={"k": "${state.kept}", "g": "${state.gone}"})])
+
+        (lease,) = await store.claim(claim_request())
+
+        assert lease.input_error is None
+        assert lease.input == {"k": 7, "g": None}
 
     async def test_each_task_reads_its_own_run(self, store: Store) -> None:
         d = await Driver.start(store)
