@@ -1,0 +1,48 @@
+"""Checks shared by the distributed tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from covey.store.base import Store
+
+APPS = Path(__file__).parent / "apps"
+
+
+def accepted_successes(history: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(task id, lease number) of every success report the run accepted.
+
+    A report is recorded as it came in; one the run refused (a stale lease, a
+    repeat) is followed at once by a Rejected event naming it.
+    """
+    accepted = []
+    for event, following in zip(history, [*history[1:], None], strict=True):
+        if event["type"] != "TaskSucceeded":
+            continue
+        what = f"report {event['task_id']}#{event['lease_no']}"
+        if following is not None and following["type"] == "Rejected" and following["what"] == what:
+            continue
+        accepted.append((event["task_id"], event["lease_no"]))
+    return accepted
+
+
+async def successes_per_task(store: Store, run_ids: list[str]) -> Counter[str]:
+    """How many accepted successes each task of these runs has in its history (each should be 1)."""
+    histories = await store.load_histories(run_ids)
+    assert set(histories) == set(run_ids), f"runs missing: {sorted(set(run_ids) - set(histories))[:5]}"
+    found: Counter[str] = Counter()
+    for history in histories.values():
+        found.update(task_id for task_id, _ in accepted_successes(history))
+    return found
+
+
+def executions(trace: Path) -> list[tuple[str, int, int]]:
+    """Every finished execution the agents logged: (task id, lease number, pid)."""
+    found = []
+    for path in sorted(trace.glob("executions-*.log")):
+        for line in path.read_text().splitlines():
+            task_id, lease_no, pid = line.split()
+            found.append((task_id, int(lease_no), int(pid)))
+    return found
