@@ -83,6 +83,9 @@ def _register() -> None:
 
     for module in (run, serve, control, inspect, state, bench):
         for command in module.COMMANDS:
+            if isinstance(command, click.Group):  # covey state get ... --store URL
+                for name, sub in list(command.commands.items()):
+                    command.commands[name] = store_option(sub)
             cli.add_command(store_option(command))
 
 

@@ -31,8 +31,10 @@ from covey.engine.commands import (
 )
 from covey.engine.decide import decide
 from covey.engine.events import (
+    CancelRequested,
     Event,
     RunSubmitted,
+    SignalReceived,
     StateRead,
     TaskSucceeded,
     event_from_json,
@@ -324,6 +326,8 @@ class EngineLoop:
             except CoveyError as exc:
                 log.error("dropping malformed state writes of inbox row %s: %s", row.id, exc)
                 return Input(row.run_id, None, seq=row.seq)
+        if isinstance(event, SignalReceived | CancelRequested):
+            item.seen_id = row.id  # remembered with the commit: the same id appended again is a no-op
         if isinstance(event, RunSubmitted):
             item.submission = offline_submission(event, row.id)
             if item.submission is None:
