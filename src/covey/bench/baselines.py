@@ -1,4 +1,4 @@
-"""The physical bound of this machine: one durable SQLite commit.
+"""The physical bounds of this machine: one durable SQLite commit, one Redis round trip, one PostgreSQL commit.
 
 Same file system as the workloads and the same pragmas as covey's store
 (``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout=5000``, autocommit
@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from contextlib import closing
 
 from covey.bench.config import Env
 from covey.bench.figures import Figure, percentile
 
-__all__ = ["SQLITE_PERSISTS", "sqlite_commit"]
+__all__ = [
+    "POSTGRES_PERSISTS",
+    "REDIS_PERSISTS",
+    "SQLITE_PERSISTS",
+    "postgres_commit",
+    "redis_ping",
+    "sqlite_commit",
+]
 
 SYSTEM = "sqlite"
 SQLITE_PERSISTS = "sqlite: one small INSERT per transaction, WAL, synchronous=FULL (fsync per commit)"
@@ -43,7 +51,64 @@ def sqlite_commit(env: Env) -> list[Figure]:
                 durations.append(time.perf_counter() - started)
     total = sum(durations)
     return [
-        Figure("commit", SYSTEM, env.store, "commits/s", n / total, n),
-        Figure("commit", SYSTEM, env.store, "p50 µs", percentile(durations, 50) * 1e6, n),
-        Figure("commit", SYSTEM, env.store, "p99 µs", percentile(durations, 99) * 1e6, n),
+        Figure("commit", SYSTEM, "sqlite", "commits/s", n / total, n),
+        Figure("commit", SYSTEM, "sqlite", "p50 µs", percentile(durations, 50) * 1e6, n),
+        Figure("commit", SYSTEM, "sqlite", "p99 µs", percentile(durations, 99) * 1e6, n),
+    ]
+
+
+REDIS_PERSISTS = "redis: one PING round trip (redis-py, one connection), the floor of any Redis call"
+POSTGRES_PERSISTS = "postgres: one single-row INSERT in its own transaction (asyncpg, synchronous_commit as the server has it)"
+
+
+async def redis_ping(env: Env) -> list[Figure]:
+    """One Redis round trip: PING one after another on one connection; p50."""
+    import redis.asyncio as redis
+
+    n = env.sizes.commits
+    env.say(f"redis: {n} PINGs")
+    client = redis.from_url(env.servers.redis)
+    durations: list[float] = []
+    try:
+        for i in range(n + 20):
+            started = time.perf_counter()
+            await client.ping()
+            if i >= 20:
+                durations.append(time.perf_counter() - started)
+    finally:
+        await client.aclose()
+    return [
+        Figure("round trip", "redis", "redis", "p50 µs", percentile(durations, 50) * 1e6, n, "PING"),
+        Figure("round trip", "redis", "redis", "p99 µs", percentile(durations, 99) * 1e6, n, "PING"),
+    ]
+
+
+async def postgres_commit(env: Env) -> list[Figure]:
+    """One PostgreSQL commit: a single-row INSERT in its own transaction, one after another; p50."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    n = env.sizes.commits
+    env.say(f"postgres: {n} commits")
+    table = f"covey_bench_commit_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(env.servers.postgres)
+    durations: list[float] = []
+    try:
+        await conn.execute(
+            f"CREATE TABLE {table} (id bigserial PRIMARY KEY, run_id text NOT NULL, body bytea NOT NULL)"
+        )
+        body = b'{"type":"task_succeeded","task_id":"a:0","lease_no":1,"at_ms":0}'
+        insert = f"INSERT INTO {table} (run_id, body) VALUES ($1, $2)"
+        for i in range(n + 20):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(insert, f"run-{i}", body)
+            if i >= 20:
+                durations.append(time.perf_counter() - started)
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+    return [
+        Figure("commit", "postgres", "postgres", "commits/s", n / sum(durations), n),
+        Figure("commit", "postgres", "postgres", "p50 µs", percentile(durations, 50) * 1e6, n),
+        Figure("commit", "postgres", "postgres", "p99 µs", percentile(durations, 99) * 1e6, n),
     ]

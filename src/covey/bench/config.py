@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from covey.bench.backends import Backend, Servers, backend_named
 from covey.errors import CoveyError
 
 __all__ = ["FULL", "QUICK", "WORKLOADS", "BenchError", "Env", "Sizes"]
@@ -75,15 +76,22 @@ class Env:
             and system); it should be on the disk being measured, not a tmpfs.
         workers: covey worker processes.
         sizes: how big each workload is.
-        store: the store label printed with each figure.
+        backend: the store (and bus) covey's workloads run on.
+        servers: the shared servers, for the baselines and the peers.
         say: progress callback (one short line of text).
     """
 
     directory: Path
     workers: int = 2
     sizes: Sizes = FULL
-    store: str = "sqlite"
+    backend: Backend = field(default_factory=lambda: backend_named("sqlite", Servers()))
+    servers: Servers = field(default_factory=Servers)
     say: Callable[[str], None] = field(default=_silent)
+
+    @property
+    def store(self) -> str:
+        """The label printed with each covey figure: the backend's name (``sqlite``, ``redis+amqp``, ...)."""
+        return self.backend.name
 
     def db(self, name: str) -> Path:
         """A fresh database path in the bench directory (any old file of that name is removed)."""

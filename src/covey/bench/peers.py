@@ -122,7 +122,7 @@ def _invoke(graph: Any, value: dict[str, Any], thread_id: str) -> dict[str, Any]
 
 
 def _figure(env: Env, workload: str, metric: str, value: float, n: int, note: str = "") -> Figure:
-    return Figure(workload, SYSTEM, env.store, metric, value, n, note)
+    return Figure(workload, SYSTEM, "sqlite", metric, value, n, note)
 
 
 def w1(env: Env) -> list[Figure]:

@@ -1,8 +1,12 @@
 """Targets and ratios: how each covey figure compares with its peer or physical bound.
 
-The targets come from the issue: W1 >= 2x LangGraph's W1 and >= 3,000 runs/s;
-W2 p50 <= 3x one durable SQLite commit's p50; W3 median <= 25 ms; W4 >= 2x
-LangGraph's durable steps/s.
+The targets come from the issues. Embedded (SQLite): W1 >= 2x LangGraph's W1
+and >= 3,000 runs/s; W2 p50 <= 3x one durable SQLite commit's p50; W3 median
+<= 25 ms; W4 >= 2x LangGraph's durable steps/s. Shared stores, against the
+peers measured in the same run (:data:`SHARED_TARGETS`): Redis store + Redis
+bus W1 >= 1.2x Dramatiq's and W2 p50 <= Celery-RabbitMQ's; Redis store +
+RabbitMQ bus W1 >= 2x Celery-RabbitMQ's; PostgreSQL W4 >= 3x DBOS's and W1 >=
+2x DBOS's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from covey.bench.figures import Figure
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["SHARED_TARGETS", "Comparison", "Target", "compare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +33,38 @@ class Comparison:
     met: bool | None
 
 
-def _find(figures: Sequence[Figure], workload: str, system: str, metric: str) -> Figure | None:
+@dataclass(frozen=True, slots=True)
+class Target:
+    """covey on ``store`` against ``peer`` (system, store) on one workload metric: ratio at least / at most."""
+
+    store: str
+    workload: str
+    metric: str
+    peer: tuple[str, str]
+    bound: float
+    higher_is_better: bool
+
+    @property
+    def text(self) -> str:
+        """``>=1.2x`` or ``<=1x``."""
+        return f"{'>=' if self.higher_is_better else '<='}{self.bound:g}x"
+
+
+#: The shared-store targets of the issue, each against a peer in the same run.
+SHARED_TARGETS = (
+    Target("redis", "W1", "runs/s", ("dramatiq", "redis"), 1.2, True),
+    Target("redis", "W2", "p50 µs", ("celery", "rabbitmq"), 1.0, False),
+    Target("redis+amqp", "W1", "runs/s", ("celery", "rabbitmq"), 2.0, True),
+    Target("postgres", "W4", "steps/s", ("dbos", "postgres"), 3.0, True),
+    Target("postgres", "W1", "runs/s", ("dbos", "postgres"), 2.0, True),
+)
+
+
+def _find(
+    figures: Sequence[Figure], workload: str, system: str, metric: str, store: str = "sqlite"
+) -> Figure | None:
     for figure in figures:
-        if (figure.workload, figure.system, figure.metric) == (workload, system, metric):
+        if (figure.workload, figure.system, figure.metric, figure.store) == (workload, system, metric, store):
             return figure
     return None
 
@@ -51,8 +84,9 @@ def compare(figures: Sequence[Figure]) -> list[Comparison]:
         return found.value if found else None
 
     commit = _find(figures, "commit", "sqlite", "p50 µs")
+    out += _shared(figures)
     for figure in figures:
-        if figure.system != "covey":
+        if figure.system != "covey" or figure.store != "sqlite":
             continue
         key = (figure.workload, figure.metric)
         if key == ("W1", "runs/s"):
@@ -74,4 +108,21 @@ def compare(figures: Sequence[Figure]) -> list[Comparison]:
                 out.append(Comparison(figure, lg, "langgraph p99", "", None))
         elif key == ("W3", "median ms"):
             out.append(Comparison(figure, None, "", "<=25ms", figure.value <= 25))
+    return out
+
+
+def _shared(figures: Sequence[Figure]) -> list[Comparison]:
+    out = []
+    for target in SHARED_TARGETS:
+        mine = _find(figures, target.workload, "covey", target.metric, target.store)
+        if mine is None:
+            continue
+        theirs = _find(figures, target.workload, target.peer[0], target.metric, target.peer[1])
+        ratio = _ratio(mine.value, theirs.value if theirs else None)
+        met = (
+            None
+            if ratio is None
+            else (ratio >= target.bound if target.higher_is_better else ratio <= target.bound)
+        )
+        out.append(Comparison(mine, ratio, " ".join(target.peer), target.text, met))
     return out

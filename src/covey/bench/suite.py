@@ -1,18 +1,38 @@
-"""One bench invocation: the SQLite bound, then each workload on covey and on LangGraph."""
+"""One bench invocation: the bounds, each workload on each backend, then the peers on the same servers.
+
+Which baselines and peers run follows the backends chosen: the SQLite commit
+and LangGraph with ``sqlite``; a Redis round trip, Celery (Redis broker) and
+Dramatiq with a Redis store; Celery with a RabbitMQ broker with a ``+amqp``
+bus; a PostgreSQL commit and DBOS with a PostgreSQL store. Peers run only
+when the ``bench`` extra is installed and ``with_peers`` is set.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
-from covey.bench import peers
-from covey.bench.baselines import SQLITE_PERSISTS, sqlite_commit
+from covey.bench import celery_peer, dbos_peer, dramatiq_peer, peers
+from covey.bench.backends import Backend
+from covey.bench.baselines import (
+    POSTGRES_PERSISTS,
+    REDIS_PERSISTS,
+    SQLITE_PERSISTS,
+    postgres_commit,
+    redis_ping,
+    sqlite_commit,
+)
 from covey.bench.config import WORKLOADS, Env
 from covey.bench.figures import Figure
-from covey.bench.workloads import COVEY_PERSISTS, COVEY_WORKLOADS
+from covey.bench.workloads import COVEY_WORKLOADS, covey_persists
 from covey.errors import ConfigError
 from covey.runtime.eventloop import run_async
 
-__all__ = ["parse_only", "persists", "run_suite"]
+__all__ = ["Peer", "parse_only", "persists", "run_suite", "wanted_peers"]
+
+#: Workloads that run on the embedded store only.
+EMBEDDED_ONLY = frozenset({"BCAST"})
 
 
 def parse_only(text: str | None) -> list[str]:
@@ -35,19 +55,121 @@ def parse_only(text: str | None) -> list[str]:
     return [name for name in WORKLOADS if name in wanted]
 
 
-def persists(env: Env, *, with_peers: bool) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A peer system on one server: how to tell it is installed, what it persists, its workloads."""
+
+    label: str
+    available: Callable[[], str | None]
+    persists: Callable[[Env], str]
+    workloads: Callable[[], dict[str, Callable[[Env], list[Figure]]]]
+
+
+def _bind(
+    table: Callable[[], dict[str, Callable[[Env, str], list[Figure]]]], store: str
+) -> Callable[[], dict[str, Callable[[Env], list[Figure]]]]:
+    def bound() -> dict[str, Callable[[Env], list[Figure]]]:
+        return {name: _on(fn, store) for name, fn in table().items()}
+
+    return bound
+
+
+def _on(fn: Callable[[Env, str], list[Figure]], store: str) -> Callable[[Env], list[Figure]]:
+    def measure(env: Env) -> list[Figure]:
+        return fn(env, store)
+
+    return measure
+
+
+LANGGRAPH = Peer(
+    "langgraph", peers.available, peers.langgraph_persists, lambda: dict(peers.LANGGRAPH_WORKLOADS)
+)
+CELERY_REDIS = Peer(
+    "celery redis",
+    celery_peer.available,
+    lambda env: celery_peer.celery_persists(),
+    _bind(celery_peer.celery_workloads, "redis"),
+)
+CELERY_RABBITMQ = Peer(
+    "celery rabbitmq",
+    celery_peer.available,
+    lambda env: celery_peer.celery_persists(),
+    _bind(celery_peer.celery_workloads, "rabbitmq"),
+)
+DRAMATIQ = Peer(
+    "dramatiq",
+    dramatiq_peer.available,
+    lambda env: dramatiq_peer.dramatiq_persists(),
+    _bind(dramatiq_peer.dramatiq_workloads, "redis"),
+)
+DBOS = Peer(
+    "dbos",
+    dbos_peer.available,
+    lambda env: dbos_peer.dbos_persists(),
+    _bind(dbos_peer.dbos_workloads, "postgres"),
+)
+
+
+def wanted_peers(backends: Sequence[Backend]) -> list[Peer]:
+    """The peers a user of these backends would pick instead (installed or not)."""
+    kinds = {backend.kind for backend in backends}
+    amqp = any(backend.bus for backend in backends)
+    out = []
+    if "sqlite" in kinds:
+        out.append(LANGGRAPH)
+    if "redis" in kinds:
+        out += [CELERY_REDIS, DRAMATIQ]
+    if amqp:
+        out.append(CELERY_RABBITMQ)
+    if "postgres" in kinds:
+        out.append(DBOS)
+    return out
+
+
+def persists(env: Env, backends: Sequence[Backend], *, with_peers: bool) -> list[str]:
     """One line per system saying what it writes durably, and how."""
-    lines = [COVEY_PERSISTS, SQLITE_PERSISTS]
-    if with_peers and peers.available():
-        lines.append(peers.langgraph_persists(env))
+    kinds = {backend.kind for backend in backends}
+    lines = [covey_persists(kind) for kind in ("sqlite", "postgres", "redis") if kind in kinds]
+    lines += [line for kind, line in _BASELINE_LINES if kind in kinds]
+    if with_peers:
+        seen = set()
+        for peer in wanted_peers(backends):
+            if peer.available() and peer.persists not in seen:
+                seen.add(peer.persists)
+                line = peer.persists(env)
+                if line not in lines:
+                    lines.append(line)
     return lines
 
 
-def run_suite(env: Env, workloads: Iterable[str], *, with_peers: bool = True) -> Iterator[Figure]:
-    """Measure, yielding figures as they come: the commit bound, then covey and LangGraph per workload."""
-    yield from sqlite_commit(env)
-    langgraph = with_peers and peers.available() is not None
-    for name in workloads:
-        yield from run_async(COVEY_WORKLOADS[name](env))
-        if langgraph and name in peers.LANGGRAPH_WORKLOADS:
-            yield from peers.LANGGRAPH_WORKLOADS[name](env)
+_BASELINE_LINES = (("sqlite", SQLITE_PERSISTS), ("redis", REDIS_PERSISTS), ("postgres", POSTGRES_PERSISTS))
+
+
+def run_suite(
+    env: Env, workloads: Iterable[str], backends: Sequence[Backend] | None = None, *, with_peers: bool = True
+) -> Iterator[Figure]:
+    """Measure, yielding figures as they come: the bounds, covey per backend and workload, then the peers."""
+    backends = list(backends or [env.backend])
+    workloads = list(workloads)
+    kinds = {backend.kind for backend in backends}
+    if "sqlite" in kinds:
+        yield from sqlite_commit(env)
+    if "redis" in kinds:
+        yield from run_async(redis_ping(env))
+    if "postgres" in kinds:
+        yield from run_async(postgres_commit(env))
+    for backend in backends:
+        on = dataclasses.replace(env, backend=backend)
+        for name in workloads:
+            if name in EMBEDDED_ONLY and not backend.embedded:
+                continue
+            yield from run_async(COVEY_WORKLOADS[name](on))
+    if not with_peers:
+        return
+    for peer in wanted_peers(backends):
+        if peer.available() is None:
+            continue
+        table = peer.workloads()
+        for name in workloads:
+            if name in table:
+                yield from table[name](env)

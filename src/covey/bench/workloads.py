@@ -22,17 +22,25 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from covey.bench.broadcast import broadcast
 from covey.bench.config import BenchError, Env
 from covey.bench.figures import Figure, percentile
+from covey.bench.fleet import SharedCovey, shared_covey
 from covey.embedded import Embedded
 from covey.store.base import RunInfo
 
-__all__ = ["COVEY_PERSISTS", "COVEY_WORKLOADS", "chain_workflow", "fan_workflow", "sequence_workflow"]
+__all__ = [
+    "COVEY_PERSISTS",
+    "COVEY_WORKLOADS",
+    "chain_workflow",
+    "covey_persists",
+    "fan_workflow",
+    "sequence_workflow",
+]
 
 #: The module worker processes import.
 APP = "covey.bench.agents"
@@ -44,6 +52,25 @@ COVEY_PERSISTS = (
     "covey: every event, step output and task lease committed with fsync "
     "(WAL, synchronous=FULL) before the next step starts; group commit"
 )
+
+#: What covey writes on each shared store.
+SHARED_PERSISTS = {
+    "postgres": (
+        "covey on postgres: every event, step output and task lease committed (synchronous_commit on) "
+        "before the next step starts; 1 covey timekeeper + worker processes claiming from the store"
+    ),
+    "redis": (
+        "covey on redis: every event, step output and task lease written by one Lua script per commit "
+        "before the next step starts (AOF off here: durable only as far as Redis is); "
+        "1 covey timekeeper + worker processes claiming from the store"
+    ),
+}
+
+
+def covey_persists(kind: str) -> str:
+    """What covey writes on the store kind ``sqlite``, ``postgres`` or ``redis``."""
+    return COVEY_PERSISTS if kind == "sqlite" else SHARED_PERSISTS[kind]
+
 
 NOOP_WORKFLOW: dict[str, Any] = {
     "name": "bench-w1",
@@ -88,18 +115,58 @@ def sequence_workflow(steps: int) -> dict[str, Any]:
     return {"name": "bench-w4", "steps": body}
 
 
+class _Embedded:
+    """What the workloads use of covey, on the embedded store (the same calls as :class:`SharedCovey`)."""
+
+    def __init__(self, covey: Embedded) -> None:
+        self.covey = covey
+
+    def check_workers(self) -> None:
+        self.covey.check_workers()
+
+    async def submit(self, workflow: dict[str, Any], run_input: Any) -> str:
+        return await self.covey.submit(workflow, run_input)
+
+    async def submit_many(self, runs: list[tuple[dict[str, Any], Any]]) -> list[str]:
+        return await self.covey.submit_many(list(runs))
+
+    async def wait_all(self, ids: Sequence[str], *, infos: bool = True) -> list[RunInfo]:
+        done = await asyncio.gather(*(self.covey.wait(run_id) for run_id in ids))
+        failed = [info for info in done if info.status != "succeeded"]
+        if failed:
+            raise BenchError(
+                f"{len(failed)} bench runs did not succeed; first: {failed[0].status} {failed[0].error}"
+            )
+        return list(done)
+
+
+Covey = _Embedded | SharedCovey
+
+
 @asynccontextmanager
-async def _covey(env: Env, name: str) -> AsyncIterator[Embedded]:
-    """A runner on a fresh file with ``env.workers`` connected, warmed-up worker processes."""
-    path = env.db(f"covey-{name}")
-    async with Embedded(
-        path, app=APP, workers=env.workers, processes=True, concurrency=CONCURRENCY, durable=True
-    ) as covey:
-        await _warm_up(covey, env.workers)
-        yield covey
+async def _covey(env: Env, name: str) -> AsyncIterator[Covey]:
+    """covey on ``env.backend`` with ``env.workers`` connected, warmed-up worker processes.
+
+    Embedded: a runner in this process on a fresh file. Shared: a fresh schema
+    or prefix, one ``covey timekeeper`` and the worker processes.
+    """
+    if env.backend.embedded:
+        path = env.db(f"covey-{name}")
+        async with Embedded(
+            path, app=APP, workers=env.workers, processes=True, concurrency=CONCURRENCY, durable=True
+        ) as embedded:
+            covey: Covey = _Embedded(embedded)
+            await _warm_up(covey, env.workers)
+            yield covey
+        return
+    async with shared_covey(
+        env.backend, name, workers=env.workers, concurrency=CONCURRENCY, app=APP, logs=env.directory
+    ) as shared:
+        await _warm_up(shared, env.workers)
+        yield shared
 
 
-async def _warm_up(covey: Embedded, workers: int, timeout_s: float = 60.0) -> None:
+async def _warm_up(covey: Covey, workers: int, timeout_s: float = 60.0) -> None:
     """Run tasks until every worker process has run one (so none is still starting)."""
     pids: set[int] = set()
     deadline = time.monotonic() + timeout_s
@@ -110,18 +177,8 @@ async def _warm_up(covey: Embedded, workers: int, timeout_s: float = 60.0) -> No
             )
         covey.check_workers()
         ids = await covey.submit_many([(WHOAMI_WORKFLOW, None)] * (4 * workers))
-        for info in await _wait_all(covey, ids):
+        for info in await covey.wait_all(ids):
             pids.add(int(info.output["who"]))
-
-
-async def _wait_all(covey: Embedded, ids: list[str]) -> list[RunInfo]:
-    infos = await asyncio.gather(*(covey.wait(run_id) for run_id in ids))
-    failed = [info for info in infos if info.status != "succeeded"]
-    if failed:
-        raise BenchError(
-            f"{len(failed)} bench runs did not succeed; first: {failed[0].status} {failed[0].error}"
-        )
-    return list(infos)
 
 
 def _figure(env: Env, workload: str, metric: str, value: float, n: int, note: str = "") -> Figure:
@@ -135,7 +192,7 @@ async def w1(env: Env) -> list[Figure]:
         env.say(f"covey W1: {n} one-step runs")
         started = time.perf_counter()
         ids = await covey.submit_many([(NOOP_WORKFLOW, i) for i in range(n)])
-        await _wait_all(covey, ids)
+        await covey.wait_all(ids, infos=False)
         elapsed = time.perf_counter() - started
     return [_figure(env, "W1", "runs/s", n / elapsed, n, f"{elapsed:.2f} s")]
 
@@ -147,7 +204,7 @@ async def w1b(env: Env) -> list[Figure]:
         env.say(f"covey W1b: one run mapping over {n} items")
         started = time.perf_counter()
         run_id = await covey.submit(MAP_WORKFLOW, {"items": list(range(n))})
-        (info,) = await _wait_all(covey, [run_id])
+        (info,) = await covey.wait_all([run_id])
         elapsed = time.perf_counter() - started
     if len(info.output["each"]) != n:
         raise BenchError(f"W1b: the map returned {len(info.output['each'])} results, expected {n}")
@@ -162,7 +219,7 @@ async def w2(env: Env) -> list[Figure]:
     async with _covey(env, "w2") as covey:
         env.say(f"covey W2: {n} two-step chains")
         for i in range(n + 5):
-            (info,) = await _wait_all(covey, [await covey.submit(workflow, i)])
+            (info,) = await covey.wait_all([await covey.submit(workflow, i)])
             if i >= 5:  # the first few chains warm caches up
                 latencies.append(info.output["b"]["latency_ns"] / 1_000)
     return [
@@ -180,7 +237,7 @@ async def w3(env: Env) -> list[Figure]:
         env.say(f"covey W3: {n} fan-outs to {width} steps")
         for i in range(n + 1):
             started = time.perf_counter()
-            (info,) = await _wait_all(covey, [await covey.submit(workflow, None)])
+            (info,) = await covey.wait_all([await covey.submit(workflow, None)])
             if i >= 1:  # one warm-up run
                 walls.append((time.perf_counter() - started) * 1_000)
             if len(info.output["join"]) != width:
@@ -198,7 +255,7 @@ async def w4(env: Env) -> list[Figure]:
         env.say(f"covey W4: {n} runs of {steps} sequential steps")
         started = time.perf_counter()
         ids = await covey.submit_many([(workflow, i) for i in range(n)])
-        await _wait_all(covey, ids)
+        await covey.wait_all(ids, infos=False)
         elapsed = time.perf_counter() - started
     return [_figure(env, "W4", "steps/s", n * steps / elapsed, n * steps, f"{elapsed:.2f} s")]
 
