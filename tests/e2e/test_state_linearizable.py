@@ -20,35 +20,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from covey import Runner
+from tests.linearizability import check_key
 
 CLIENT = Path(__file__).parent / "apps" / "lin_client.py"
 CLIENTS = 4
 OPS = 60
-
-
-def check_key(history: list[dict[str, Any]]) -> None:
-    """Raise AssertionError if this key's history has no linearization."""
-    writes = [r for r in history if r["op"] != "get" and r.get("ok")]
-    versions = sorted(r["version"] for r in writes)
-    assert versions == list(range(1, len(writes) + 1)), f"write versions {versions}"
-    value_of = {r["version"]: r["value"] for r in writes} | {0: None}
-    for r in history:
-        if r["op"] == "get":
-            assert r["value"] == value_of[r["version"]], f"read {r} saw a value never written at that version"
-        elif not r["ok"]:
-            assert r["expected"] != r["version"], f"CAS {r} failed although the version matched"
-    for a in history:
-        for b in history:
-            if a["response"] < b["invoke"]:
-                b_writes = b["op"] != "get" and b.get("ok")
-                assert a["version"] < b["version"] if b_writes else a["version"] <= b["version"], (
-                    f"real time violated: {a} returned before {b} started"
-                )
 
 
 def test_checker_rejects_a_stale_read() -> None:
