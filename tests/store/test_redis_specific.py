@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from covey.engine.events import SignalReceived
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
 from covey.store.base import AGING_MS, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.testing import wait_for
-from covey.testing.conformance.driver import Driver, claim_request, task
+from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
 from covey.testing.servers import redis_url
 from tests.store.backend_redis import delete_prefix
 
@@ -268,6 +269,31 @@ async def test_concurrent_reducer_updates_from_two_stores_lose_nothing(url: str,
         changes = await second.state_changes("ns", 0)
         assert [c.seq for c in changes] == list(range(1, 181))
         assert [c.value for c in changes] == list(range(1, 181))
+
+
+# -- the inbox by shard ---------------------------------------------------------------
+
+
+async def test_reading_the_inbox_of_many_shards_pages_like_a_filter_of_all_of_it(
+    url: str, prefix: str
+) -> None:
+    # Rows of 300 runs spread over the shards; an engine loop holding 3, 40 or all of them reads
+    # (a few shards merge their own indexes, many walk the global one).
+    async with RedisStore(url, prefix=prefix) as store:
+        runs = [f"run-{n}" for n in range(300)]
+        await store.append_inbox(
+            [inbox_row(f"s{n}", run, SignalReceived(f"s{n}", "go", None, 0)) for n, run in enumerate(runs)]
+        )
+        everything = await store.read_inbox(0, 1000)
+        assert len(everything) == 300
+        for held in (set(range(3)), set(range(0, 256, 6)), set(range(256))):
+            expected = [row.id for row in everything if shard_of(row.run_id) in held]
+            pages, cursor = [], 0
+            while page := await store.read_inbox(cursor, 7, shards=held):
+                assert len(page) <= 7
+                pages.extend(row.id for row in page)
+                cursor = page[-1].seq
+            assert pages == expected, len(held)
 
 
 # -- claim order -----------------------------------------------------------------------

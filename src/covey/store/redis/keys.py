@@ -109,10 +109,6 @@ class Keys:
         """The outputs of one step of a run."""
         return f"{self.run_tag(run_id)}out:{run_id}/{step}"
 
-    def inbox(self, shard: int) -> str:
-        """A shard's inbox index."""
-        return f"{self.tags[shard]}inbox"
-
     def runs(self, status: str | None) -> str:
         """The index of all runs, or of the runs with one status."""
         return f"{self.g}runs" if status is None else f"{self.g}runs:{status}"

@@ -173,14 +173,14 @@ class Reads(Connection):
         self, after_seq: int, limit: int, shards: Collection[int] | None = None
     ) -> list[InboxRow]:
         """Inbox rows after ``after_seq``, oldest first; only runs of ``shards`` when given."""
-        sources: list[str] = []
+        tags: list[str] = []
         if shards is not None:
-            sources = [
-                self.keys.inbox(shard) for shard in sorted(set(shards)) if 0 <= shard < len(self.keys.tags)
+            tags = [
+                self.keys.tags[shard] for shard in sorted(set(shards)) if 0 <= shard < len(self.keys.tags)
             ]
-            if not sources:
+            if not tags:
                 return []
-        rows = await self.script("read_inbox", [str(after_seq), str(limit), *sources], idempotent=True)
+        rows = await self.script("read_inbox", [str(after_seq), str(limit), *tags], idempotent=True)
         return [
             InboxRow(text(i), text(run), orjson.loads(ev), int(seq), out, from_json(ops))
             for seq, i, run, ev, out, ops in rows
