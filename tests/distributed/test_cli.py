@@ -12,7 +12,9 @@ import signal
 from pathlib import Path
 
 from covey.testing import wait_for
+from tests.distributed.apps.fanout import FANOUT, expected_output
 from tests.distributed.conftest import Backend
+from tests.distributed.support import APPS as DISTRIBUTED_APPS
 from tests.e2e.support import APPS, covey_cli, covey_process
 
 
@@ -85,3 +87,15 @@ def test_timekeeper_on_the_embedded_store_says_what_to_use(tmp_path: Path) -> No
     result = covey_cli("timekeeper", cwd=tmp_path)
     assert result.returncode == 2
     assert "use 'covey serve'" in result.stdout
+
+
+def test_run_a_workflow_on_a_shared_store(backend: Backend, tmp_path: Path) -> None:
+    spec = tmp_path / "fanout.json"
+    spec.write_text(json.dumps(FANOUT))
+    code, out = _cli(
+        backend, tmp_path, "run", str(spec), "--app", str(DISTRIBUTED_APPS / "fanout.py"), "--input", "n=3"
+    )
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == str(expected_output(3))
+    listed = [json.loads(line) for line in _cli(backend, tmp_path, "ls", "--json")[1].splitlines()]
+    assert [(run["workflow"], run["status"]) for run in listed] == [("fanout", "succeeded")]

@@ -1,10 +1,13 @@
-"""``covey run FILE``: run one workflow embedded, with live progress."""
+"""``covey run FILE``: run one workflow with live progress (embedded, or on a shared store)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,18 @@ from rich.live import Live
 
 from covey.agents.app import load_app
 from covey.cli.render import console, json_view, progress_view
+from covey.client import StoreClient
 from covey.embedded import Embedded
+from covey.engine.events import event_from_json
+from covey.engine.replay import fold
 from covey.errors import ConfigError, InputError
 from covey.runtime.eventloop import run_async
+from covey.runtime.node import EngineNode
 from covey.store.base import RunInfo
+from covey.store.open import open_bus_for, open_store
+from covey.worker.process import spawn_store_worker
+from covey.worker.store_link import StoreLink
+from covey.worker.worker import Worker
 
 __all__ = ["COMMANDS", "parse_inputs"]
 
@@ -79,14 +90,34 @@ def run_command(
     run_id: str | None,
     fast: bool,
 ) -> None:
-    """Run the workflow in FILE (a .py app with `workflow`, or a YAML/JSON spec) and print its output."""
+    """Run the workflow in FILE (a .py app with `workflow`, or a YAML/JSON spec) and print its output.
+
+    On a shared store (PostgreSQL, Redis) it starts an engine node and the
+    workers in this machine for the time of the run, beside any others.
+    """
     workflow, app_ref = _workflow_and_app(file, app)
     run_input = parse_inputs(inputs, input_file)
-    info = run_async(
-        _run(
-            settings.db_path, workflow, run_input, app_ref, workers, not in_process, run_id, durable=not fast
+    if not settings.embedded:
+        if fast:
+            raise ConfigError("--fast applies to the embedded SQLite store only")
+        info = run_async(
+            _run_shared(
+                settings.store, settings.bus, workflow, run_input, app_ref, workers, in_process, run_id
+            )
         )
-    )
+    else:
+        info = run_async(
+            _run(
+                settings.db_path,
+                workflow,
+                run_input,
+                app_ref,
+                workers,
+                not in_process,
+                run_id,
+                durable=not fast,
+            )
+        )
     if info.status == "succeeded":
         console.print(json_view(info.output))
         return
@@ -118,7 +149,71 @@ async def _run(
                 live.update(progress_view(engine.runs.get(chosen), started, time.time_ns() // 1_000_000))
                 await asyncio.wait({waiting}, timeout=0.1)
             live.update(progress_view(engine.runs.get(chosen), started, time.time_ns() // 1_000_000))
+        _end_live_line()
         return waiting.result()
+
+
+async def _run_shared(
+    store_url: str,
+    bus_url: str | None,
+    workflow: Any,
+    run_input: Any,
+    app_ref: str,
+    workers: int,
+    in_process: bool,
+    run_id: str | None,
+) -> RunInfo:
+    """One run on a shared store, with an engine node and workers of our own while it lasts."""
+    async with (
+        open_store(store_url) as store,
+        open_bus_for(store_url, bus_url) as bus,
+        StoreClient(store_url, bus_url) as client,
+        AsyncExitStack() as stack,
+    ):
+        chosen = await client.submit(workflow, run_input, run_id=run_id)
+        node = EngineNode(store, bus)
+        background = [asyncio.create_task(node.run())]
+        if in_process:
+            link = StoreLink(store, bus)
+            await link.sync_clock()
+            stack.push_async_callback(link.close)
+            background.append(asyncio.create_task(Worker(load_app(app_ref).registry, link).run()))
+        else:
+            children = [spawn_store_worker(app_ref, store_url, bus_url) for _ in range(workers)]
+            stack.callback(_stop_children, children)
+        stack.push_async_callback(_cancel, background)
+        started = time.time_ns() // 1_000_000
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                history = await store.load_history(chosen)
+                state = fold([event_from_json(e) for e in history], check=False) if history else None
+                live.update(progress_view(state, started, time.time_ns() // 1_000_000))
+                if state is not None and state.finished:
+                    break
+                await asyncio.sleep(0.25)
+        _end_live_line()
+        return await client.get_run(chosen)
+
+
+def _end_live_line() -> None:
+    """Off a terminal, Live leaves its last frame without a newline: end it, so the output starts a line."""
+    if not console.is_terminal:
+        console.line()
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 COMMANDS = [run_command]

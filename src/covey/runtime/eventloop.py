@@ -32,3 +32,17 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion in a new event loop, like ``asyncio.run``."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:  # noqa: ASYNC109
+    """Wait for ``event`` up to ``timeout`` seconds (None: forever); True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation
+    that arrives as the event is set, and a loop around it then never stops.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -31,6 +31,12 @@ class HintPublisher:
         self.bus = bus
         self._topics: set[str] = set()
         self._wake = asyncio.Event()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self.stopped = True
+        self._wake.set()
 
     def add(self, topics: Collection[str]) -> None:
         """Queue topics for the next publish."""
@@ -38,8 +44,8 @@ class HintPublisher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Publish whatever is queued, forever."""
-        while True:
+        """Publish whatever is queued, until stopped or cancelled."""
+        while not self.stopped:
             await self._wake.wait()
             self._wake.clear()
             topics, self._topics = self._topics, set()

@@ -52,6 +52,7 @@ from covey.runtime.batch import (
     offline_submission,
     record_decision,
 )
+from covey.runtime.eventloop import wait_event
 from covey.state.model import StateOp, run_namespace
 from covey.store.base import (
     ClaimRequest,
@@ -105,6 +106,7 @@ class EngineLoop:
         """Told, after each commit, the bus topics it concerns: targets with unleased ready tasks, namespaces."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
+        self.stopped = False
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -220,16 +222,19 @@ class EngineLoop:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """End :meth:`run` after its current iteration (a cancellation may be lost inside a driver)."""
+        self.stopped = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Iterate forever: wait for work, decide it, commit it, answer."""
-        while True:
+        """Iterate until stopped or cancelled: wait for work, decide it, commit it, answer."""
+        while not self.stopped:
             self._expire_parked()
             timeout = self._next_park_deadline()
             if not (self._items or self._claims or self._read_inbox):
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
+                if not await wait_event(self._wake, timeout):
                     continue
             await self.iterate()
 

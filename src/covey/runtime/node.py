@@ -64,13 +64,20 @@ class EngineNode:
 
         timekeeper = Timekeeper(self.store, fired)
         subscription = await self.bus.subscribe({topic_inbox()})
+        parts = (loop, keeper, timekeeper, hints)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(loop.run())
-                group.create_task(keeper.run())
-                group.create_task(timekeeper.run())
-                group.create_task(hints.run())
+                for part in parts:
+                    group.create_task(part.run())
                 group.create_task(self._wake_on_inbox(subscription, loop))
+                try:
+                    await asyncio.Event().wait()  # until cancelled
+                except asyncio.CancelledError:
+                    # Each part also stops at its next turn: a driver may lose the cancellation
+                    # of a call it was in (redis-py can), and the part would otherwise go on.
+                    for part in parts:
+                        part.stop()
+                    raise
         finally:
             with contextlib.suppress(Exception):
                 await subscription.close()
@@ -81,7 +88,7 @@ class EngineNode:
     async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop) -> None:
         """Read the inbox on every hint, and on a backing-off poll when none comes."""
         wait_s = POLL_MIN_S
-        while True:
+        while not loop.stopped:
             started = asyncio.get_running_loop().time()
             topics = await subscription.wait(wait_s)
             loop.poke_inbox()

@@ -43,10 +43,15 @@ class ShardKeeper:
         self.ttl_ms = ttl_ms
         self.held: frozenset[int] = frozenset()
         self.node_id = f"{ENGINE_PREFIX}{epoch}"
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self.stopped = True
 
     async def run(self) -> None:
-        """Balance forever, every third of the lease."""
-        while True:
+        """Balance every third of the lease, until stopped or cancelled."""
+        while not self.stopped:
             try:
                 await self.balance()
             except Exception:

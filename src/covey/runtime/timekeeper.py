@@ -31,10 +31,15 @@ class Timekeeper:
         self.store = store
         self.on_fired = on_fired
         self.fired = 0
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self.stopped = True
 
     async def run(self) -> None:
-        """Fire forever, sleeping until the next due time (at most MAX_SLEEP_S)."""
-        while True:
+        """Fire until stopped or cancelled, sleeping until the next due time (at most MAX_SLEEP_S)."""
+        while not self.stopped:
             try:
                 await self.tick()
                 due = await self.store.next_due_ms()

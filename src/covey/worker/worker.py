@@ -25,6 +25,7 @@ from typing import Any
 from covey.agents.context import Context
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import BackendUnavailable, ConfigError
+from covey.runtime.eventloop import wait_event
 from covey.state.handle import StateHandle
 from covey.state.model import run_namespace
 from covey.state.watch import WatchHub
@@ -221,8 +222,7 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self.running):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_s)
+            await wait_event(self._stopping, self.heartbeat_s)
             if self._stopping.is_set():
                 if not self.link_lost:
                     await self._drain()
@@ -269,5 +269,4 @@ async def _pause(event: asyncio.Event | None, seconds: float) -> None:
     if event is None:
         await asyncio.sleep(seconds)
         return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+    await wait_event(event, seconds)
