@@ -81,8 +81,17 @@ FINISHED_CACHE = 2_000
 class EngineLoop:
     """Folds inputs into runs and commits them in groups; see the module docstring."""
 
-    def __init__(self, store: Store, *, epoch: int, shards: Collection[int] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        epoch: int,
+        shards: Collection[int] | None = None,
+        inbox_batch: int = INBOX_BATCH,
+    ) -> None:
         self.store = store
+        self.inbox_batch = inbox_batch
+        """Inbox rows read per iteration: it bounds a commit, which on Redis holds the whole server."""
         self.epoch = epoch
         self.shards: frozenset[int] | None = None if shards is None else frozenset(shards)
         """The shards this loop decides; None for all of them (the embedded runner)."""
@@ -303,7 +312,7 @@ class EngineLoop:
         """
         if self.shards is not None and not self.shards:
             return []
-        limit = INBOX_BATCH + len(self._inbox_pending)
+        limit = self.inbox_batch + len(self._inbox_pending)
         rows = await self.store.read_inbox(0, limit, self.shards)
         if len(rows) == limit:
             self._read_inbox = True

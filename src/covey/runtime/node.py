@@ -29,6 +29,9 @@ __all__ = ["POLL_MAX_S", "EngineNode"]
 
 log = logging.getLogger("covey.node")
 
+#: Inbox rows one commit of a node decides at most: a Redis commit is one script, and while it runs the
+#: server serves nobody else, so batches stay small enough to keep that pause in the low milliseconds.
+NODE_INBOX_BATCH = 256
 #: Longest wait between two looks at the inbox with no hint.
 POLL_MAX_S = 1.0
 #: First wait after activity; it doubles each idle round up to POLL_MAX_S.
@@ -50,7 +53,7 @@ class EngineNode:
     async def run(self) -> None:
         """Serve until cancelled; a clean stop gives the shards back at once."""
         epoch = await self.store.join_epoch()
-        loop = self.loop = EngineLoop(self.store, epoch=epoch, shards=())
+        loop = self.loop = EngineLoop(self.store, epoch=epoch, shards=(), inbox_batch=NODE_INBOX_BATCH)
         hints = HintPublisher(self.bus)
         loop.on_hints = hints.add
         keeper = self.keeper = ShardKeeper(self.store, epoch, loop.set_shards, ttl_ms=self.shard_ttl_ms)

@@ -4,6 +4,8 @@
 ``sqlite:///covey.db``, ``sqlite:////abs/path.db``        the embedded store (one file, one runner)
 ``postgresql://user@host:5432/db?schema=covey``           PostgreSQL; every table in ``schema``
 ``redis://host:6379/0?prefix=covey`` (``rediss://``)      Redis; every key under ``prefix``
+                                                          (``&check_eviction=false`` where CONFIG GET
+                                                          is forbidden: check the policy yourself)
 ========================================================  =========================================
 
 When no bus is given, the store's own server carries the hints: LISTEN/NOTIFY
@@ -109,7 +111,10 @@ def open_store(
         return module.PostgresStore(dsn, schema=schema)  # type: ignore[no-any-return]
     module = _import("covey.store.redis", "redis")
     address, prefix = split_option(url, "prefix", "covey")
-    return module.RedisStore(address, prefix=prefix)  # type: ignore[no-any-return]
+    address, check = split_option(address, "check_eviction", "true")
+    if check not in ("true", "false"):
+        raise ConfigError(f"check_eviction in {masked(url)!r} must be true or false, got {check!r}")
+    return module.RedisStore(address, prefix=prefix, check_eviction=check == "true")  # type: ignore[no-any-return]
 
 
 def paired_bus_url(store_url: str) -> str:
@@ -117,7 +122,9 @@ def paired_bus_url(store_url: str) -> str:
     backend = backend_of(store_url)
     if backend == "sqlite":
         return "memory://"
-    return split_option(store_url, "schema" if backend == "postgres" else "prefix", "covey")[0]
+    if backend == "postgres":
+        return split_option(store_url, "schema", "covey")[0]
+    return split_option(split_option(store_url, "prefix", "covey")[0], "check_eviction", "true")[0]
 
 
 def store_namespace(store_url: str) -> str:
