@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from covey.codec import MAX_PAYLOAD_BYTES
 from covey.errors import InputError
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "StateOp",
     "check_key",
     "check_namespace",
+    "encode_value",
     "run_namespace",
 ]
 
@@ -130,3 +134,25 @@ def check_key(key: Any) -> str:
     if not isinstance(key, str) or not key or len(key) > _MAX_KEY:
         raise InputError(f"{key!r} is not a valid key: use 1-{_MAX_KEY} characters of text", field="key")
     return key
+
+
+def encode_value(op: StateOp, value: Any) -> bytes:
+    """A key's new value as JSON, as every store stores it.
+
+    Raises:
+        InputError: naming the key, when the value cannot be stored: an
+            ``add`` past 64 bits, a value JSON cannot hold, or one over the
+            payload limit. The write is refused, never half-applied.
+    """
+    try:
+        body = orjson.dumps(value)
+    except TypeError as exc:
+        raise InputError(
+            f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
+        ) from None
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise InputError(
+            f"{op.op} on {op.key!r}: the new value is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
+            field=op.key,
+        )
+    return body

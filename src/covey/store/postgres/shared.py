@@ -21,9 +21,8 @@ from typing import Any
 
 import orjson
 
-from covey.codec import MAX_PAYLOAD_BYTES
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
-from covey.state.model import StateChange, StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
 from covey.store.postgres.connection import NOW_MS, Conn
 
@@ -153,7 +152,7 @@ class StatePlan:
             value = op.value
         else:
             raise InputError(f"unknown state operation {op.op!r}", field="op")
-        self._set(op.namespace, op.key, _encode(op, value), last + 1)
+        self._set(op.namespace, op.key, encode_value(op, value), last + 1)
         return StateEntry(op.namespace, op.key, value, last + 1)
 
     def _set(self, namespace: str, key: str, body: bytes | None, version: int) -> None:
@@ -176,21 +175,6 @@ class StatePlan:
             namespaces,
             [self.seqs[namespace] for namespace in namespaces],
         ]
-
-
-def _encode(op: StateOp, value: Any) -> bytes:
-    try:
-        body = orjson.dumps(value)
-    except TypeError as exc:  # an add past 64 bits, a value no JSON can hold: refused, never a crash
-        raise InputError(
-            f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
-        ) from None
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise InputError(
-            f"{op.op} on {op.key!r}: the new value is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
-            field=op.key,
-        )
-    return body
 
 
 async def _plan(conn: Conn, ops: Sequence[StateOp]) -> StatePlan:

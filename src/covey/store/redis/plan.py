@@ -27,13 +27,12 @@ from typing import Any
 
 import orjson
 
-from covey.codec import MAX_PAYLOAD_BYTES
 from covey.errors import CoveyError, InputError, VersionConflict
-from covey.state.model import StateOp
+from covey.state.model import StateOp, encode_value
 from covey.state.reducers import apply_reducer
 from covey.store.redis.keys import Keys
 
-__all__ = ["Blobs", "KeyState", "Planner", "encode_value"]
+__all__ = ["Blobs", "KeyState", "Planner"]
 
 
 class Blobs:
@@ -86,22 +85,6 @@ class KeyState:
         if not self.decoded:
             self.decoded.append(orjson.loads(self.body) if self.body is not None else None)
         return self.decoded[0]
-
-
-def encode_value(op: StateOp, value: Any) -> bytes:
-    """A new value's JSON; InputError naming the key when it cannot be stored (as on every store)."""
-    try:
-        body = orjson.dumps(value)
-    except TypeError as exc:  # an add past 64 bits, a value no JSON can hold: refused, never a crash
-        raise InputError(
-            f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
-        ) from None
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise InputError(
-            f"{op.op} on {op.key!r}: the new value is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
-            field=op.key,
-        )
-    return body
 
 
 class Planner:

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from covey.codec import MAX_PAYLOAD_BYTES
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
-from covey.state.model import StateChange, StateEntry, StateOp
+from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
 from covey.store.base import CommitResult, RunWrite
 from covey.store.sqlite.reads import Reads
@@ -85,17 +84,7 @@ class Shared(Reads):
             value = op.value
         else:
             raise InputError(f"unknown state operation {op.op!r}", field="op")
-        try:
-            body = orjson.dumps(value)
-        except TypeError as exc:  # an add past 64 bits, a value no JSON can hold: refused, never a crash
-            raise InputError(
-                f"{op.op} on {op.key!r}: the new value cannot be stored: {exc}", field=op.key
-            ) from None
-        if len(body) > MAX_PAYLOAD_BYTES:
-            raise InputError(
-                f"{op.op} on {op.key!r}: the new value is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
-                field=op.key,
-            )
+        body = encode_value(op, value)
         self.db.execute(
             "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (op.namespace, op.key, body, last + 1)
         )

@@ -52,14 +52,17 @@ class TestTimers:
 
     async def test_a_timer_fires_when_its_time_comes(self, store: Store) -> None:
         d = await Driver.start(store)
-        due = await store.now_ms() + 250  # long enough that the first fire_due surely comes before it
+        due = await store.now_ms() + 250  # long enough that the first fire_due comes before it, unless loaded
         await d.start_run("r1", timers=[SetTimer("soon", "r1", due, "wait_timeout", "approve")])
-        assert await store.fire_due(10) == 0
         assert await store.next_due_ms() == due
+        early = await store.fire_due(10)
+        if await store.now_ms() < due:  # on a machine so loaded that 250 ms passed, "early" is not observable
+            assert early == 0
+            await wait_past(store, due)
+            assert await store.fire_due(10) == 1
+        else:
+            assert early + await store.fire_due(10) == 1
 
-        await wait_past(store, due)
-
-        assert await store.fire_due(10) == 1
         (fired,) = _fired(await store.read_inbox(0, 10))
         assert (fired.timer_id, fired.kind, fired.task_id, fired.lease_no) == (
             "soon",
