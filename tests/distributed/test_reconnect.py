@@ -60,7 +60,7 @@ async def test_connections_cut_twice_lose_nothing(backend: Backend, tmp_path: Pa
             start("timekeeper", "--shard-ttl", SHARD_TTL_S)
         workers = [start("worker", app, "--lease", LEASE_S) for _ in range(2)]
         async with StoreClient(backend.store, backend.bus) as client, open_store(backend.store) as store:
-            await wait_workers(store, 2)
+            await wait_workers(store, workers, tmp_path)
             run_ids = [await client.submit(FANOUT, {"n": ITEMS}) for _ in range(RUNS)]
 
             await wait_for(
@@ -120,9 +120,9 @@ async def postgres_alone() -> AsyncIterator[Backend]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: a covey worker on a shared store exits when a claim or report raises BackendUnavailable"
-    " (Worker._claimer and Worker._flush call _lose_link, meant for a lost embedded runner), instead of"
-    " retrying with backoff",
+    reason="after the first cut the worker now retries with backoff (it used to exit), but its next claim"
+    " no longer shows up as a lock wait this test recognizes, so the second staged cut never happens;"
+    " the test's staging needs rework",
 )
 async def test_worker_survives_a_cut_in_the_middle_of_a_claim(
     postgres_alone: Backend, tmp_path: Path
@@ -136,7 +136,7 @@ async def test_worker_survives_a_cut_in_the_middle_of_a_claim(
         start("timekeeper", "--shard-ttl", SHARD_TTL_S)
         worker = start("worker", str(APPS / "fanout.py"), "--lease", LEASE_S)
         async with StoreClient(backend.store) as client, open_store(backend.store) as store:
-            await wait_workers(store, 1)
+            await wait_workers(store, [worker], tmp_path)
             admin = await asyncpg.connect(base)
 
             async def blocked() -> list[int]:

@@ -111,7 +111,9 @@ class HintRouter:
         return flag
 
     async def _read(self, subscription: Subscription) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 topics = await subscription.wait(1.0)
             except Exception:
@@ -119,7 +121,8 @@ class HintRouter:
                 await asyncio.sleep(1.0)
                 continue
             if not topics:
-                await asyncio.sleep(IDLE_PAUSE_S)  # a closed subscription answers at once: never spin
+                if loop.time() - started < 0.5:
+                    await asyncio.sleep(IDLE_PAUSE_S)  # a closed subscription answers at once: never spin
                 continue
             if RESYNC in topics:
                 topics = set(self._topics)

@@ -55,6 +55,7 @@ from covey.runtime.batch import (
 from covey.runtime.eventloop import wait_event
 from covey.state.model import StateOp, run_namespace
 from covey.store.base import (
+    SHARDS,
     ClaimRequest,
     CommitBatch,
     CommitResult,
@@ -313,7 +314,8 @@ class EngineLoop:
         if self.shards is not None and not self.shards:
             return []
         limit = self.inbox_batch + len(self._inbox_pending)
-        rows = await self.store.read_inbox(0, limit, self.shards)
+        every = self.shards is not None and len(self.shards) == SHARDS  # no filter is cheaper than all 256
+        rows = await self.store.read_inbox(0, limit, None if every else self.shards)
         if len(rows) == limit:
             self._read_inbox = True
         items = []

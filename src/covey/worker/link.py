@@ -36,6 +36,11 @@ PROTOCOL_VERSION = 1
 class WorkerLink(Protocol):
     """The calls a worker makes; each is acknowledged only after it is committed."""
 
+    recovers_from_outages: bool
+    """Whether a call that raised BackendUnavailable may be made again later (a shared store's
+    server comes back), or the link is gone for good (the embedded runner this worker served
+    stopped, and its successor voids this worker's leases)."""
+
     async def claim(
         self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
     ) -> list[Lease]:
@@ -120,6 +125,8 @@ def result_event(result: Mapping[str, Any], at_ms: int) -> tuple[Event, list[Sta
 
 class LocalLink:
     """A worker in the runner's own process: calls go straight to the engine loop."""
+
+    recovers_from_outages = False
 
     def __init__(
         self, loop: EngineLoop, store: Store, *, lease_ms: int, feed: StateFeed | None = None

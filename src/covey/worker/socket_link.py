@@ -28,6 +28,8 @@ __all__ = ["SocketLink"]
 class SocketLink:
     """A connection to a runner; use as ``async with SocketLink(path) as link``."""
 
+    recovers_from_outages = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._reader: asyncio.StreamReader | None = None

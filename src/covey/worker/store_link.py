@@ -39,6 +39,8 @@ POLL_MIN_S = 0.01
 class StoreLink:
     """The :class:`~covey.worker.link.WorkerLink` calls, made on the store; see the module docstring."""
 
+    recovers_from_outages = True
+
     def __init__(self, store: Store, bus: Bus, *, lease_ms: int = 30_000) -> None:
         self.store = store
         self.bus = bus

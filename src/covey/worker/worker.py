@@ -39,6 +39,9 @@ log = logging.getLogger("covey.worker")
 
 #: Longest a claim waits at the runner when nothing is ready (the store is polled this often when idle).
 CLAIM_WAIT_S = 1.0
+#: First pause after a shared store could not be reached; it doubles up to OUTAGE_MAX_PAUSE_S.
+OUTAGE_PAUSE_S = 0.2
+OUTAGE_MAX_PAUSE_S = 5.0
 
 
 class Worker:
@@ -131,6 +134,7 @@ class Worker:
         return WorkerInfo(self.id, self.targets, dict(self.labels), self.slots, 0, 0)
 
     async def _claimer(self) -> None:
+        outage = OUTAGE_PAUSE_S
         while not self._stopping.is_set():
             free = self.slots - len(self.running)
             if free <= 0:
@@ -139,9 +143,15 @@ class Worker:
                 continue
             try:
                 leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
-            except BackendUnavailable:
-                self._lose_link()
-                return
+                outage = OUTAGE_PAUSE_S
+            except BackendUnavailable as exc:
+                if not self.link.recovers_from_outages:
+                    self._lose_link()
+                    return
+                log.warning("claim failed, the store is unreachable (%s); retrying in %.1fs", exc, outage)
+                await _pause(self._stopping, outage)
+                outage = min(OUTAGE_MAX_PAUSE_S, outage * 2)
+                continue
             except Exception:
                 log.exception("claim failed; retrying")
                 await _pause(self._stopping, 0.5)
@@ -210,8 +220,14 @@ class Worker:
                 try:
                     await self.link.report(results)
                     self.completed += len(results)
-                except BackendUnavailable:
-                    self._lose_link()
+                except BackendUnavailable as exc:
+                    if not self.link.recovers_from_outages:
+                        self._lose_link()
+                        continue
+                    # Reports are idempotent (by task and lease): sending one again is safe.
+                    log.warning("report failed, the store is unreachable (%s); retrying", exc)
+                    self._results = results + self._results
+                    await asyncio.sleep(OUTAGE_PAUSE_S)
                 except Exception:
                     log.exception("report failed; retrying")
                     self._results = results + self._results
