@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,11 +37,25 @@ def fleet(backend: Backend, trace: Path, env: dict[str, str] | None = None) -> I
             proc.wait(10)
 
 
-async def wait_workers(store: Store, count: int, within_s: float = 30.0) -> None:
-    """Wait until ``count`` workers (engine nodes not counted) are registered in the store."""
+async def wait_workers(
+    store: Store, procs: Sequence[subprocess.Popen[bytes]], trace: Path, within_s: float = 30.0
+) -> None:
+    """Wait until the worker processes ``procs`` are registered in the store (engine nodes not counted).
+
+    Fails at once, with the processes' logs (in ``trace``), if one of them exits.
+    """
 
     async def registered() -> bool:
+        exited = [proc.returncode for proc in procs if proc.poll() is not None]
+        assert not exited, f"worker processes exited (codes {exited}) before registering:\n{_logs(trace)}"
         workers = await store.list_workers()
-        return sum(not w.worker_id.startswith(ENGINE_PREFIX) for w in workers) >= count
+        return sum(not w.worker_id.startswith(ENGINE_PREFIX) for w in workers) >= len(procs)
 
-    await wait_for(registered, within_s, 0.05, message=f"{count} workers to register")
+    await wait_for(registered, within_s, 0.05, message=f"{len(procs)} workers to register")
+
+
+def _logs(trace: Path) -> str:
+    """The end of every covey process's log in ``trace``."""
+    return "\n".join(
+        f"{log.name}: {log.read_text(errors='replace')[-1500:]}" for log in sorted(trace.glob("covey-*.log"))
+    )

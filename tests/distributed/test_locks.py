@@ -29,10 +29,9 @@ async def test_paused_holder_loses_the_lock_and_its_write(backend: Backend, tmp_
     app = str(E2E_APPS / "locking.py")
     with fleet(backend, tmp_path) as start:
         start("timekeeper", "--shard-ttl", "5")
-        for _ in range(2):
-            start("worker", app, "--concurrency", "1")
+        workers = [start("worker", app, "--concurrency", "1") for _ in range(2)]
         async with StoreClient(backend.store, backend.bus) as client, open_store(backend.store) as store:
-            await wait_workers(store, 2)
+            await wait_workers(store, workers, tmp_path)
             run_id = await client.submit(WORKFLOW, {"parts": [0, 1]})
             holding = tmp_path / "holding-1"
             # The agent creates the file, then writes its pid: wait for the pid, not just the file.

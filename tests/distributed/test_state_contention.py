@@ -37,11 +37,10 @@ async def test_worker_processes_lose_no_update(backend: Backend, tmp_path: Path)
     app = str(E2E_APPS / "contention.py")
     with fleet(backend, tmp_path) as start:
         start("timekeeper", "--shard-ttl", "5")
-        for _ in range(PROCESSES):
-            start("worker", app, "--concurrency", "1")
+        workers = [start("worker", app, "--concurrency", "1") for _ in range(PROCESSES)]
         async with StoreClient(backend.store, backend.bus) as client, open_store(backend.store) as store:
             # Every worker is up before the work exists, so each claims a part.
-            await wait_workers(store, PROCESSES)
+            await wait_workers(store, workers, tmp_path)
             info = await client.wait(await client.submit(WORKFLOW, {"parts": list(range(PROCESSES))}))
             counter = await client.state_get("contention", "counter")
             items = await client.state_get("contention", "items")

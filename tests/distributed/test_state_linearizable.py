@@ -47,11 +47,10 @@ async def test_concurrent_histories_are_linearizable(backend: Backend, tmp_path:
     clients: list[asyncio.subprocess.Process] = []
     with fleet(backend, tmp_path) as start:
         start("timekeeper", "--shard-ttl", "5")
-        for _ in range(WORKERS):
-            start("worker", str(app), "--concurrency", "1")
+        workers = [start("worker", str(app), "--concurrency", "1") for _ in range(WORKERS)]
         try:
             async with StoreClient(backend.store, backend.bus) as client, open_store(backend.store) as store:
-                await wait_workers(store, WORKERS)
+                await wait_workers(store, workers, tmp_path)
                 run_id = await client.submit(
                     WORKFLOW, {"callers": [{"me": i, "ops": OPS, "seed": 2000 + i} for i in range(WORKERS)]}
                 )
