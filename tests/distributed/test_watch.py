@@ -11,10 +11,9 @@ and 101), every connection of this test to its servers is cut server-side
 clients, the worker and the timekeeper alike. Both watchers get every change
 once, seq 1..150, each key's versions 1..50.
 
-On PostgreSQL a read racing the cut may fail with a plain BackendError (a
-bug, shown alone by the xfail test at the end), which ends
-``StoreClient.state_watch``; the test's watcher then resumes from its cursor,
-exactly as ``state_watch`` does after a BackendUnavailable.
+A PostgreSQL read racing the cut is retried or raises BackendUnavailable,
+never a plain BackendError (the test at the end races 100 of them), so
+``StoreClient.state_watch`` resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -117,13 +116,6 @@ async def postgres_store_url() -> AsyncIterator[tuple[str, str]]:
     await drop_postgres_schema(base, schema)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: right after pg_terminate_backend, a PostgreSQL store read can fail with a plain BackendError"
-    " ('cannot switch to state N; another operation (2) is in progress', an asyncpg InterfaceError on a"
-    " connection that got the server's FATAL but not yet its close), neither retried nor BackendUnavailable;"
-    " StoreClient.state_watch then stops",
-)
 async def test_postgres_reads_after_a_cut_are_retried_or_unavailable(
     postgres_store_url: tuple[str, str],
 ) -> None:

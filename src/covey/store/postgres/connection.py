@@ -267,7 +267,7 @@ class Database:
         try:
             proxy = await pool.acquire()
         except _DRIVER_ERRORS as exc:
-            raise self._failure(exc, "connect", closed=False, idempotent=idempotent) from None
+            raise self._failure(exc, "connect", idempotent=idempotent) from None
         conn = cast(Conn, proxy)
         stage = "statement"
         try:
@@ -288,19 +288,23 @@ class Database:
             await tx.commit()
             return result
         except _DRIVER_ERRORS as exc:
-            raise self._failure(exc, stage, closed=_gone(conn), idempotent=idempotent) from None
+            raise self._failure(exc, stage, idempotent=idempotent) from None
         finally:
             # A connection that fails to reset is terminated by the pool, which opens a new one later.
             with contextlib.suppress(Exception):
                 await pool.release(proxy)
 
-    def _failure(self, exc: BaseException, stage: str, *, closed: bool, idempotent: bool) -> _Failed:
+    def _failure(self, exc: BaseException, stage: str, *, idempotent: bool) -> _Failed:
         """What a failed try means: the error to raise, and whether another try is safe."""
         if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):  # deadlock, serialization
             return _Failed(
                 BackendError(f"PostgreSQL {self.where}: {exc}"), retry=stage != "commit", backoff=True
             )
-        if isinstance(exc, _CONNECTION_ERRORS) or (closed and isinstance(exc, asyncpg.InterfaceError)):
+        # A connection that got the server's FATAL but is not closed yet raises the driver's own errors
+        # ("cannot switch to state ...; another operation is in progress"): a lost connection too.
+        if isinstance(
+            exc, (*_CONNECTION_ERRORS, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+        ):
             if stage in ("connect", "begin", "work"):
                 # Nothing was sent, or the server rolled the open transaction back when the connection died.
                 return _Failed(BackendUnavailable(f"PostgreSQL {self.where}: {exc}"), retry=True)
