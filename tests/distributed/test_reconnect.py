@@ -120,9 +120,9 @@ async def postgres_alone() -> AsyncIterator[Backend]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="after the first cut the worker now retries with backoff (it used to exit), but its next claim"
-    " no longer shows up as a lock wait this test recognizes, so the second staged cut never happens;"
-    " the test's staging needs rework",
+    reason="bug: a worker's claim whose connection is terminated while it waits on a lock never returns:"
+    " the worker neither exits (as it did before it learned to retry) nor logs, and its claimer stays"
+    " awaiting the driver's reply (asyncpg BaseProtocol waiter), so it claims nothing more",
 )
 async def test_worker_survives_a_cut_in_the_middle_of_a_claim(
     postgres_alone: Backend, tmp_path: Path
