@@ -135,7 +135,7 @@ class Worker:
 
     async def _claimer(self) -> None:
         outage = OUTAGE_PAUSE_S
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not _cancel_requested():
             free = self.slots - len(self.running)
             if free <= 0:
                 self._slot_freed.clear()
@@ -237,7 +237,7 @@ class Worker:
             self._flushed.set()
 
     async def _heartbeats(self) -> None:
-        while not (self._stopping.is_set() and not self.running):
+        while not (self._stopping.is_set() and not self.running) and not _cancel_requested():
             await wait_event(self._stopping, self.heartbeat_s)
             if self._stopping.is_set():
                 if not self.link_lost:
@@ -279,6 +279,12 @@ class Worker:
                 await self._flush()
             else:
                 await self._flushed.wait()
+
+
+def _cancel_requested() -> bool:
+    """Whether this task was asked to stop: a driver may have swallowed the CancelledError (redis-py can)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _pause(event: asyncio.Event | None, seconds: float) -> None:
