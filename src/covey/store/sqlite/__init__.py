@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from covey.errors import BackendError
+from covey.errors import BackendError, BackendUnavailable
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
     ClaimRequest,
@@ -73,9 +73,15 @@ class SQLiteStore:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._core is not None:
-            await self._run(self._core.close)
-            self._core = None
+        # Detach the core before closing it: a call made while the close runs on the writer thread
+        # must not reach the connection from the event loop's thread (that crashed the process).
+        core, self._core = self._core, None
+        if core is not None:
+            self._in_flight += 1
+            try:
+                await self._run(core.close)
+            finally:
+                self._in_flight -= 1
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
@@ -101,7 +107,10 @@ class SQLiteStore:
         it runs the event loop, the only submitter of jobs, is busy with it.
         """
         core = self._core
-        assert core is not None, "use 'async with SQLiteStore(...)'"
+        if core is None:
+            raise BackendUnavailable(
+                f"SQLite database {self.path} is not open (use 'async with SQLiteStore(...)')"
+            )
         call = functools.partial(getattr(core, name), *args)
         if inline and self._in_flight == 0:
             try:
