@@ -19,6 +19,7 @@ workflow, a different shape from a step mapping over a list.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -59,7 +60,8 @@ def dbos_persists() -> str:
 
 def _register() -> None:
     """Declare the bench's workflows and steps (DBOS keeps them in a process-wide registry)."""
-    from dbos import DBOS
+    # Imported by name: the bench extra is optional, and its packages are untyped.
+    DBOS: Any = importlib.import_module("dbos").DBOS
 
     @DBOS.step(name="noop_step")
     def noop_step(value: Any) -> Any:
@@ -182,7 +184,7 @@ def _enqueue(client: Any, workflow: str, *args: Any) -> Any:
 
 
 def _drop_schema(url: str, schema: str) -> None:
-    import psycopg
+    psycopg: Any = importlib.import_module("psycopg")
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
