@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from covey.bus.base import RESYNC, Subscription
+from covey.bus.memory import MemoryBus
+from covey.bus.redis import RedisBus
 from covey.engine.events import SignalReceived
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import AGING_MS, shard_of
+from covey.store.base import AGING_MS, CommitBatch, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
@@ -357,3 +360,74 @@ async def test_a_reducer_decided_from_a_read_that_moved_is_decided_again(
     async with RedisStore(url, prefix=prefix) as store:
         assert await store.state_get("ns", "n") == StateEntry("ns", "n", 1111, 4)
         assert [c.value for c in await store.state_changes("ns", 0)] == [100, 101, 1101, 1111]
+
+
+async def test_a_task_enqueued_without_a_read_note_still_gets_its_input(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Rows an older covey wrote have no "need" field: the claim reads their inputs afterwards.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run(
+            "r1",
+            {"v": 1},
+            outputs=[("a", -1, {"x": 2})],
+            enqueue=[
+                task("r1", "old", template={"v": "${input.v}", "x": "${steps.a.x}"}),
+                task("r1", "new", template={"v": "${input.v}", "x": "${steps.a.x}"}),
+            ],
+        )
+        old_key = store.keys.task("r1/old")
+        assert await raw.hget(old_key, "need") == b'[1,"a"]'
+        await raw.hdel(old_key, "need")
+
+        leases = {lease.step: lease.input for lease in await store.claim(claim_request())}
+
+        assert leases == {"old": {"v": 1, "x": 2}, "new": {"v": 1, "x": 2}}
+
+
+async def test_a_store_on_its_buss_server_publishes_hints_inside_its_writes(url: str, prefix: str) -> None:
+    async with RedisStore(url, prefix=prefix) as store, RedisBus(url, prefix=prefix) as bus:
+        assert store.carry_hints(bus)
+        subscription = await bus.subscribe({"inbox", "ready:next", "ready:other"})
+        d = await Driver.start(store)
+        await d.start_run("r1")
+
+        await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0))])
+        assert await _hints(subscription) == {"inbox"}
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s1"]  # the row was in before the hint
+
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b", target="next"))
+        batch = CommitBatch(d.epoch, [write], hints={"ready:next"})
+        await store.commit(batch)
+        assert await _hints(subscription) == {"ready:next"}
+        assert [lease.task_id for lease in await store.claim(claim_request(targets=["next"]))] == ["r1/b"]
+        await subscription.close()
+
+
+async def _hints(subscription: Subscription) -> set[str]:
+    """The next hints heard, leaving out RESYNC (a reconnection of the bus says nothing of writes)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while loop.time() < deadline:
+        heard = await subscription.wait(deadline - loop.time()) - {RESYNC}
+        if heard:
+            return heard
+    return set()
+
+
+async def test_hints_stay_with_the_callers_unless_the_bus_is_on_the_stores_server(
+    url: str, prefix: str
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        elsewhere = RedisBus("redis://127.0.0.1:1/0", prefix=prefix)  # never entered: no connection needed
+        assert not store.carry_hints(elsewhere)
+        assert store.hint_prefix is None
+        async with MemoryBus() as memory:
+            assert not store.carry_hints(memory)
+        # With no hint prefix the scripts publish nothing, and the writes still work.
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0))])
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s1"]

@@ -35,8 +35,9 @@ from covey.store.open import split_option
 
 __all__ = ["POLL_MANY_S", "POLL_ONE_S", "SharedCovey", "shared_covey"]
 
-#: Between two reads of one run's row while waiting for it.
-POLL_ONE_S = 0.001
+#: Between two reads of one run's row while waiting for it: W2's driver, polling as the peers' drivers do
+#: (Celery's ``get(interval=0.01)``); reading faster would only load the machine under the hand-off it times.
+POLL_ONE_S = 0.01
 #: Between two counts of finished runs while waiting for a batch.
 POLL_MANY_S = 0.005
 #: Runs per inbox append in ``submit_many``.

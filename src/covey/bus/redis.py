@@ -107,6 +107,22 @@ class RedisBus:
         self._attempted = asyncio.Event()
         self._stopping = False
 
+    def channel_prefix_on(self, url: str) -> str | None:
+        """The channel prefix a script run on the Redis server at ``url`` may PUBLISH this bus's hints to.
+
+        None unless ``url`` names this bus's server as the same user: pub/sub
+        channels are global to a server, whatever the database number.
+        """
+        try:
+            other = parse_url(url)
+        except ValueError:
+            return None
+        mine = dict(parse_url(self._url))
+        where = ("host", "port", "path", "username")
+        if any(mine.get(key) != other.get(key) for key in where):
+            return None
+        return self._prefix.decode()
+
     async def __aenter__(self) -> RedisBus:
         self._client = Redis.from_url(
             self._url,

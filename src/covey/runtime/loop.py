@@ -114,6 +114,8 @@ class EngineLoop:
         """Told which namespaces a commit's staged state writes touched (wakes watchers)."""
         self.on_hints: Callable[[set[str]], None] | None = None
         """Told, after each commit, the bus topics it concerns: targets with unleased ready tasks, namespaces."""
+        self.hints_in_commit = False
+        """The store publishes a batch's hints as part of its commit (``Store.carry_hints``): skip on_hints."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
         self.stopped = False
@@ -366,6 +368,9 @@ class EngineLoop:
             claims.append(pending)
             prepared.batch.claims.append(pending.request)
         prepared.batch.runs = [finish_write(w) for w in prepared.writes.values()]
+        if self.hints_in_commit and self.on_hints is not None:
+            # Known before the commit, so tasks its claims lease are hinted too: a spare hint costs an empty claim.
+            prepared.batch.hints = _topics_of(prepared.writes, set(), self._touched(prepared.writes))
         return prepared
 
     async def _commit(self, prepared: PreparedBatch) -> bool:
@@ -481,11 +486,15 @@ class EngineLoop:
             if item.run_id not in result.conflicts:
                 _answer(item.future, created)
         self._grant(result, prepared)
-        touched = {op.namespace for w in writes.values() for op in w.write.state_ops}
+        touched = self._touched(writes)
         if touched and self.on_state_changed is not None:
             self.on_state_changed(touched)
-        if self.on_hints is not None:
-            self._hint(result, writes, touched)
+        if self.on_hints is not None and not self.hints_in_commit:
+            leased = {lease.task_id for leases in result.leases.values() for lease in leases}
+            live = {run_id: entry for run_id, entry in writes.items() if run_id not in result.conflicts}
+            topics = _topics_of(live, leased, touched)
+            if topics:
+                self.on_hints(topics)
         for run_id, entry in writes.items():
             if run_id in result.conflicts:
                 continue
@@ -494,19 +503,10 @@ class EngineLoop:
             if entry.finished:
                 self._run_finished(run_id, result.outputs.get(run_id))
 
-    def _hint(self, result: CommitResult, writes: dict[str, RunDelta], touched: set[str]) -> None:
-        """Announce the targets of tasks this commit left ready (not leased in it), and changed namespaces."""
-        leased = {lease.task_id for leases in result.leases.values() for lease in leases}
-        topics = {topic_state(namespace) for namespace in touched}
-        for run_id, entry in writes.items():
-            if run_id not in result.conflicts:
-                topics.update(
-                    topic_ready(task.target)
-                    for task in entry.tasks.values()
-                    if task is not None and task.task_id not in leased
-                )
-        if topics and self.on_hints is not None:
-            self.on_hints(topics)
+    @staticmethod
+    def _touched(writes: dict[str, RunDelta]) -> set[str]:
+        """The namespaces a batch's staged state writes change."""
+        return {op.namespace for w in writes.values() for op in w.write.state_ops}
 
     def _requeue_conflicts(self, conflicts: set[str], writes: dict[str, RunDelta]) -> None:
         for run_id in conflicts:
@@ -598,6 +598,18 @@ class EngineLoop:
             return None
         now = asyncio.get_running_loop().time()
         return max(0.0, min(c.park_until for c in self._parked) - now)
+
+
+def _topics_of(writes: dict[str, RunDelta], leased: set[str], touched: set[str]) -> set[str]:
+    """The hints of a commit: targets of the tasks it leaves ready (not ``leased``), and changed namespaces."""
+    topics = {topic_state(namespace) for namespace in touched}
+    for entry in writes.values():
+        topics.update(
+            topic_ready(task.target)
+            for task in entry.tasks.values()
+            if task is not None and task.task_id not in leased
+        )
+    return topics
 
 
 def _answer(future: asyncio.Future[Any] | None, value: Any) -> None:

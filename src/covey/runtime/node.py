@@ -56,6 +56,7 @@ class EngineNode:
         loop = self.loop = EngineLoop(self.store, epoch=epoch, shards=(), inbox_batch=NODE_INBOX_BATCH)
         hints = HintPublisher(self.bus)
         loop.on_hints = hints.add
+        loop.hints_in_commit = self.store.carry_hints(self.bus)
         keeper = self.keeper = ShardKeeper(self.store, epoch, loop.set_shards, ttl_ms=self.shard_ttl_ms)
         await keeper.balance()
         self.ready.set()

@@ -38,10 +38,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from covey.engine.commands import EnqueueTask, SetTimer
 from covey.state.model import StateChange, StateEntry, StateOp
+
+if TYPE_CHECKING:
+    from covey.bus.base import Bus
 
 __all__ = [
     "AGING_MS",
@@ -162,6 +165,8 @@ class CommitBatch:
     claims: list[ClaimRequest] = field(default_factory=list)
     consumed: list[int] = field(default_factory=list)
     """Inbox rows that changed nothing (for unknown runs) and are simply removed."""
+    hints: set[str] = field(default_factory=set)
+    """Bus topics this batch concerns, published by the commit itself when the store carries hints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,16 @@ class Store(Protocol):
 
     async def now_ms(self) -> int:
         """The store's clock, in milliseconds since the epoch."""
+        ...
+
+    def carry_hints(self, bus: Bus) -> bool:
+        """Publish hints on ``bus`` from inside this store's own writes, if the two share a server.
+
+        True if so, and from then on :meth:`append_inbox` publishes the
+        ``inbox`` hint and :meth:`commit` its batch's ``hints``, each once its
+        write is complete, so callers skip their own publish. False (the
+        default) leaves publishing to the callers.
+        """
         ...
 
     async def begin_epoch(self) -> int:

@@ -49,6 +49,9 @@ class StoreLink:
         self.hints = HintRouter(bus)
         self._ready_topics: set[str] = set()
         self._unparked: dict[str, asyncio.Event] = {}
+        self._drained: dict[str, set[str]] = {}
+        """Workers whose last claim left no ready task behind, with the hint topics armed for it."""
+        self._inbox_hinted_by_store = store.carry_hints(bus)
 
     async def sync_clock(self) -> None:
         """Measure the offset of the store's clock from this machine's (half a round trip of error)."""
@@ -77,13 +80,25 @@ class StoreLink:
         stop = self._unparked.setdefault(worker_id, asyncio.Event())
         deadline = time.monotonic() + wait_s
         pause = POLL_MIN_S
+        # A claim that got fewer tasks than it asked for saw none left: the next one waits for a hint
+        # first (armed before that claim's read, so none is missed) instead of asking the store again.
+        look = self._drained.get(worker_id) != topics
         while True:
-            await self.hints.arm(topics)
-            leases = await self.store.claim(request)
-            left = deadline - time.monotonic()
-            if leases or left <= 0 or stop.is_set():
-                stop.clear()
-                return leases
+            if look:
+                await self.hints.arm(topics)
+                leases = await self.store.claim(request)
+                if 0 < len(leases) < limit:
+                    self._drained[worker_id] = topics
+                else:
+                    self._drained.pop(worker_id, None)
+                left = deadline - time.monotonic()
+                if leases or left <= 0 or stop.is_set():
+                    stop.clear()
+                    return leases
+            else:
+                self._drained.pop(worker_id, None)
+                left = deadline - time.monotonic()
+            look = True
             hinted = await self.hints.wait(topics, min(pause, left), stop)
             pause = POLL_MIN_S if hinted else min(POLL_MAX_S, pause * 2)
 
@@ -92,7 +107,10 @@ class StoreLink:
         self._unparked.setdefault(worker_id, asyncio.Event()).set()
 
     async def report(self, results: Sequence[dict[str, Any]]) -> None:
-        """Append the results to the inbox (durable once this returns), then hint the engine nodes."""
+        """Append the results to the inbox (durable once this returns), then hint the engine nodes.
+
+        A store that carries hints (:meth:`~covey.store.base.Store.carry_hints`) sends that hint itself.
+        """
         at_ms = self.now_ms()
         rows = []
         for result in results:
@@ -109,7 +127,8 @@ class StoreLink:
                 )
             )
         await self.store.append_inbox(rows)
-        await self._hint({topic_inbox()})
+        if not self._inbox_hinted_by_store:
+            await self._hint({topic_inbox()})
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases in the store (and refresh the clock offset on the way)."""

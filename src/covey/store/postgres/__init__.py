@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from covey.bus.base import Bus
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
     ClaimRequest,
@@ -70,6 +71,10 @@ class PostgresStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._db.close()
+
+    def carry_hints(self, bus: Bus) -> bool:
+        """Hints stay with the callers: see :meth:`covey.store.base.Store.carry_hints`."""
+        return False
 
     async def now_ms(self) -> int:
         """The store's clock: the database server's."""

@@ -29,7 +29,7 @@ from covey.store.redis.keys import label_set
 from covey.store.redis.plan import Blobs, Planner
 from covey.store.redis.reads import assemble_output, from_json, text
 from covey.store.redis.shared import MAX_ATTEMPTS, Snapshot
-from covey.store.redis.tasks import Tasks
+from covey.store.redis.tasks import Tasks, lease_need
 
 __all__ = ["Commit"]
 
@@ -118,6 +118,8 @@ class Commit(Tasks):
             ],
             "cons": list(batch.consumed),
         }
+        if self.hint_prefix is not None and batch.hints:
+            body["hp"], body["hints"] = self.hint_prefix, sorted(batch.hints)
         return _Plan(orjson.dumps(body), blobs, notes)
 
     @staticmethod
@@ -217,6 +219,7 @@ class Commit(Tasks):
 
     def _task(self, w: RunWrite, t: EnqueueTask, blobs: Blobs) -> list[Any]:
         own = t.task_id.startswith(w.run_id) and t.task_id[len(w.run_id) : len(w.run_id) + 1] == "/"
+        template = orjson.dumps(t.input_template)
         return [
             "" if own else self.keys.task(t.task_id),
             t.task_id,
@@ -228,13 +231,14 @@ class Commit(Tasks):
             str(t.try_no),
             str(t.lease_floor),
             "" if t.timeout_ms is None else str(t.timeout_ms),
-            blobs.add(orjson.dumps(t.input_template)),
+            blobs.add(template),
             blobs.add(orjson.dumps(t.item)),
             blobs.add(orjson.dumps(t.input_schema)) if t.input_schema else 0,
+            lease_need(template),
         ]
 
     async def _result(self, batch: CommitBatch, plan: _Plan, reply: list[Any]) -> CommitResult:
-        _, conflicts, skipped, claims = reply
+        _, conflicts, skipped, claims, reads = reply
         result = CommitResult(conflicts={text(run_id) for run_id in conflicts})
         errors = {index: list(note.errors) for index, note in enumerate(plan.notes)}
         for run_number, number, found in skipped:
@@ -252,7 +256,7 @@ class Commit(Tasks):
         for write in batch.runs:
             if write.new is not None and write.run_id not in result.conflicts:
                 self._specs.setdefault(write.new.spec_hash, write.new.spec)  # stored now: not sent again
-        for request, leases in zip(batch.claims, await self.leases(claims), strict=True):
+        for request, leases in zip(batch.claims, await self.leases(claims, reads), strict=True):
             # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
             result.leases.setdefault(request.worker_id, []).extend(leases)
         return result

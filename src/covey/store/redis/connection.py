@@ -38,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.maint_notifications import MaintNotificationsConfig
 
+from covey.bus.base import Bus
 from covey.engine.events import EVENT_SCHEMA_VERSION
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.store.base import AGING_MS
@@ -119,6 +120,24 @@ class Connection:
         self.check_eviction = check_eviction
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self.hint_prefix: str | None = None
+        """Set by :meth:`carry_hints`: the bus channel prefix the scripts publish hints to."""
+
+    def carry_hints(self, bus: Bus) -> bool:
+        """Publish hints from inside the scripts when ``bus`` is a Redis bus on this store's server.
+
+        The inbox script then publishes the ``inbox`` hint and the commit script
+        the batch's hints, as their last step: one round trip less for each,
+        and a subscriber still hears of a write only once it is complete.
+        """
+        from covey.bus.redis import RedisBus
+
+        self.hint_prefix = bus.channel_prefix_on(self.url) if isinstance(bus, RedisBus) else None
+        return self.hint_prefix is not None
+
+    def hint_channel(self, topic: str) -> str:
+        """The channel a script publishes ``topic`` to; "" when hints are not carried."""
+        return "" if self.hint_prefix is None else self.hint_prefix + topic
 
     @property
     def redis(self) -> aioredis.Redis:

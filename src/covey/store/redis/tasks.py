@@ -14,7 +14,7 @@ from covey.store.inputs import reads_state, render_input, template_of
 from covey.store.redis.reads import assemble_output, from_json, text
 from covey.store.redis.shared import Shared
 
-__all__ = ["FOREVER_MS", "MAX_STATE_KEYS", "Tasks"]
+__all__ = ["FOREVER_MS", "MAX_STATE_KEYS", "Tasks", "lease_need"]
 
 #: A lease end that never comes: a runner's epoch holds its shards until another runner starts.
 FOREVER_MS = 2**62
@@ -29,8 +29,8 @@ class Tasks(Shared):
         """Lease up to ``request.limit`` ready tasks, inputs resolved."""
         if not request.targets or request.limit <= 0:
             return []
-        rows = await self.script("claim", self.claim_args(request))
-        return (await self.leases([rows]))[0]
+        rows, reads = await self.script("claim", self.claim_args(request))
+        return (await self.leases([rows], reads))[0]
 
     @staticmethod
     def claim_args(request: ClaimRequest) -> list[Any]:
@@ -43,14 +43,17 @@ class Tasks(Shared):
             str(request.lease_ms),
         ]
 
-    async def leases(self, claims: Sequence[Sequence[Any]]) -> list[list[Lease]]:
-        """Leases from the script's rows, one list per claim, inputs resolved in one read for all of them.
+    async def leases(self, claims: Sequence[Sequence[Any]], reads: Sequence[Any]) -> list[list[Lease]]:
+        """Leases from the script's rows, one list per claim, their inputs rendered.
 
-        The script leased the tasks atomically; inputs are read right after,
-        which is safe because what they name (a run's input, upstream
-        outputs) never changes once written.
+        The script returns, beside the rows, what the tasks' input mappings
+        read (``reads``). A task enqueued with no such note (one that reads
+        shared state) has its inputs read right after, in one read for all:
+        that is safe because what they name (a run's input, upstream outputs)
+        never changes once written.
         """
         resolver = _InputResolver(self)
+        resolver.take(reads)
         await resolver.load([row for rows in claims for row in rows])
         return [[resolver.lease(row) for row in rows] for rows in claims]
 
@@ -71,10 +74,13 @@ class Tasks(Shared):
     # -- inbox and timers --------------------------------------------------------------
 
     async def append_inbox(self, rows: Sequence[InboxRow]) -> None:
-        """Append rows; ids already in the inbox or already committed are ignored (so a retry is safe)."""
+        """Append rows; ids already in the inbox or already committed are ignored (so a retry is safe).
+
+        With :meth:`carry_hints` on, the same script publishes the ``inbox`` hint.
+        """
         if not rows:
             return
-        args: list[Any] = []
+        args: list[Any] = [self.hint_channel("inbox")]
         for row in rows:
             ops = orjson.dumps(row.state_ops) if row.state_ops else b""
             args += [
@@ -154,14 +160,24 @@ class _InputResolver:
         self.outputs: dict[tuple[str, str], Any] = {}
         self.states: dict[str, dict[str, Any]] = {}
 
+    def take(self, reads: Sequence[Any]) -> None:
+        """What the claim script read for the leases (``lease_reads`` in ``common.lua``)."""
+        for read in reads:
+            if read[0] == b"i":
+                self.inputs[text(read[1])] = from_json(read[2] or None)
+            else:
+                flat = read[3]
+                rows = dict(zip(flat[::2], flat[1::2], strict=True))
+                self.outputs[(text(read[1]), text(read[2]))] = assemble_output(rows)
+
     async def load(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Read everything the leases' input mappings name: one pipeline, plus a read per run namespace."""
+        """Read what the script did not: one pipeline, plus a read per run namespace."""
         inputs: set[str] = set()
         outputs: set[tuple[str, str]] = set()
         states: set[str] = set()
         for row in rows:
             template = template_of(row[7])
-            if template.is_literal:
+            if template.is_literal or row[12]:
                 continue
             run_id = text(row[1])
             if any("input" in expr.roots for expr in template.exprs):
@@ -195,7 +211,7 @@ class _InputResolver:
 
     def lease(self, row: Sequence[Any]) -> Lease:
         """One lease, its input rendered (or the reason it could not be)."""
-        task_id, run, step, index, target, lease_no, try_no, tpl, item, schema, timeout, until = row
+        task_id, run, step, index, target, lease_no, try_no, tpl, item, schema, timeout, until = row[:12]
         run_id = text(run)
         value, error = self._render(run_id, tpl, item, int(index))
         return Lease(
@@ -233,3 +249,17 @@ class _InputResolver:
         except CoveyError as exc:
             return None, str(exc)
         return value, None
+
+
+def lease_need(template_text: bytes) -> str:
+    """What a task's input mapping reads, as the claim script takes it; "" when the claim cannot read it.
+
+    ``[1 if it reads the run's input else 0, step, ...]``. A mapping that reads
+    shared state gets "": its claim reads everything afterwards, in Python,
+    since a namespace can be large. A literal needs nothing.
+    """
+    template = template_of(template_text)
+    if reads_state(template):
+        return ""
+    uses_input = any("input" in expr.roots for expr in template.exprs)
+    return orjson.dumps([1 if uses_input else 0, *sorted(template.steps)]).decode()

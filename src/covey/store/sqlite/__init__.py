@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from covey.bus.base import Bus
 from covey.errors import BackendError, BackendUnavailable
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
@@ -122,6 +123,10 @@ class SQLiteStore:
             return await self._run(call)
         finally:
             self._in_flight -= 1
+
+    def carry_hints(self, bus: Bus) -> bool:
+        """Hints stay with the callers: see :meth:`covey.store.base.Store.carry_hints`."""
+        return False
 
     async def now_ms(self) -> int:
         """The store's clock."""

@@ -1,7 +1,8 @@
 -- commit: one engine-loop batch (covey.store.redis.commit builds ARGV[2], see there), then its claims.
 -- Returns {'epoch', lost shards}, {'retry'} (Python decided something from a read that has moved
 -- on; nothing was written), or {'ok', conflicting run ids, {run, write, version} of staged writes
--- skipped for an if_version, leases granted per claim}.
+-- skipped for an if_version, leases granted per claim, what those leases' inputs read
+-- (lease_reads)}.
 
 local P = cjson.decode(ARGV[2])
 local now = now_ms()
@@ -87,7 +88,8 @@ end
 
 -- t: {key ('' for the run's own), task id, step, index, target, labels JSON or '', priority, try,
 --     lease floor, timeout ('' for none), template, item, input schema (ARGV indexes; schema 0:
---     none)}; index, try, lease floor and timeout come as text, ready to store.
+--     none), need (what the template reads, see lease_reads; '' when the claim must read it)};
+--     index, try, lease floor and timeout come as text, ready to store.
 local function enqueue(w, t)
   local key = t[1] ~= '' and t[1] or (w.tag .. 'task:' .. t[2])
   local ready = t[6] == '' and (G .. 'ready:' .. t[5]) or (G .. 'readyl:' .. t[5] .. '\n' .. t[6])
@@ -101,6 +103,7 @@ local function enqueue(w, t)
   local fields = {'id', t[2], 'run', w.id, 'tag', w.tag, 'step', t[3], 'idx', t[4], 'tgt', t[5], 'lb', t[6],
     'rq', ready, 'sc', score, 'st', 'ready', 'try', t[8], 'ln', t[9], 'tpl', ARGV[t[11]], 'item', ARGV[t[12]],
     'rms', NOW}
+  if t[14] ~= '' then push(fields, 'need', t[14]) end
   if t[10] ~= '' then push(fields, 'to', t[10]) end
   if t[13] > 0 then push(fields, 'sch', ARGV[t[13]]) end
   redis.call('HSET', key, unpack(fields))
@@ -148,4 +151,7 @@ local leases = {}
 for i, c in ipairs(P.claims or {}) do  -- {worker, targets, labels, limit, lease ms}
   leases[i] = claim(c[1], c[2], c[3], c[4], c[5], now)
 end
-return {'ok', conflicts, skipped, leases}
+local reads = lease_reads(leases)
+-- Hints last: subscribers get them once this script's writes are all in (Connection.carry_hints).
+for _, topic in ipairs(P.hints or {}) do redis.call('PUBLISH', P.hp .. topic, topic) end
+return {'ok', conflicts, skipped, leases, reads}

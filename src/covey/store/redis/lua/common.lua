@@ -102,9 +102,10 @@ local function claim_sources(targets, offered)
   return keys
 end
 
-local LEASE_FIELDS = {'id', 'run', 'step', 'idx', 'tgt', 'ln', 'try', 'tpl', 'item', 'sch', 'to'}
+local LEASE_FIELDS = {'id', 'run', 'step', 'idx', 'tgt', 'ln', 'try', 'tpl', 'item', 'sch', 'to', 'need', 'tag'}
 
--- Leases one ready task; returns what Python needs to build the Lease (inputs are resolved there).
+-- Leases one ready task; returns what Python needs to build the Lease. Its input is rendered in
+-- Python, from what lease_reads returns along (or, for a task with no 'need', from a read after).
 local function lease(key, worker, lease_ms, now)
   local f = redis.call('HMGET', key, unpack(LEASE_FIELDS))
   local no = tonumber(f[6]) + 1
@@ -119,7 +120,34 @@ local function lease(key, worker, lease_ms, now)
   redis.call('HSET', key, unpack(fields))
   redis.call('ZADD', G .. 'leases', int(until_ms), key)
   return {f[1], f[2], f[3], tonumber(f[4]), f[5], no, tonumber(f[7]), f[8], f[9], f[10], timeout or false,
-    until_ms}
+    until_ms, f[12] or false, f[13] or false}
+end
+
+-- What the leased tasks' input mappings read, each once: {'i', run, input JSON} for a run's input
+-- and {'o', run, step, flat HGETALL} for a step's output. A task's 'need' ([reads the run input
+-- (0/1), step, ...], set at enqueue) says what; saving the worker a second round trip per claim.
+local function lease_reads(lists)
+  local reads, seen = {}, {}
+  for _, leased in ipairs(lists) do
+    for _, row in ipairs(leased) do
+      local need, tag, run = row[13], row[14], row[2]
+      if need and tag then
+        need = cjson.decode(need)
+        if need[1] == 1 and not seen['i\n' .. run] then
+          seen['i\n' .. run] = true
+          reads[#reads + 1] = {'i', run, redis.call('HGET', tag .. 'run:' .. run, 'in') or false}
+        end
+        for i = 2, #need do
+          local key = tag .. 'out:' .. run .. '/' .. need[i]
+          if not seen[key] then
+            seen[key] = true
+            reads[#reads + 1] = {'o', run, need[i], redis.call('HGETALL', key)}
+          end
+        end
+      end
+    end
+  end
+  return reads
 end
 
 -- Leases up to limit ready tasks: lowest score first (priority with aging, then age), ties by key.
