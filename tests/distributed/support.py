@@ -46,3 +46,25 @@ def executions(trace: Path) -> list[tuple[str, int, int]]:
             task_id, lease_no, pid = line.split()
             found.append((task_id, int(lease_no), int(pid)))
     return found
+
+
+def local_tcp_ports(pid: int) -> set[int]:
+    """The local ports of a process's TCP sockets (IPv4 and IPv6), from ``/proc`` (Linux)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
