@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError
 
+from covey.bus.keeper import BACKOFF_MAX_S, BACKOFF_MIN_S, Keeper
 from covey.bus.memory import Fanout, LocalSubscription
 from covey.bus.open import redact_url
 
@@ -69,14 +69,8 @@ __all__ = [
 
 log = logging.getLogger("covey.bus.amqp")
 
-#: First pause before reconnecting after a failure, in seconds; it doubles up to BACKOFF_MAX_S.
-BACKOFF_MIN_S = 0.05
-#: Longest pause between two reconnection attempts, in seconds.
-BACKOFF_MAX_S = 2.0
 #: How long connecting, a publish confirm or a bind may take, in seconds.
 CONNECT_TIMEOUT_S = 2.0
-#: How long the first connection attempt may hold up ``async with``, in seconds.
-ENTER_WAIT_S = 2.0
 #: Messages the broker may push to a bus before its acks (they are acked on receipt).
 PREFETCH = 256
 #: The dead-letter queue keeps this many messages, dropping the oldest.
@@ -135,22 +129,18 @@ class AmqpBus:
         self._name = f"covey-bus:{prefix}"
         self._fanout = Fanout(self)
         self._live: _Live | None = None
-        self._keeper: asyncio.Task[None] | None = None
-        self._attempted = asyncio.Event()
-        self._stopping = False
+        self._keeper: Keeper[aio_pika.abc.AbstractConnection] = Keeper(
+            f"amqp bus {self._where}",
+            f"{self._name} consumer",
+            connect=self._connect,
+            serve=self._serve,
+            drop=self._drop,
+            errors=_ERRORS,
+        )
 
     async def __aenter__(self) -> AmqpBus:
         self._fanout.open()
-        self._attempted.clear()
-        self._stopping = False
-        self._keeper = asyncio.create_task(self._keep_connected(), name=f"{self._name} consumer")
-        # Give the first connection a moment so that subscriptions made right
-        # after entering are live; an unreachable broker does not fail this.
-        try:
-            async with asyncio.timeout(ENTER_WAIT_S):
-                await self._attempted.wait()
-        except TimeoutError:
-            pass
+        await self._keeper.start()
         return self
 
     async def __aexit__(
@@ -161,15 +151,7 @@ class AmqpBus:
     async def close(self) -> None:
         """Close every subscription and the connection (its queue goes with it); idempotent."""
         self._fanout.close()
-        keeper, self._keeper = self._keeper, None
-        self._stopping = True
-        # Drivers may turn a cancellation inside connect() into an error of their own, which the
-        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
-        while keeper is not None and not keeper.done():
-            keeper.cancel()
-            await asyncio.wait({keeper}, timeout=0.1)
-        if keeper is not None:
-            await asyncio.gather(keeper, return_exceptions=True)
+        await self._keeper.stop()
 
     async def publish(self, topics: Collection[str]) -> None:
         """Publish one message per topic and wait for the broker's confirms; logs what it could not send."""
@@ -232,47 +214,20 @@ class AmqpBus:
 
     # The connection.
 
-    async def _keep_connected(self) -> None:
-        """Connect, declare, bind, consume; after a lost connection, back off and do it again."""
-        loop = asyncio.get_running_loop()
-        delay = BACKOFF_MIN_S
-        outage = False
-        while not self._stopping:
-            try:
-                connection = await aio_pika.connect(
-                    self._url, timeout=CONNECT_TIMEOUT_S, client_properties={"connection_name": self._name}
-                )
-            except Exception as exc:  # any failure to connect is retried; the bus must keep trying
-                self._attempted.set()
-                if not outage:
-                    log.warning("amqp bus %s is unreachable (%s); retrying with backoff", self._where, exc)
-                outage = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if outage:
-                log.info("amqp bus %s: connected again", self._where)
-            outage, since = False, loop.time()
-            try:
-                await self._serve(connection)
-            except _ERRORS as exc:
-                log.warning("amqp bus %s: lost the connection (%s); reconnecting", self._where, exc)
-                outage = True
-            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
-                log.exception("amqp bus %s: unexpected error on the connection; reconnecting", self._where)
-                outage = True
-            finally:
-                self._live = None
-                await self._close_quietly(connection)
-            # A connection that dies young (a broker refusing clients) must not make this a busy loop.
-            delay = BACKOFF_MIN_S if loop.time() - since > BACKOFF_MAX_S else min(delay * 2, BACKOFF_MAX_S)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+    async def _connect(self) -> aio_pika.abc.AbstractConnection:
+        return await aio_pika.connect(
+            self._url, timeout=CONNECT_TIMEOUT_S, client_properties={"connection_name": self._name}
+        )
+
+    async def _drop(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        self._live = None
+        await self._close_quietly(connection)
 
     async def _serve(self, connection: aio_pika.abc.AbstractConnection) -> None:
         """Set the topology up on ``connection``, report RESYNC, and wait until it or a channel closes."""
         live = await self._declare(connection)
         self._fanout.resync()
-        self._attempted.set()
+        self._keeper.live()
         closed = [
             asyncio.ensure_future(connection.closed()),
             asyncio.ensure_future(live.publishing.closed()),

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
+from covey.bus.keeper import BACKOFF_MAX_S, BACKOFF_MIN_S, Keeper
 from covey.bus.memory import Fanout, LocalSubscription
 from covey.bus.open import redact_url
 from covey.errors import ConfigError
@@ -50,16 +50,10 @@ log = logging.getLogger("covey.bus.postgres")
 
 #: Largest payload sent in one notification, in bytes (the server's hard limit is 8,000).
 PAYLOAD_CAP_BYTES = 7_900
-#: First pause before reconnecting after a failure, in seconds; it doubles up to BACKOFF_MAX_S.
-BACKOFF_MIN_S = 0.05
-#: Longest pause between two reconnection attempts, in seconds.
-BACKOFF_MAX_S = 2.0
 #: An idle connection is checked with ``SELECT 1`` this often, in seconds.
 HEALTH_CHECK_S = 5.0
 #: How long connecting, a NOTIFY or a health check may take, in seconds.
 CONNECT_TIMEOUT_S = 2.0
-#: How long the first connection attempt may hold up ``async with``, in seconds.
-ENTER_WAIT_S = 2.0
 #: PostgreSQL truncates identifiers, channel names included, to this many bytes.
 _MAX_CHANNEL_BYTES = 63
 
@@ -125,22 +119,18 @@ class PostgresBus:
         self._fanout = Fanout(self)
         self._conn: Any = None
         self._lock = asyncio.Lock()
-        self._keeper: asyncio.Task[None] | None = None
-        self._attempted = asyncio.Event()
-        self._stopping = False
+        self._keeper: Keeper[Any] = Keeper(
+            f"postgres bus {self._where}",
+            f"{self._name} listener",
+            connect=self._connect,
+            serve=self._serve,
+            drop=self._drop,
+            errors=_ERRORS,
+        )
 
     async def __aenter__(self) -> PostgresBus:
         self._fanout.open()
-        self._attempted.clear()
-        self._stopping = False
-        self._keeper = asyncio.create_task(self._keep_listening(), name=f"{self._name} listener")
-        # Give the first connection a moment so that subscriptions made right
-        # after entering are live; an unreachable server does not fail this.
-        try:
-            async with asyncio.timeout(ENTER_WAIT_S):
-                await self._attempted.wait()
-        except TimeoutError:
-            pass
+        await self._keeper.start()
         return self
 
     async def __aexit__(
@@ -151,15 +141,7 @@ class PostgresBus:
     async def close(self) -> None:
         """Close every subscription and the connection; idempotent."""
         self._fanout.close()
-        keeper, self._keeper = self._keeper, None
-        self._stopping = True
-        # Drivers may turn a cancellation inside connect() into an error of their own, which the
-        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
-        while keeper is not None and not keeper.done():
-            keeper.cancel()
-            await asyncio.wait({keeper}, timeout=0.1)
-        if keeper is not None:
-            await asyncio.gather(keeper, return_exceptions=True)
+        await self._keeper.stop()
 
     async def publish(self, topics: Collection[str]) -> None:
         """NOTIFY the topics, as few notifications as the payload cap allows; logs on failure."""
@@ -192,44 +174,6 @@ class PostgresBus:
 
     # The connection.
 
-    async def _keep_listening(self) -> None:
-        """Connect and LISTEN; after a lost connection, back off and do it again, until cancelled."""
-        loop = asyncio.get_running_loop()
-        delay = BACKOFF_MIN_S
-        outage = False
-        while not self._stopping:
-            try:
-                conn = await self._connect()
-            except Exception as exc:  # any failure to connect is retried; the bus must keep trying
-                self._attempted.set()
-                if not outage:
-                    log.warning(
-                        "postgres bus %s is unreachable (%s); retrying with backoff", self._where, exc
-                    )
-                outage = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if outage:
-                log.info("postgres bus %s: connected again", self._where)
-            outage, since = False, loop.time()
-            try:
-                await self._serve(conn)
-            except _ERRORS as exc:
-                log.warning("postgres bus %s: lost the connection (%s); reconnecting", self._where, exc)
-                outage = True
-            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
-                log.exception(
-                    "postgres bus %s: unexpected error on the connection; reconnecting", self._where
-                )
-                outage = True
-            finally:
-                self._conn = None
-                conn.terminate()
-            # A connection that dies young (a server refusing clients) must not make this a busy loop.
-            delay = BACKOFF_MIN_S if loop.time() - since > BACKOFF_MAX_S else min(delay * 2, BACKOFF_MAX_S)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
     async def _connect(self) -> Any:
         conn = await asyncpg.connect(
             self._url, timeout=CONNECT_TIMEOUT_S, server_settings={"application_name": self._name}
@@ -241,13 +185,17 @@ class PostgresBus:
             raise
         return conn
 
+    async def _drop(self, conn: Any) -> None:
+        self._conn = None
+        conn.terminate()
+
     async def _serve(self, conn: Any) -> None:
         """Publish on ``conn`` and check it while idle, until it is lost; RESYNC once listening."""
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         self._conn = conn
         self._fanout.resync()
-        self._attempted.set()
+        self._keeper.live()
         while True:
             try:
                 async with asyncio.timeout(HEALTH_CHECK_S):

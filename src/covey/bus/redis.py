@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections import deque
 from collections.abc import Collection
 from types import TracebackType
@@ -48,6 +47,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from covey.bus.keeper import BACKOFF_MAX_S, BACKOFF_MIN_S, Keeper
 from covey.bus.memory import Fanout, LocalSubscription
 from covey.bus.open import redact_url
 from covey.errors import ConfigError
@@ -56,16 +56,10 @@ __all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "HEALTH_CHECK_S", "RedisBus"]
 
 log = logging.getLogger("covey.bus.redis")
 
-#: First pause before reconnecting after a failure, in seconds; it doubles up to BACKOFF_MAX_S.
-BACKOFF_MIN_S = 0.05
-#: Longest pause between two reconnection attempts, in seconds.
-BACKOFF_MAX_S = 2.0
 #: An idle listening connection is PINGed this often, and dropped after two periods of silence, in seconds.
 HEALTH_CHECK_S = 5.0
 #: How long connecting (and a publish or subscribe round trip) may take, in seconds.
 CONNECT_TIMEOUT_S = 2.0
-#: How long the first connection attempt may hold up ``async with``, in seconds.
-ENTER_WAIT_S = 2.0
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -103,9 +97,14 @@ class RedisBus:
         self._client: Redis | None = None
         self._conn: Connection | None = None
         self._confirm: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._keeper: asyncio.Task[None] | None = None
-        self._attempted = asyncio.Event()
-        self._stopping = False
+        self._keeper: Keeper[Connection] = Keeper(
+            f"redis bus {self._where}",
+            f"{self._name} listener",
+            connect=self._connect,
+            serve=self._listen_on,
+            drop=self._drop,
+            errors=_ERRORS,
+        )
 
     def channel_prefix_on(self, url: str) -> str | None:
         """The channel prefix a script run on the Redis server at ``url`` may PUBLISH this bus's hints to.
@@ -132,16 +131,7 @@ class RedisBus:
             retry=Retry(NoBackoff(), 1),
         )
         self._fanout.open()
-        self._attempted.clear()
-        self._stopping = False
-        self._keeper = asyncio.create_task(self._keep_listening(), name=f"{self._name} listener")
-        # Give the first connection a moment so that subscriptions made right
-        # after entering are live; an unreachable server does not fail this.
-        try:
-            async with asyncio.timeout(ENTER_WAIT_S):
-                await self._attempted.wait()
-        except TimeoutError:
-            pass
+        await self._keeper.start()
         return self
 
     async def __aexit__(
@@ -152,15 +142,7 @@ class RedisBus:
     async def close(self) -> None:
         """Close every subscription and both connections; idempotent."""
         self._fanout.close()
-        keeper, self._keeper = self._keeper, None
-        self._stopping = True
-        # Drivers may turn a cancellation inside connect() into an error of their own, which the
-        # keeper would retry: cancel until it is really done (the flag ends its loop as well).
-        while keeper is not None and not keeper.done():
-            keeper.cancel()
-            await asyncio.wait({keeper}, timeout=0.1)
-        if keeper is not None:
-            await asyncio.gather(keeper, return_exceptions=True)
+        await self._keeper.stop()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -235,45 +217,19 @@ class RedisBus:
 
     # The listening connection.
 
-    async def _keep_listening(self) -> None:
-        """Connect, subscribe, read; after any failure, back off and do it again, until cancelled."""
-        loop = asyncio.get_running_loop()
-        delay = BACKOFF_MIN_S
-        outage = False
-        while not self._stopping:
-            conn = self._connection_class(**self._connect_kwargs)
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-            except Exception as exc:  # any failure to connect is retried; the bus must keep trying
-                self._attempted.set()
-                if not outage:
-                    log.warning("redis bus %s is unreachable (%s); retrying with backoff", self._where, exc)
-                outage = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if outage:
-                log.info("redis bus %s: connected again", self._where)
-            outage, since = False, loop.time()
-            try:
-                await self._listen_on(conn)
-            except _ERRORS as exc:
-                log.warning(
-                    "redis bus %s: lost the listening connection (%s); reconnecting", self._where, exc
-                )
-                outage = True
-            except Exception:  # a bug or a driver surprise must not end the bus: log it, reconnect
-                log.exception(
-                    "redis bus %s: unexpected error on the listening connection; reconnecting", self._where
-                )
-                outage = True
-            finally:
-                self._conn = None
-                self._release_waiters()
-                await conn.disconnect(nowait=True)
-            # A connection that dies young (a server refusing clients) must not make this a busy loop.
-            delay = BACKOFF_MIN_S if loop.time() - since > BACKOFF_MAX_S else min(delay * 2, BACKOFF_MAX_S)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+    async def _connect(self) -> Connection:
+        conn = self._connection_class(**self._connect_kwargs)
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        return conn
+
+    async def _drop(self, conn: Connection) -> None:
+        self._conn = None
+        self._release_waiters()
+        await conn.disconnect(nowait=True)
 
     async def _listen_on(self, conn: Connection) -> None:
         """Subscribe ``conn`` to every held topic, then read until it fails; RESYNC once subscribed."""
@@ -283,7 +239,7 @@ class RedisBus:
             await self._subscribe(conn, channels)
         else:
             self._fanout.resync()
-        self._attempted.set()
+        self._keeper.live()
         watchdog = asyncio.create_task(self._watch(conn), name=f"{self._name} watchdog")
         try:
             await self._read(conn, channels)
