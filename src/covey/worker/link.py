@@ -123,7 +123,41 @@ def result_event(result: Mapping[str, Any], at_ms: int) -> tuple[Event, list[Sta
     return TaskSucceeded(task_id, lease_no, at_ms, handoff=handoff), ops
 
 
-class LocalLink:
+class StoreCalls:
+    """The link calls that are the store's own, the same whichever way a worker reaches covey."""
+
+    store: Store
+
+    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
+        """Read from the store."""
+        return await self.store.state_get(namespace, key)
+
+    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
+        """List keys in the store."""
+        return await self.store.state_list(namespace, prefix=prefix, after=after, limit=limit)
+
+    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
+        """Take a permit in the store."""
+        return await self.store.lock_acquire(name, holder, limit=limit, ttl_ms=ttl_ms)
+
+    async def lock_release(self, name: str, token: int) -> bool:
+        """Give a permit back in the store."""
+        return await self.store.lock_release(name, token)
+
+    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend a permit in the store."""
+        return await self.store.lock_renew(name, token, ttl_ms)
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Register in the store."""
+        await self.store.register_worker(stamped(info, await self.store.now_ms()))
+
+    async def unregister(self, worker_id: str) -> None:
+        """Unregister from the store."""
+        await self.store.unregister_worker(worker_id)
+
+
+class LocalLink(StoreCalls):
     """A worker in the runner's own process: calls go straight to the engine loop."""
 
     recovers_from_outages = False
@@ -160,10 +194,6 @@ class LocalLink:
         """Answer the worker's parked claim at once."""
         self.loop.unpark(worker_id)
 
-    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
-        """Read from the store."""
-        return await self.store.state_get(namespace, key)
-
     async def state_apply(
         self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
     ) -> list[StateEntry]:
@@ -173,10 +203,6 @@ class LocalLink:
             self.feed.changed({op.namespace for op in ops})
         return entries
 
-    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
-        """List keys in the store."""
-        return await self.store.state_list(namespace, prefix=prefix, after=after, limit=limit)
-
     async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
         """Changes through the runner's feed (woken on commit), or the store read again after ``wait_s``."""
         if self.feed is not None:
@@ -185,26 +211,6 @@ class LocalLink:
         if not changes:
             await asyncio.sleep(wait_s)
         return changes
-
-    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
-        """Take a permit in the store."""
-        return await self.store.lock_acquire(name, holder, limit=limit, ttl_ms=ttl_ms)
-
-    async def lock_release(self, name: str, token: int) -> bool:
-        """Give a permit back in the store."""
-        return await self.store.lock_release(name, token)
-
-    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
-        """Extend a permit in the store."""
-        return await self.store.lock_renew(name, token, ttl_ms)
-
-    async def register(self, info: WorkerInfo) -> None:
-        """Register in the store."""
-        await self.store.register_worker(stamped(info, await self.store.now_ms()))
-
-    async def unregister(self, worker_id: str) -> None:
-        """Unregister from the store."""
-        await self.store.unregister_worker(worker_id)
 
 
 async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:

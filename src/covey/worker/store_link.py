@@ -25,8 +25,8 @@ from covey.bus.base import Bus, topic_inbox, topic_ready, topic_state
 from covey.engine.events import TaskSucceeded, event_to_json
 from covey.runtime.hints import HintRouter
 from covey.state.model import StateChange, StateEntry, StateOp
-from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WorkerInfo
-from covey.worker.link import result_event, stamped
+from covey.store.base import ClaimRequest, InboxRow, Lease, Store
+from covey.worker.link import StoreCalls, result_event
 
 __all__ = ["POLL_MAX_S", "StoreLink"]
 
@@ -36,7 +36,7 @@ POLL_MAX_S = 1.0
 POLL_MIN_S = 0.01
 
 
-class StoreLink:
+class StoreLink(StoreCalls):
     """The :class:`~covey.worker.link.WorkerLink` calls, made on the store; see the module docstring."""
 
     recovers_from_outages = True
@@ -152,10 +152,6 @@ class StoreLink:
 
     # -- shared state, locks, registry -------------------------------------------------
 
-    async def state_get(self, namespace: str, key: str) -> StateEntry | None:
-        """Read from the store."""
-        return await self.store.state_get(namespace, key)
-
     async def state_apply(
         self, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None = None
     ) -> list[StateEntry]:
@@ -163,10 +159,6 @@ class StoreLink:
         entries = await self.store.state_apply(ops, fence=fence, lock=lock)
         await self._hint({topic_state(op.namespace) for op in ops})
         return entries
-
-    async def state_list(self, namespace: str, prefix: str, after: str, limit: int) -> list[StateEntry]:
-        """List keys in the store."""
-        return await self.store.state_list(namespace, prefix=prefix, after=after, limit=limit)
 
     async def state_watch(self, namespace: str, after: int, wait_s: float) -> list[StateChange]:
         """Changes after the cursor; with none, wait for a hint (or the next poll) up to ``wait_s``."""
@@ -181,23 +173,3 @@ class StoreLink:
                 return changes
             hinted = await self.hints.wait(topics, min(pause, left))
             pause = POLL_MIN_S if hinted else min(POLL_MAX_S, pause * 2)
-
-    async def lock_acquire(self, name: str, holder: str, limit: int, ttl_ms: int) -> int | None:
-        """Take a permit in the store."""
-        return await self.store.lock_acquire(name, holder, limit=limit, ttl_ms=ttl_ms)
-
-    async def lock_release(self, name: str, token: int) -> bool:
-        """Give a permit back in the store."""
-        return await self.store.lock_release(name, token)
-
-    async def lock_renew(self, name: str, token: int, ttl_ms: int) -> bool:
-        """Extend a permit in the store."""
-        return await self.store.lock_renew(name, token, ttl_ms)
-
-    async def register(self, info: WorkerInfo) -> None:
-        """Register in the store."""
-        await self.store.register_worker(stamped(info, await self.store.now_ms()))
-
-    async def unregister(self, worker_id: str) -> None:
-        """Unregister from the store."""
-        await self.store.unregister_worker(worker_id)
