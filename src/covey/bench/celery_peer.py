@@ -33,7 +33,17 @@ from typing import Any
 
 from covey.bench.config import BenchError, Env
 from covey.bench.figures import Figure
-from covey.bench.peer_support import PeerProcess, chain_latencies, latency_figures, peer_available
+from covey.bench.peer_support import (
+    PeerProcess,
+    chain_latencies,
+    fan,
+    latency_figures,
+    noop,
+    peer_available,
+    stamp_a,
+    stamp_b,
+    whoami,
+)
 
 __all__ = ["CELERY_BROKERS", "available", "celery_persists", "celery_workloads"]
 
@@ -81,23 +91,6 @@ def _app(config: dict[str, Any] | None) -> Any:
     app = celery.Celery("covey_bench", set_as_current=False)
     if config:
         app.conf.update(config)
-
-    def noop(value: Any) -> Any:
-        return value
-
-    def stamp_a(value: Any) -> Any:
-        return time.time_ns()
-
-    def stamp_b(t: int) -> Any:
-        started = time.time_ns()
-        return started - int(t)
-
-    def fan(n: int) -> Any:
-        return list(range(n))
-
-    def whoami(value: Any) -> Any:
-        time.sleep(0.02)
-        return os.getpid()
 
     tasks = {
         fn.__name__: app.task(name=fn.__name__, shared=False)(fn)

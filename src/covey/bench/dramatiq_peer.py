@@ -33,7 +33,16 @@ from typing import Any
 
 from covey.bench.config import BenchError, Env
 from covey.bench.figures import Figure
-from covey.bench.peer_support import PeerProcess, chain_latencies, latency_figures, peer_available
+from covey.bench.peer_support import (
+    PeerProcess,
+    chain_latencies,
+    latency_figures,
+    noop,
+    peer_available,
+    stamp_a,
+    stamp_b,
+    whoami,
+)
 
 __all__ = ["available", "dramatiq_persists", "dramatiq_workloads"]
 
@@ -73,20 +82,6 @@ def _broker(url: str, namespace: str) -> tuple[Any, dict[str, Any]]:
 
     def declare(fn: Callable[..., Any]) -> Any:
         return dramatiq.actor(fn, broker=broker, actor_name=fn.__name__, store_results=True, max_retries=0)
-
-    def noop(value: Any) -> Any:
-        return value
-
-    def stamp_a(value: Any) -> Any:
-        return time.time_ns()
-
-    def stamp_b(t: int) -> Any:
-        started = time.time_ns()
-        return started - int(t)
-
-    def whoami(value: Any) -> Any:
-        time.sleep(0.02)
-        return os.getpid()
 
     actors = {fn.__name__: declare(fn) for fn in (noop, stamp_a, stamp_b, whoami)}
     return broker, actors

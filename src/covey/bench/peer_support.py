@@ -1,4 +1,4 @@
-"""What the peers share: their worker processes, started and always stopped, and W2's bookkeeping."""
+"""What the peers share: their task bodies, their worker processes (started and always stopped), W2's bookkeeping."""
 
 from __future__ import annotations
 
@@ -16,12 +16,52 @@ from typing import Self
 from covey.bench.config import BenchError
 from covey.bench.figures import Figure, percentile
 
-__all__ = ["PeerProcess", "chain_latencies", "latency_figures", "peer_available"]
+__all__ = [
+    "PeerProcess",
+    "chain_latencies",
+    "fan",
+    "latency_figures",
+    "noop",
+    "peer_available",
+    "stamp_a",
+    "stamp_b",
+    "whoami",
+]
 
 #: Seconds a peer's worker gets to stop on SIGTERM before it is killed.
 STOP_GRACE_S = 15.0
 #: W2 chains run before the measured ones (caches, connections).
 WARM_CHAINS = 5
+
+
+# The peers' task bodies: the same plain functions, wrapped by each peer as its tasks or actors.
+
+
+def noop(value: object) -> object:
+    """W1, W4 and the fan-out's elements: return the input."""
+    return value
+
+
+def stamp_a(value: object) -> int:
+    """W2's first task: the wall clock at return, in ns."""
+    return time.time_ns()
+
+
+def stamp_b(t: int) -> int:
+    """W2's second task: ns from the first one's return to this start."""
+    started = time.time_ns()
+    return started - int(t)
+
+
+def fan(n: int) -> list[int]:
+    """W3's first task: ``n`` items to fan out over."""
+    return list(range(n))
+
+
+def whoami(value: object) -> int:
+    """Which worker process runs a task (to check every process serves), slow enough to spread."""
+    time.sleep(0.02)
+    return os.getpid()
 
 
 def peer_available(module: str, distribution: str | None = None) -> str | None:
