@@ -18,7 +18,7 @@ import orjson
 from covey.errors import CoveyError, InputError
 from covey.store.base import Lease
 
-__all__ = ["MAX_FRAME", "lease_from_json", "lease_to_json", "read_frame", "write_frame"]
+__all__ = ["MAX_FRAME", "encode_frame", "lease_from_json", "lease_to_json", "read_frame", "write_frame"]
 
 #: Largest frame accepted, in bytes (a claim of many leases with large inputs fits).
 MAX_FRAME = 256 * 1024 * 1024
@@ -41,10 +41,15 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return value
 
 
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """One frame: its length, then its JSON."""
+    body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+    return _HEADER.pack(len(body)) + body
+
+
 def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     """Queue one frame on ``writer`` (the caller drains)."""
-    body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
-    writer.write(_HEADER.pack(len(body)) + body)
+    writer.write(encode_frame(message))
 
 
 _LEASE_FIELDS = tuple(f.name for f in fields(Lease))

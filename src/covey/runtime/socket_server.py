@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
-from covey.runtime.protocol import lease_to_json, read_frame, write_frame
+from covey.runtime.protocol import encode_frame, lease_to_json, read_frame
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -42,7 +42,36 @@ async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(on_connect, path=str(path))
 
 
+class _Outbox:
+    """One connection's replies, written together once per turn of the event loop.
+
+    A commit answers a report and hands the next lease to a parked claim in
+    the same turn, often on the same connection: one write carries both, so
+    the worker wakes once, not twice, on the hand-off's path.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+
+    async def send(self, reply: dict[str, Any]) -> None:
+        """Queue a reply for this turn's write, then wait while the peer is slow to read (backpressure)."""
+        if self.writer.is_closing():
+            return
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(encode_frame(reply))
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    def _flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if frames and not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
+
+
 async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    outbox = _Outbox(writer)
     pending: set[asyncio.Task[None]] = set()
     runner.connections.add(writer)
     try:
@@ -55,9 +84,9 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
             if message is None:
                 break
             if message.get("op") == "report":
-                task = _queue_report(runner, message, writer)
+                task = _queue_report(runner, message, outbox)
             else:
-                task = asyncio.create_task(_answer(runner, message, writer))
+                task = asyncio.create_task(_answer(runner, message, outbox))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -69,7 +98,7 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
             await writer.wait_closed()
 
 
-async def _answer(runner: Runner, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+async def _answer(runner: Runner, message: dict[str, Any], outbox: _Outbox) -> None:
     request_id = message.get("id")
     handler = _HANDLERS.get(str(message.get("op")))
     try:
@@ -81,36 +110,28 @@ async def _answer(runner: Runner, message: dict[str, Any], writer: asyncio.Strea
     except Exception as exc:
         log.exception("request %s failed", message.get("op"))
         reply = {"id": request_id, "error": {"type": "CoveyError", "message": f"internal error: {exc}"}}
-    await _reply(writer, reply)
+    await outbox.send(reply)
 
 
-def _queue_report(
-    runner: Runner, message: dict[str, Any], writer: asyncio.StreamWriter
-) -> asyncio.Task[None]:
+def _queue_report(runner: Runner, message: dict[str, Any], outbox: _Outbox) -> asyncio.Task[None]:
     """The hot path: queue a report's results for the engine loop's next batch now, answer once committed."""
     try:
         futures = queue_results(runner.engine, message["results"], runner.store.now_ms_nowait())
     except (KeyError, TypeError, ValueError) as exc:
         error = {"type": "CoveyError", "message": f"malformed report: {exc!r}"}
-        return asyncio.create_task(_reply(writer, {"id": message.get("id"), "error": error}))
+        return asyncio.create_task(outbox.send({"id": message.get("id"), "error": error}))
 
     async def answer() -> None:
         try:
-            await asyncio.gather(*futures)
+            # One result, the usual case, is awaited directly: its answer then goes out in the same
+            # turn as the lease the same commit granted (gather would add a turn).
+            await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
             reply: dict[str, Any] = {"id": message.get("id"), "ok": {}}
         except CoveyError as exc:
             reply = {"id": message.get("id"), "error": _error_json(exc)}
-        await _reply(writer, reply)
+        await outbox.send(reply)
 
     return asyncio.create_task(answer())
-
-
-async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-    if writer.is_closing():
-        return
-    write_frame(writer, reply)
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
 
 
 def _error_json(exc: CoveyError) -> dict[str, Any]:

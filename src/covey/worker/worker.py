@@ -162,6 +162,8 @@ class Worker:
                 return
             for lease in leases:
                 self._start(lease)
+            if leases:
+                await asyncio.sleep(0)  # let the tries begin before the next claim is built and sent
 
     def _start(self, lease: Lease) -> None:
         agent = self._agent_for(lease.target)
