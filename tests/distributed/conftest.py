@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from covey.bench.backends import drop_postgres_schema, drop_redis_prefix
 from covey.testing.servers import amqp_url, postgres_url, redis_url
+
+# The support module's checks assert; rewritten like a test's, a failure there shows the values compared.
+pytest.register_assert_rewrite("tests.distributed.support")
 
 
 @dataclass(frozen=True)
@@ -28,28 +32,6 @@ class Backend:
 
 #: Every shared-store combination issue 4 names: the seed's Redis + RabbitMQ, and each store alone.
 COMBINATIONS = ["postgres", "redis", "redis+amqp", "postgres+amqp"]
-
-
-async def drop_postgres_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
-
-
-async def drop_redis_prefix(url: str, prefix: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.unlink(*keys[start : start + 500])
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=COMBINATIONS)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from covey.client import StoreClient
 from covey.store.base import Store
+from covey.testing import wait_for
 
 APPS = Path(__file__).parent / "apps"
 
@@ -36,6 +39,38 @@ async def successes_per_task(store: Store, run_ids: list[str]) -> Counter[str]:
     for history in histories.values():
         found.update(task_id for task_id, _ in accepted_successes(history))
     return found
+
+
+async def check_runs_complete(
+    client: StoreClient,
+    store: Store,
+    run_ids: list[str],
+    *,
+    output: Any,
+    tasks: int,
+    timeout_s: float,
+    message: str,
+    while_waiting: Callable[[], None] | None = None,
+) -> None:
+    """Wait until these runs (all the store has) are done, then check no work was lost or recorded twice.
+
+    Each run succeeded with ``output``, and each of the ``tasks`` tasks has exactly one accepted success.
+    ``while_waiting`` is called on every poll (to replace a process that exited, say).
+    """
+
+    async def finished() -> bool:
+        if while_waiting is not None:
+            while_waiting()
+        running = await store.list_runs(status="running", limit=1)
+        return not running and len(await store.list_runs(limit=len(run_ids) + 1)) == len(run_ids)
+
+    await wait_for(finished, timeout_s, 0.1, message=message)
+    for run_id in run_ids:
+        info = await client.get_run(run_id)
+        assert (info.status, info.output) == ("succeeded", output), (run_id, info.error)
+    successes = await successes_per_task(store, run_ids)
+    assert len(successes) == tasks
+    assert set(successes.values()) == {1}, "a task recorded two successes"
 
 
 def executions(trace: Path) -> list[tuple[str, int, int]]:

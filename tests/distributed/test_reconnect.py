@@ -31,15 +31,16 @@ from pathlib import Path
 
 import pytest
 
+from covey.bench.backends import drop_postgres_schema
 from covey.client import StoreClient
 from covey.store.open import open_store
 from covey.testing import wait_for
 from covey.testing.servers import postgres_url
 from tests.distributed.apps.fanout import FANOUT, expected_output, tasks_per_run
-from tests.distributed.conftest import Backend, drop_postgres_schema
+from tests.distributed.conftest import Backend
 from tests.distributed.cuts import cut, rabbitmq_stopped
 from tests.distributed.fleet import fleet, wait_workers
-from tests.distributed.support import APPS, executions, local_tcp_ports, successes_per_task
+from tests.distributed.support import APPS, check_runs_complete, executions, local_tcp_ports
 
 RUNS = 100
 ITEMS = 3
@@ -92,22 +93,16 @@ async def test_connections_cut_twice_lose_nothing(backend: Backend, tmp_path: Pa
                 second = await cut(backend)
             assert all(second.values()), f"this test had connections to cut again: {second}"
 
-            async def finished() -> bool:
-                replace_exited()
-                running = await store.list_runs(status="running", limit=1)
-                return not running and len(await store.list_runs(limit=RUNS + 1)) == RUNS
-
-            await wait_for(finished, 90.0, 0.1, message="every run to finish after the cuts")
-            for run_id in run_ids:
-                info = await client.get_run(run_id)
-                assert (info.status, info.output) == ("succeeded", expected_output(ITEMS)), (
-                    run_id,
-                    info.error,
-                )
-            successes = await successes_per_task(store, run_ids)
-
-    assert len(successes) == total
-    assert set(successes.values()) == {1}, "a task recorded two successes"
+            await check_runs_complete(
+                client,
+                store,
+                run_ids,
+                output=expected_output(ITEMS),
+                tasks=total,
+                timeout_s=90.0,
+                message="every run to finish after the cuts",
+                while_waiting=replace_exited,
+            )
 
 
 @pytest.fixture
