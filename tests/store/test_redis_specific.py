@@ -274,6 +274,17 @@ async def test_concurrent_reducer_updates_from_two_stores_lose_nothing(url: str,
         assert [c.value for c in changes] == list(range(1, 181))
 
 
+async def test_a_crowd_of_writers_on_one_hot_key_all_land(url: str, prefix: str) -> None:
+    # 400 writers per store at once: more than a connection pool holds (callers queue for one),
+    # and writers of one process take turns on the key instead of making each other retry.
+    async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+        await asyncio.gather(
+            *(store.state_apply([StateOp("update", "ns", "n", 1, "add")]) for store in [first, second] * 400)
+        )
+
+        assert await first.state_get("ns", "n") == StateEntry("ns", "n", 800, 800)
+
+
 # -- the inbox by shard ---------------------------------------------------------------
 
 

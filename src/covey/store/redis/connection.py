@@ -101,6 +101,12 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path or ''}"
 
 
+#: Connections one store object opens at most; more concurrent calls wait for one.
+POOL_SIZE = 64
+#: How long a call waits for a free connection before it fails as BackendUnavailable, in seconds.
+POOL_WAIT_S = 30.0
+
+
 class Connection:
     """A redis-py asyncio client with covey's scripts, checks and error translation.
 
@@ -147,14 +153,20 @@ class Connection:
 
     async def open(self) -> None:
         """Connect, check the server and the layout, and load the scripts."""
-        client = aioredis.Redis.from_url(
+        # A blocking pool: past POOL_SIZE concurrent calls (a worker's many agents writing state at
+        # once), callers queue for a connection instead of failing with "Too many connections".
+        # The URL's own ?max_connections= wins over POOL_SIZE.
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_S,
             retry=Retry(NoBackoff(), 0),
             client_name=f"covey-{self.keys.prefix}",
             # With maintenance notifications on, the pool stops checking a pooled connection for an
             # EOF before using it, and a connection the server closed while idle fails a write.
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
+        client = aioredis.Redis.from_pool(pool)
         self._redis = client
         try:
             self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}

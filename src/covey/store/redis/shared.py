@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +22,19 @@ __all__ = ["MAX_ATTEMPTS", "Shared", "Snapshot"]
 #: How often a write decided in Python is tried again when the keys it read moved meanwhile.
 #: Each retry means another writer succeeded, so only a hot key under heavy contention gets near it.
 MAX_ATTEMPTS = 1_000
+#: The first pause after a write lost a race on its keys, in seconds; it doubles per retry up to BACKOFF_MAX_S.
+BACKOFF_MIN_S = 0.000_5
+#: The longest pause between two tries of a contended write, in seconds.
+BACKOFF_MAX_S = 0.05
+
+
+def _backoff_s(attempt: int) -> float:
+    """A random pause before retry ``attempt`` (full jitter): contenders spread out instead of colliding again.
+
+    Without it, N writers of one hot key retry in lockstep, and each round lets
+    one through: N² reads and scripts for N writes.
+    """
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 16)))
 
 
 @dataclass(slots=True)
@@ -43,6 +60,12 @@ def _stale_fence(fence: tuple[str, int]) -> StaleLease:
 
 class Shared(Reads):
     """state_apply (versions, compare-and-set, reducers, fences) and locks."""
+
+    def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
+        super().__init__(url, prefix=prefix, check_eviction=check_eviction)
+        self._key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _guard(self, fence: tuple[str, int] | None, lock: tuple[str, int] | None) -> dict[str, Any]:
         guard: dict[str, Any] = {}
@@ -101,7 +124,31 @@ class Shared(Reads):
                 for op, version in zip(ops, versions, strict=True)
             ]
         keys = list(dict.fromkeys((op.namespace, op.key) for op in ops))
-        for _ in range(MAX_ATTEMPTS):
+        async with contextlib.AsyncExitStack() as held:
+            # Writers in this process take turns per key: they would only make each other retry.
+            for key in sorted(keys):
+                await held.enter_async_context(self._key_lock(key))
+            return await self._apply_decided(ops, keys, guard, fence, lock)
+
+    def _key_lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        """The lock of ``key`` in this store object (kept only while someone holds or awaits it)."""
+        found = self._key_locks.get(key)
+        if found is None:
+            found = self._key_locks[key] = asyncio.Lock()
+        return found
+
+    async def _apply_decided(
+        self,
+        ops: list[StateOp],
+        keys: list[tuple[str, str]],
+        guard: dict[str, Any],
+        fence: tuple[str, int] | None,
+        lock: tuple[str, int] | None,
+    ) -> list[StateEntry]:
+        """Read the keys, run the reducers here, write if no key moved meanwhile; else again, after a pause."""
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(_backoff_s(attempt))
             snap = await self.snapshot(guard=guard, keys=keys)
             if not snap.lock_ok:
                 assert lock is not None
