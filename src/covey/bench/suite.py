@@ -31,9 +31,6 @@ from covey.runtime.eventloop import run_async
 
 __all__ = ["Peer", "parse_only", "persists", "run_suite", "wanted_peers"]
 
-#: Workloads that run on the embedded store only.
-EMBEDDED_ONLY = frozenset({"BCAST"})
-
 
 def parse_only(text: str | None) -> list[str]:
     """The workloads named by ``--only W1,W2`` (any case), in run order; all when None.
@@ -161,8 +158,6 @@ def run_suite(
     for backend in backends:
         on = dataclasses.replace(env, backend=backend)
         for name in workloads:
-            if name in EMBEDDED_ONLY and not backend.embedded:
-                continue
             yield from run_async(COVEY_WORKLOADS[name](on))
     if not with_peers:
         return
