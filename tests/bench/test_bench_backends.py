@@ -75,3 +75,15 @@ def test_quick_bench_with_the_peers(tmp_path: Path) -> None:
         ("dramatiq", "redis"),
         ("dbos", "postgres"),
     }
+
+
+def test_quick_broadcast_on_redis_counts_the_feed_reads(tmp_path: Path) -> None:
+    lines = _bench(tmp_path, "redis", "--no-peers", "--only", "BCAST")
+
+    figures = {
+        (line["workload"], line["system"], line["metric"]) for line in lines if line["store"] == "redis"
+    }
+    for mode in ("covey per-worker fan-out", "covey per-agent subscriptions"):
+        assert {
+            ("BCAST N=10", mode, metric) for metric in ("p50 ms", "p99 ms", "feed reads/update")
+        } <= figures
