@@ -442,3 +442,142 @@ async def test_hints_stay_with_the_callers_unless_the_bus_is_on_the_stores_serve
         await d.start_run("r1")
         await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0))])
         assert [row.id for row in await store.read_inbox(0, 10)] == ["s1"]
+
+
+# -- standing claims: a worker waiting in the store -------------------------------------
+
+
+async def _waiting(raw: aioredis.Redis, store: RedisStore, worker: str) -> bool:
+    return bool(await raw.hexists(store.keys.global_key("waiter"), worker))
+
+
+async def test_a_waiting_claim_is_handed_the_task_a_commit_makes_ready(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store, RedisBus(url, prefix=prefix) as bus:
+        assert store.carry_hints(bus)
+        subscription = await bus.subscribe({"ready:next", "state:ns"})
+        d = await Driver.start(store)
+        await d.start_run("r1", outputs=[("a", -1, {"y": 7})])
+        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1", ["next", "other"]), 10.0))
+        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b", target="next", template={"y": "${steps.a.y}"}))
+        await store.commit(CommitBatch(d.epoch, [write], hints={"ready:next"}))
+        (lease,) = await asyncio.wait_for(waiter, 5.0)
+
+        assert (lease.task_id, lease.lease_no, lease.input) == ("r1/b", 1, {"y": 7})
+        (row,) = await store.list_tasks("r1")
+        assert (row.status, row.worker_id) == ("leased", "w1")
+        # No ready hint went out for a task already handed over: the next hint heard is a later one.
+        await store.commit(CommitBatch(d.epoch, [d.write("r1")], hints={"state:ns"}))
+        assert await _hints(subscription) == {"state:ns"}
+        assert not await _waiting(raw, store, "w1")
+
+        async def withdrawn() -> bool:  # the claim's entry for its other target goes in the background
+            return await raw.llen(store.keys.global_key("waiting:other")) == 0
+
+        await wait_for(withdrawn, 5.0, 0.01, message="the used claim's entries to go")
+        await subscription.close()
+
+
+async def test_a_standing_claim_whose_labels_do_not_fit_is_passed_over(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        waiter = asyncio.create_task(store.claim_or_wait(claim_request("plain", ["next"]), 10.0))
+        await wait_for(lambda: _waiting(raw, store, "plain"), 5.0, 0.01, message="the standing claim")
+
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b", target="next", labels={"gpu": "yes"}))
+        await d.commit(write)
+
+        assert [t.status for t in await store.list_tasks("r1")] == ["ready"]
+        await store.wake_waiting("plain")
+        assert await asyncio.wait_for(waiter, 5.0) == []
+        fitting = claim_request("gpu", ["next"], labels={"gpu": "yes"})
+        assert [lease.task_id for lease in await store.claim_or_wait(fitting, 1.0)] == ["r1/b"]
+
+
+async def test_a_wait_that_ended_leaves_no_claim_behind(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+
+        assert await store.claim_or_wait(claim_request("w1", ["next", "other"]), 0.05) == []
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b", target="next"))
+        await d.commit(write)
+
+        assert [t.status for t in await store.list_tasks("r1")] == ["ready"]
+        assert not await _waiting(raw, store, "w1")
+        for target in ("next", "other"):
+            assert await raw.llen(store.keys.global_key(f"waiting:{target}")) == 0
+
+
+async def test_a_released_task_goes_to_a_waiting_worker(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", enqueue=[task("r1", "a")])
+        (held,) = await store.claim(claim_request("w1"))
+        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w2"), 10.0))
+        await wait_for(lambda: _waiting(raw, store, "w2"), 5.0, 0.01, message="the standing claim")
+
+        await store.release("w1", [(held.task_id, held.lease_no)])
+
+        (lease,) = await asyncio.wait_for(waiter, 5.0)
+        assert (lease.task_id, lease.lease_no) == ("r1/a", 2)
+        assert [(t.status, t.worker_id) for t in await store.list_tasks("r1")] == [("leased", "w2")]
+
+
+async def test_waking_a_waiting_worker_ends_its_wait_empty(url: str, prefix: str, raw: aioredis.Redis) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1"), 30.0))
+        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+
+        await store.wake_waiting("w1")
+
+        assert await asyncio.wait_for(waiter, 5.0) == []
+        assert not await _waiting(raw, store, "w1")
+
+
+async def test_a_claim_that_came_back_short_stands_until_the_next_call_waits(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", enqueue=[task("r1", "a")])
+
+        (first,) = await store.claim_or_wait(claim_request("w1", limit=2), 5.0)
+        assert first.task_id == "r1/a"
+        assert await _waiting(raw, store, "w1")  # one slot left: a claim stands for it already
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b"))
+        await d.commit(write)  # granted now, before the worker asks again
+
+        (second,) = await asyncio.wait_for(store.claim_or_wait(claim_request("w1", limit=1), 5.0), 5.0)
+        assert second.task_id == "r1/b"
+
+
+async def test_a_stopping_worker_gives_back_what_its_standing_claim_was_granted(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", enqueue=[task("r1", "a")])
+        await store.claim_or_wait(claim_request("w1", limit=2), 5.0)
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "b"))
+        await d.commit(write)
+        assert {t.task_id: t.status for t in await store.list_tasks("r1")}["r1/b"] == "leased"
+
+        await store.wake_waiting("w1")
+
+        rows = {t.task_id: t for t in await store.list_tasks("r1")}
+        assert (rows["r1/b"].status, rows["r1/b"].worker_id) == ("ready", None)
+        assert not await _waiting(raw, store, "w1")
+        (lease,) = await store.claim(claim_request("w2"))
+        assert (lease.task_id, lease.lease_no) == ("r1/b", 2)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from covey.engine.commands import EnqueueTask, SetTimer
 from covey.state.model import StateChange, StateEntry, StateOp
@@ -419,4 +419,22 @@ class Store(Protocol):
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Registered workers."""
+        ...
+
+
+@runtime_checkable
+class WaitingClaims(Protocol):
+    """A store that can hold a worker's claim until a task is ready for it (the Redis store).
+
+    Beside :class:`Store`: a worker on such a store waits in the store instead
+    of for a bus hint, and the commit that makes a task ready hands it to one
+    waiting worker directly, so one worker wakes, with its lease.
+    """
+
+    async def claim_or_wait(self, request: ClaimRequest, wait_s: float) -> list[Lease]:
+        """Lease what is ready; if nothing is, wait up to ``wait_s`` for a task granted to this claim."""
+        ...
+
+    async def wake_waiting(self, worker_id: str) -> None:
+        """End the worker's wait now, with nothing (it is stopping)."""
         ...

@@ -25,7 +25,7 @@ from covey.bus.base import Bus, topic_inbox, topic_ready, topic_state
 from covey.engine.events import TaskSucceeded, event_to_json
 from covey.runtime.hints import HintRouter
 from covey.state.model import StateChange, StateEntry, StateOp
-from covey.store.base import ClaimRequest, InboxRow, Lease, Store
+from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WaitingClaims
 from covey.worker.link import StoreCalls, result_event
 
 __all__ = ["POLL_MAX_S", "StoreLink"]
@@ -73,12 +73,25 @@ class StoreLink(StoreCalls):
     async def claim(
         self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
     ) -> list[Lease]:
-        """Claim in the store; if nothing is ready, wait for a hint or the next poll, until ``wait_s``."""
+        """Claim in the store; if nothing is ready, wait for a hint or the next poll, until ``wait_s``.
+
+        On a store that holds claims (:class:`~covey.store.base.WaitingClaims`)
+        the wait is in the store, which hands this worker a task as soon as one
+        is ready for it; each wait still ends by :data:`POLL_MAX_S` with a fresh
+        look at the store.
+        """
         topics = {topic_ready(target) for target in targets}
         self._ready_topics |= topics
         request = ClaimRequest(worker_id, targets, dict(labels), limit, self.lease_ms)
         stop = self._unparked.setdefault(worker_id, asyncio.Event())
         deadline = time.monotonic() + wait_s
+        if isinstance(self.store, WaitingClaims):
+            while True:
+                left = deadline - time.monotonic()
+                leases = await self.store.claim_or_wait(request, min(POLL_MAX_S, left) if left > 0 else 0)
+                if leases or time.monotonic() >= deadline or stop.is_set():
+                    stop.clear()
+                    return leases
         pause = POLL_MIN_S
         # A claim that got fewer tasks than it asked for saw none left: the next one waits for a hint
         # first (armed before that claim's read, so none is missed) instead of asking the store again.
@@ -105,6 +118,8 @@ class StoreLink(StoreCalls):
     async def unpark(self, worker_id: str) -> None:
         """End the worker's waiting claim now, empty (it is stopping)."""
         self._unparked.setdefault(worker_id, asyncio.Event()).set()
+        if isinstance(self.store, WaitingClaims):
+            await self.store.wake_waiting(worker_id)
 
     async def report(self, results: Sequence[dict[str, Any]]) -> None:
         """Append the results to the inbox (durable once this returns), then hint the engine nodes.

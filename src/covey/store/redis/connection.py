@@ -59,6 +59,7 @@ _NAMES = [
     "append_inbox",
     "begin_epoch",
     "claim",
+    "claim_or_wait",
     "commit",
     "fire_due",
     "heartbeat",
@@ -72,6 +73,7 @@ _NAMES = [
     "snapshot",
     "state_apply",
     "state_list",
+    "unwait",
 ]
 
 

@@ -23,6 +23,10 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G inbox:ids                hash: inbox row id -> seq
     G seen                     hash: client-chosen id -> run id
     G workers, G workers:hb    hash: worker id -> JSON, and -> heartbeat_ms
+    G waiter                   hash: worker id -> its standing claim (JSON: token, labels, lease_ms, until)
+    G waiting:<target>         list: "worker|token" of the standing claims that serve <target>, oldest first
+    G grant:<worker>           list: leases granted to the worker's standing claim (JSON), or "stop"
+    G waittok                  counter: the last standing claim's token
     G lock:<name>              hash: permit slot -> "token|expires_ms|h<holder>"
     G locktok:<name>           counter: the last fencing token of <name>
 
@@ -126,6 +130,10 @@ class Keys:
     def lock(self, name: str) -> str:
         """A lock's permits."""
         return f"{self.g}lock:{name}"
+
+    def grant(self, worker_id: str) -> str:
+        """The list a worker with a standing claim blocks on for its grant."""
+        return f"{self.g}grant:{worker_id}"
 
     def global_key(self, name: str) -> str:
         """A key of no shard (``meta``, ``seen``, ``workers``...)."""

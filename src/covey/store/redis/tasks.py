@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,8 +20,18 @@ from covey.store.redis.shared import Shared
 
 __all__ = ["FOREVER_MS", "MAX_STATE_KEYS", "Tasks", "lease_need"]
 
+log = logging.getLogger("covey.store.redis")
+
 #: A lease end that never comes: a runner's epoch holds its shards until another runner starts.
 FOREVER_MS = 2**62
+#: How long a standing claim stands (it is withdrawn as soon as its worker stops waiting), in seconds.
+STANDING_S = 1.0
+#: A used standing claim's entries are dropped this long after its grant, off the hand-off, in seconds.
+WITHDRAW_AFTER_S = 0.005
+#: What :meth:`Tasks.wake_waiting` pushes on a grant list to end a wait.
+STOP_MARK = b"stop"
+#: How long a stop mark no wait took stays, in ms.
+STOP_MARK_TTL_MS = 60_000
 #: Keys of a run's namespace an input mapping can see (``${state...}``): the first ones in key order.
 MAX_STATE_KEYS = 10_000
 
@@ -25,12 +39,112 @@ MAX_STATE_KEYS = 10_000
 class Tasks(Shared):
     """Who runs what: claims with inputs resolved, leases, the inbox, timers, epochs, the registry."""
 
+    def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
+        super().__init__(url, prefix=prefix, check_eviction=check_eviction)
+        self._background: set[asyncio.Future[Any]] = set()
+        self._standing: dict[str, _Standing] = {}
+        """Worker id -> its standing claim, if it has one."""
+
+    async def close(self) -> None:
+        """Let background withdrawals finish (briefly), then close every connection."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=1.0)
+        await super().close()
+
     async def claim(self, request: ClaimRequest) -> list[Lease]:
         """Lease up to ``request.limit`` ready tasks, inputs resolved."""
         if not request.targets or request.limit <= 0:
             return []
         rows, reads = await self.script("claim", self.claim_args(request))
         return (await self.leases([rows], reads))[0]
+
+    async def claim_or_wait(self, request: ClaimRequest, wait_s: float) -> list[Lease]:
+        """Lease what is ready; if nothing is, wait up to ``wait_s`` for the store to grant a task.
+
+        A claim that leases fewer tasks than it asked for also leaves a
+        standing claim (see ``common.lua``), good for :data:`STANDING_S`, and
+        the worker's next call, once it has started those tasks, goes straight
+        to blocking on its grant list: the commit or release that makes a task
+        ready leases it to the first standing claim that fits and pushes the
+        lease there, so one worker wakes, its task in hand. A wait that ends
+        with nothing withdraws the claim, taking a grant that came meanwhile.
+        """
+        if not request.targets or request.limit <= 0:
+            return []
+        worker, targets = request.worker_id, sorted(request.targets)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        while True:
+            standing = self._standing.get(worker)
+            if standing is None:
+                args = [*self.claim_args(request), str(int(STANDING_S * 1000))]
+                rows, reads, token = await self.script("claim_or_wait", args)
+                if token:
+                    self._standing[worker] = _Standing(int(token), loop.time() + STANDING_S, targets)
+                if rows:
+                    return (await self.leases([rows], reads))[0]
+                continue
+            left = min(deadline, standing.until) - loop.time()
+            if left <= 0:
+                granted = await self._withdraw(worker, standing)
+                if granted or loop.time() >= deadline:
+                    return granted
+                continue
+            popped = await self.run(
+                functools.partial(_blpop, self.keys.grant(worker), left), idempotent=False
+            )
+            if popped is None:
+                continue  # the wait is over: withdrawn on the next turn
+            if popped[1] == STOP_MARK:
+                return await self._withdraw(worker, standing)
+            if self._standing.get(worker) is standing:
+                del self._standing[worker]  # used up by its grant; its entries go later, off the hand-off
+                later = self.script("unwait", [worker, str(standing.token), "0", *targets], idempotent=True)
+                loop.call_later(WITHDRAW_AFTER_S, self._spawn, later)
+            return await self._granted([popped[1]])
+
+    async def _withdraw(self, worker: str, standing: _Standing) -> list[Lease]:
+        """Withdraw a standing claim; the leases granted to it meanwhile, if any."""
+        if self._standing.get(worker) is standing:
+            del self._standing[worker]
+        args = [worker, str(standing.token), "1", *standing.targets]
+        return await self._granted(await self.script("unwait", args, idempotent=True))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run store work in the background, keeping a reference until it ends; a failure is only logged."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(_settled(self._background))
+
+    async def wake_waiting(self, worker_id: str) -> None:
+        """End the worker's wait now, empty, and withdraw its standing claim (it is stopping).
+
+        A task granted to the claim before it was withdrawn is given back at once.
+        """
+        standing = self._standing.get(worker_id)
+        if standing is not None:
+            granted = await self._withdraw(worker_id, standing)
+            if granted:
+                await self.release(worker_id, [(lease.task_id, lease.lease_no) for lease in granted])
+        key = self.keys.grant(worker_id)
+
+        async def wake(r: Any) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, STOP_MARK)
+                pipe.pexpire(key, STOP_MARK_TTL_MS)  # a mark no wait takes goes away by itself
+                await pipe.execute()
+
+        await self.run(wake, idempotent=True)
+
+    async def _granted(self, grants: Sequence[bytes]) -> list[Lease]:
+        rows, reads = [], []
+        for body in grants:
+            if body == STOP_MARK:
+                continue
+            row, row_reads = orjson.loads(body)
+            rows.append(_as_reply(row))
+            reads.extend(_as_reply(row_reads))
+        return (await self.leases([rows], reads))[0] if rows else []
 
     @staticmethod
     def claim_args(request: ClaimRequest) -> list[Any]:
@@ -263,3 +377,36 @@ def lease_need(template_text: bytes) -> str:
         return ""
     uses_input = any("input" in expr.roots for expr in template.exprs)
     return orjson.dumps([1 if uses_input else 0, *sorted(template.steps)]).decode()
+
+
+def _as_reply(value: Any) -> Any:
+    """A grant's JSON as the scripts' replies come (text as bytes, false as None): one decoder serves both."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):
+        return [_as_reply(item) for item in value]
+    return None if value is False else value
+
+
+def _settled(background: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("withdrawing a standing claim failed (it expires by itself): %s", task.exception())
+
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    """A worker's standing claim, as this process knows it."""
+
+    token: int
+    until: float
+    """When it stops standing, on the event loop's clock."""
+    targets: list[str]
+
+
+async def _blpop(key: str, seconds: float, r: Any) -> Any:
+    """BLPOP on ``key`` for ``seconds`` (Redis takes fractions; 0 would mean forever)."""
+    return await r.blpop([key], timeout=max(seconds, 0.001))

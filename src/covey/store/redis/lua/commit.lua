@@ -90,6 +90,8 @@ end
 --     lease floor, timeout ('' for none), template, item, input schema (ARGV indexes; schema 0:
 --     none), need (what the template reads, see lease_reads; '' when the claim must read it)};
 --     index, try, lease floor and timeout come as text, ready to store.
+local enqueued = {}  -- {task key, target, label set} of each task this commit makes ready
+
 local function enqueue(w, t)
   local key = t[1] ~= '' and t[1] or (w.tag .. 'task:' .. t[2])
   local ready = t[6] == '' and (G .. 'ready:' .. t[5]) or (G .. 'readyl:' .. t[5] .. '\n' .. t[6])
@@ -109,6 +111,7 @@ local function enqueue(w, t)
   redis.call('HSET', key, unpack(fields))
   task_ready(key, ready, score, t[5], t[6])
   redis.call('SADD', w.tag .. 'tasks:' .. w.id, key)
+  enqueued[#enqueued + 1] = {key, t[5], t[6]}
 end
 
 local function write_children(w)
@@ -145,6 +148,14 @@ for i, w in ipairs(P.runs) do
 end
 for _, seq in ipairs(P.cons or {}) do inbox_consume(seq) end
 
+-- Grants: each task made ready above goes to a standing claim that fits, if one waits.
+local ungranted = {}
+for _, e in ipairs(enqueued) do
+  if redis.call('HGET', e[1], 'st') == 'ready' and not grant_ready(e[1], e[2], e[3], now) then
+    ungranted[e[2]] = true
+  end
+end
+
 -- Claims, which see everything written above ---------------------------------------------------
 
 local leases = {}
@@ -153,5 +164,10 @@ for i, c in ipairs(P.claims or {}) do  -- {worker, targets, labels, limit, lease
 end
 local reads = lease_reads(leases)
 -- Hints last: subscribers get them once this script's writes are all in (Connection.carry_hints).
-for _, topic in ipairs(P.hints or {}) do redis.call('PUBLISH', P.hp .. topic, topic) end
+-- A target whose new tasks all went to standing claims needs none: the others would claim in vain.
+for _, topic in ipairs(P.hints or {}) do
+  if string.sub(topic, 1, 6) ~= 'ready:' or ungranted[string.sub(topic, 7)] then
+    redis.call('PUBLISH', P.hp .. topic, topic)
+  end
+end
 return {'ok', conflicts, skipped, leases, reads}

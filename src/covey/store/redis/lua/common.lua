@@ -171,6 +171,58 @@ local function claim(worker, targets, offered, limit, lease_ms, now)
   return leases
 end
 
+-- Standing claims ------------------------------------------------------------------------------
+-- A worker with free slots that found nothing to claim leaves a standing claim and blocks on its
+-- own list G..'grant:'..worker (BLPOP). The claim is the hash field G..'waiter' worker -> JSON
+-- {token, labels, lease_ms, until}; its 'worker|token' entry waits on G..'waiting:'..target for
+-- each target it serves. A task made ready (by a commit or a release) goes to the first standing
+-- claim that fits, in the same script: leased, and its lease (inputs included) pushed on that
+-- worker's list. One worker wakes, with its task in hand. A claim is used up by one grant, or
+-- withdrawn by the worker (unwait) when its wait ends; the entries of used, withdrawn or expired
+-- claims are dropped when met. The lists only carry copies: the lease is in the task row.
+
+-- A lease row as grant JSON: every number as text, so no precision is left to cjson.
+local function grant_json(row, reads)
+  local r = {row[1], row[2], row[3], int(row[4]), row[5], int(row[6]), int(row[7]), row[8], row[9], row[10],
+    row[11] and int(row[11]) or false, int(row[12]), row[13], row[14]}
+  return cjson.encode({r, reads})
+end
+
+local no_waiters = {}  -- targets whose waiting list this script found empty
+
+-- Leases the ready task `key` to the first standing claim on `target` that fits; true if one did.
+local function grant_ready(key, target, labels, now)
+  if no_waiters[target] then return false end
+  local list = G .. 'waiting:' .. target
+  local unfit = {}
+  local granted = false
+  while true do
+    local entry = redis.call('LPOP', list)
+    if not entry then
+      if #unfit == 0 then no_waiters[target] = true end
+      break
+    end
+    local worker, token = string.match(entry, '^(.*)|(%d+)$')
+    local body = worker and redis.call('HGET', G .. 'waiter', worker)
+    local w = body and cjson.decode(body)
+    if w and int(w.token) == token and w['until'] >= now then
+      if labels and labels ~= '' and not label_fits(labels, w.labels) then
+        unfit[#unfit + 1] = entry
+      else
+        local ready_key = redis.call('HGET', key, 'rq')
+        if ready_key then redis.call('ZREM', ready_key, key) end
+        local row = lease(key, worker, w.lease_ms, now)
+        redis.call('HDEL', G .. 'waiter', worker)
+        redis.call('RPUSH', G .. 'grant:' .. worker, grant_json(row, lease_reads({{row}})))
+        granted = true
+        break
+      end
+    end
+  end
+  for i = #unfit, 1, -1 do redis.call('LPUSH', list, unfit[i]) end
+  return granted
+end
+
 -- Shared state ---------------------------------------------------------------------------------
 -- A namespace N under tag T: T..'nsdata:'..N holds 'v:'..key (the value's JSON, absent once
 -- deleted) and 'n:'..key (the key's last version, kept across deletes); T..'nskeys:'..N the
