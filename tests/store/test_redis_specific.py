@@ -533,7 +533,9 @@ async def test_a_released_task_goes_to_a_waiting_worker(url: str, prefix: str, r
         assert [(t.status, t.worker_id) for t in await store.list_tasks("r1")] == [("leased", "w2")]
 
 
-async def test_waking_a_waiting_worker_ends_its_wait_empty(url: str, prefix: str, raw: aioredis.Redis) -> None:
+async def test_waking_a_waiting_worker_ends_its_wait_empty(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
     async with RedisStore(url, prefix=prefix) as store:
         waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1"), 30.0))
         await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
