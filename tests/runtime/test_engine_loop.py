@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from covey.engine.events import SignalReceived, event_to_json
 from covey.errors import BackendError
 from covey.runtime.loop import PIPELINE_FROM, EngineLoop
 from covey.runtime.submit import prepare_submission
-from covey.store.base import CommitBatch, CommitResult
+from covey.store.base import CommitBatch, CommitResult, InboxRow
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 
@@ -88,3 +89,28 @@ async def test_failing_commit_abandons_the_batch_decided_on_top_of_it(
     assert store.commits_started == 1, "the second batch never reached the store"
     assert await store.list_runs() == []
     assert not loop.runs
+
+
+async def test_an_inbox_row_handed_over_twice_or_after_its_commit_is_decided_once(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    # A store that pushes rows (Redis) may hand a row over while the loop also reads it from
+    # the inbox, or after a commit consumed it: each row is decided once.
+    loop, store = loop_and_store
+    await _submit(loop, "r1")
+    await wait_for(lambda: store.get_run("r1"), 5.0, 0.01, message="the run")
+    signal = SignalReceived("go", "go", None, 0)
+    await store.append_inbox([InboxRow("sig-1", "r1", event_to_json(signal))])
+    (row,) = await store.read_inbox(0, 10)
+
+    loop.offer_inbox([row, row])
+
+    async def consumed() -> bool:
+        return not await store.read_inbox(0, 10)
+
+    await wait_for(consumed, 5.0, 0.01, message="the row to be consumed")
+    loop.offer_inbox([row])  # a late copy
+    await _submit(loop, "r2")  # one more commit after it, to be sure it was looked at
+    await wait_for(lambda: store.get_run("r2"), 5.0, 0.01, message="the next run")
+    history = await store.load_history("r1")
+    assert [event["type"] for event in history].count("SignalReceived") == 1

@@ -21,7 +21,7 @@ from covey.bus.redis import RedisBus
 from covey.engine.events import SignalReceived
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import AGING_MS, CommitBatch, shard_of
+from covey.store.base import AGING_MS, SHARDS, CommitBatch, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
@@ -583,3 +583,55 @@ async def test_a_stopping_worker_gives_back_what_its_standing_claim_was_granted(
         assert not await _waiting(raw, store, "w1")
         (lease,) = await store.claim(claim_request("w2"))
         assert (lease.task_id, lease.lease_no) == ("r1/b", 2)
+
+
+# -- inbox rows handed to the engine node that holds their shard ------------------------
+
+
+async def test_a_node_waiting_for_rows_gets_them_with_the_wake_up_and_no_hint_goes_out(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store, RedisBus(url, prefix=prefix) as bus:
+        assert store.carry_hints(bus)
+        subscription = await bus.subscribe({"inbox", "ready:marker"})
+        epoch = await store.join_epoch()
+        await store.take_shards(epoch, list(range(SHARDS)), 60_000)
+        waiter = asyncio.create_task(store.wait_inbox(epoch, 10.0))
+        armed = store.keys.global_key(f"inwait:{epoch}")
+        await wait_for(lambda: raw.exists(armed), 5.0, 0.01, message="the node to wait")
+
+        await store.append_inbox(
+            [inbox_row("s1", "r1", SignalReceived("s1", "go", {"k": 1}, 0), output=None)]
+        )
+        (pushed,) = await asyncio.wait_for(waiter, 5.0)
+
+        (stored,) = await store.read_inbox(0, 10)
+        assert (pushed.id, pushed.run_id, pushed.seq, pushed.event) == (
+            stored.id,
+            stored.run_id,
+            stored.seq,
+            stored.event,
+        )
+        await bus.publish(["ready:marker"])  # after the append: a hint of the append would come first
+        assert await _hints(subscription) == {"ready:marker"}
+        await subscription.close()
+
+
+async def test_rows_no_waiting_node_holds_are_hinted_not_pushed(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store, RedisBus(url, prefix=prefix) as bus:
+        assert store.carry_hints(bus)
+        subscription = await bus.subscribe({"inbox"})
+        holder, idle = await store.join_epoch(), await store.join_epoch()
+        await store.take_shards(holder, list(range(SHARDS)), 60_000)
+        waiter = asyncio.create_task(store.wait_inbox(idle, 0.5))  # waits, but holds no shard
+        await wait_for(lambda: raw.exists(store.keys.global_key(f"inwait:{idle}")), 5.0, 0.01)
+
+        await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0))])
+
+        assert await _hints(subscription) == {"inbox"}
+        assert await asyncio.wait_for(waiter, 5.0) == []
+        await store.stop_waiting_inbox(idle)
+        assert not await raw.exists(store.keys.global_key(f"inwait:{idle}"))
+        await subscription.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
@@ -75,6 +75,8 @@ log = logging.getLogger("covey.engine")
 INBOX_BATCH = 2_000
 #: Batches touching at least this many runs and claims commit in the background while the next is decided.
 PIPELINE_FROM = 8
+#: Consumed inbox rows remembered, so a late copy of one is not decided again (handed-over rows arrive within ms).
+CONSUMED_KEPT = 100_000
 #: Finished runs kept in the cache (for late reports, repeated submits).
 FINISHED_CACHE = 2_000
 
@@ -108,6 +110,9 @@ class EngineLoop:
         self._read_inbox = True
         self._inbox_pending: set[int] = set()
         """Inbox rows read and not yet consumed by a commit: skipped when the inbox is read again."""
+        self._consumed: set[int] = set()
+        self._consumed_order: deque[int] = deque()
+        """Inbox rows this loop's recent commits consumed: a copy handed over late (``offer_inbox``) is dropped."""
         self._in_flight: asyncio.Task[bool] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.on_state_changed: Callable[[set[str]], None] | None = None
@@ -185,6 +190,19 @@ class EngineLoop:
     def owns(self, run_id: str) -> bool:
         """Whether this loop decides ``run_id`` now."""
         return self.shards is None or shard_of(run_id) in self.shards
+
+    def offer_inbox(self, rows: Sequence[InboxRow]) -> None:
+        """Inbox rows the store handed over as they were appended: decided like rows read, and only once.
+
+        A row may also be read from the inbox before or after its copy comes:
+        one pending or recently consumed is skipped.
+        """
+        for row in rows:
+            if row.seq in self._inbox_pending or row.seq in self._consumed:
+                continue
+            self._inbox_pending.add(row.seq)
+            self._items.append(self._inbox_input(row))
+        self._wake.set()
 
     def poke_inbox(self) -> None:
         """Something was appended to the store's inbox (a timer fired): read it next iteration."""
@@ -301,7 +319,9 @@ class EngineLoop:
     def _abandon(self, items: list[Input], claims: list[PendingClaim], exc: BaseException) -> None:
         for item in items:
             self.runs.pop(item.run_id, None)
-            self._inbox_pending.discard(item.seq)
+            if item.seq:
+                self._inbox_pending.discard(item.seq)
+                self._read_inbox = True  # its row is still in the inbox: read it again
             _fail(item.future, exc)
         for pending in claims:
             _fail(pending.future, exc)
@@ -322,7 +342,8 @@ class EngineLoop:
             self._read_inbox = True
         items = []
         for row in rows:
-            if row.seq in self._inbox_pending:
+            # Consumed ones too: a read that raced a commit may return rows the commit then consumed.
+            if row.seq in self._inbox_pending or row.seq in self._consumed:
                 continue
             self._inbox_pending.add(row.seq)
             items.append(self._inbox_input(row))
@@ -384,14 +405,22 @@ class EngineLoop:
             return False
         self.commits += 1
         if self._inbox_pending:
-            self._inbox_pending.difference_update(prepared.batch.consumed)
+            consumed = list(prepared.batch.consumed)
             for write in prepared.batch.runs:
                 if write.run_id not in result.conflicts:
-                    self._inbox_pending.difference_update(write.consumed)
+                    consumed += write.consumed
+            self._inbox_pending.difference_update(consumed)
+            self._remember_consumed(consumed)
         for run_id, problems in result.state_errors.items():
             log.warning("run %s: staged state writes skipped: %s", run_id, "; ".join(problems))
         self._after_commit(result, prepared)
         return True
+
+    def _remember_consumed(self, seqs: Sequence[int]) -> None:
+        self._consumed.update(seqs)
+        self._consumed_order.extend(seqs)
+        while len(self._consumed_order) > CONSUMED_KEPT:
+            self._consumed.discard(self._consumed_order.popleft())
 
     async def _load(self, run_ids: Sequence[str]) -> None:
         if not run_ids:

@@ -9,7 +9,8 @@ special: kill one and the others take its shards when their leases end.
 
 It wakes on the bus's ``inbox`` hint, and also polls the inbox, backing off to
 :data:`POLL_MAX_S` when idle, so a lost hint delays work but never loses it
-(invariant 1).
+(invariant 1). A store that hands new rows to their shard's node
+(:class:`~covey.store.base.PushesInbox`, Redis) saves it the hint and the read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from covey.runtime.hints import HintPublisher
 from covey.runtime.loop import EngineLoop
 from covey.runtime.shards import ShardKeeper
 from covey.runtime.timekeeper import Timekeeper
-from covey.store.base import Store
+from covey.store.base import PushesInbox, Store
 
 __all__ = ["POLL_MAX_S", "EngineNode"]
 
@@ -36,6 +37,8 @@ NODE_INBOX_BATCH = 256
 POLL_MAX_S = 1.0
 #: First wait after activity; it doubles each idle round up to POLL_MAX_S.
 POLL_MIN_S = 0.01
+#: Longest wait for inbox rows a store hands over (``PushesInbox``), in seconds.
+PUSH_WAIT_S = 1.0
 
 
 class EngineNode:
@@ -74,6 +77,8 @@ class EngineNode:
                 for part in parts:
                     group.create_task(part.run())
                 group.create_task(self._wake_on_inbox(subscription, loop))
+                if isinstance(self.store, PushesInbox):
+                    group.create_task(self._take_pushed(self.store, loop))
                 try:
                     await asyncio.Event().wait()  # until cancelled
                 except asyncio.CancelledError:
@@ -83,10 +88,26 @@ class EngineNode:
                         part.stop()
                     raise
         finally:
+            if isinstance(self.store, PushesInbox):
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.stop_waiting_inbox(epoch))
             with contextlib.suppress(Exception):
                 await subscription.close()
             with contextlib.suppress(Exception):
                 await asyncio.shield(keeper.release_all())
+
+    @staticmethod
+    async def _take_pushed(store: PushesInbox, loop: EngineLoop) -> None:
+        """Take the inbox rows the store hands over as they are appended (no hint, no read of the inbox)."""
+        while not loop.stopped:
+            try:
+                rows = await store.wait_inbox(loop.epoch, PUSH_WAIT_S)
+            except Exception:
+                log.exception("waiting for inbox rows failed; the inbox is read on hints and polls meanwhile")
+                await asyncio.sleep(PUSH_WAIT_S)
+                continue
+            if rows:
+                loop.offer_inbox(rows)
 
     @staticmethod
     async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop) -> None:

@@ -55,10 +55,12 @@ __all__ = [
     "InboxRow",
     "Lease",
     "NewRun",
+    "PushesInbox",
     "RunInfo",
     "RunWrite",
     "Store",
     "TaskInfo",
+    "WaitingClaims",
     "WorkerInfo",
     "shard_of",
 ]
@@ -437,4 +439,23 @@ class WaitingClaims(Protocol):
 
     async def wake_waiting(self, worker_id: str) -> None:
         """End the worker's wait now, with nothing (it is stopping)."""
+        ...
+
+
+@runtime_checkable
+class PushesInbox(Protocol):
+    """A store that hands new inbox rows to the engine node holding their shard (the Redis store).
+
+    Beside :class:`Store`: the node waits here for its rows instead of for an
+    ``inbox`` hint followed by :meth:`Store.read_inbox`. The rows stay in the
+    inbox until a commit consumes them, so the node still reads the inbox now
+    and then, and a row may reach it both ways (it decides each once).
+    """
+
+    async def wait_inbox(self, epoch: int, wait_s: float) -> list[InboxRow]:
+        """Rows of ``epoch``'s shards appended from now on, as they come, waiting up to ``wait_s``."""
+        ...
+
+    async def stop_waiting_inbox(self, epoch: int) -> None:
+        """End the pushes to ``epoch``."""
         ...

@@ -27,6 +27,8 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G waiting:<target>         list: "worker|token" of the standing claims that serve <target>, oldest first
     G grant:<worker>           list: leases granted to the worker's standing claim (JSON), or "stop"
     G waittok                  counter: the last standing claim's token
+    G inwait:<epoch>           string, with a TTL: the engine node of <epoch> waits for pushed rows
+    G inq:<epoch>              list: copies of new inbox rows of the shards <epoch> holds (JSON)
     G lock:<name>              hash: permit slot -> "token|expires_ms|h<holder>"
     G locktok:<name>           counter: the last fencing token of <name>
 

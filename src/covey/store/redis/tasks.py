@@ -24,6 +24,10 @@ log = logging.getLogger("covey.store.redis")
 
 #: A lease end that never comes: a runner's epoch holds its shards until another runner starts.
 FOREVER_MS = 2**62
+#: Pushed inbox rows a node takes in one pop.
+INBOX_PUSH_BATCH = 256
+#: A node counts as waiting for pushed rows this long past its wait, in seconds (then rows are hinted).
+INWAIT_GRACE_S = 2.0
 #: How long a standing claim stands (it is withdrawn as soon as its worker stops waiting), in seconds.
 STANDING_S = 1.0
 #: A used standing claim's entries are dropped this long after its grant, off the hand-off, in seconds.
@@ -206,6 +210,47 @@ class Tasks(Shared):
                 ops,
             ]
         await self.script("append_inbox", args, idempotent=True)
+
+    async def wait_inbox(self, epoch: int, wait_s: float) -> list[InboxRow]:
+        """Rows of ``epoch``'s shards appended from now on, handed over as they come, up to ``wait_s``.
+
+        While a node waits here, the inbox script pushes a copy of each new row
+        of a shard it holds onto a list of its own (``inbox_push`` in
+        ``common.lua``), which this call pops: the row comes with the wake-up,
+        without a read of the inbox. The rows stay in the inbox until a commit
+        consumes them, so a copy that is lost (a node that stops) only waits
+        for the next read of the inbox.
+        """
+        arm, queue = self.keys.global_key(f"inwait:{epoch}"), self.keys.global_key(f"inq:{epoch}")
+        seconds = max(wait_s, 0.001)
+
+        async def wait(r: Any) -> Any:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.set(arm, b"1", px=int((seconds + INWAIT_GRACE_S) * 1000))
+                pipe.blmpop(seconds, 1, queue, direction="LEFT", count=INBOX_PUSH_BATCH)
+                return (await pipe.execute())[1]
+
+        popped = await self.run(wait, idempotent=False)
+        if not popped:
+            return []
+        rows = []
+        for body in popped[1]:
+            seq, row_id, run_id, event, output, ops = orjson.loads(body)
+            rows.append(
+                InboxRow(
+                    row_id,
+                    run_id,
+                    orjson.loads(event),
+                    int(seq),
+                    output.encode() if output else None,
+                    orjson.loads(ops) if ops else None,
+                )
+            )
+        return rows
+
+    async def stop_waiting_inbox(self, epoch: int) -> None:
+        """Stop the pushes to ``epoch`` (its node stops): new rows are hinted and read again."""
+        await self.run(lambda r: r.delete(self.keys.global_key(f"inwait:{epoch}")), idempotent=True)
 
     async def fire_due(self, limit: int) -> int:
         """Move due timers and ended leases into the inbox."""

@@ -9,6 +9,7 @@
 local G = ARGV[1]
 local EVENT_V = '@EVENT_V@'
 local AGING_MS = @AGING_MS@
+local INQ_TTL_MS = 10000  -- a node's pushed-rows list goes this long after its last push
 
 local function int(n)
   return string.format('%d', n)
@@ -41,6 +42,21 @@ local function inbox_add(id, run, tag, event, output, ops, check_seen)
   redis.call('ZADD', G .. 'inbox', int(seq), key)
   redis.call('ZADD', tag .. 'inbox', int(seq), key)
   redis.call('HSET', G .. 'inbox:ids', id, int(seq))
+  return seq
+end
+
+-- Hands a new inbox row to the engine node that holds its shard, if that node is waiting for rows
+-- (G..'inwait:'..epoch exists while it is): a copy pushed on G..'inq:'..epoch, which the node pops
+-- (BLMPOP) instead of reading the inbox. The row itself stays in the inbox until a commit consumes
+-- it; a copy nobody pops expires with its list. True if pushed.
+local function inbox_push(seq, id, run, tag, event, output, ops)
+  local shard = string.match(tag, ':(%d+)}:$')
+  local lease = shard and redis.call('HGET', G .. 'shards', shard)
+  local epoch = lease and string.match(lease, '^(%d+):')
+  if not epoch or redis.call('EXISTS', G .. 'inwait:' .. epoch) == 0 then return false end
+  local queue = G .. 'inq:' .. epoch
+  redis.call('RPUSH', queue, cjson.encode({int(seq), id, run, event, output or false, ops or false}))
+  redis.call('PEXPIRE', queue, INQ_TTL_MS)
   return true
 end
 
