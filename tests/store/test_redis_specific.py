@@ -459,7 +459,8 @@ async def test_a_waiting_claim_is_handed_the_task_a_commit_makes_ready(
         subscription = await bus.subscribe({"ready:next", "state:ns"})
         d = await Driver.start(store)
         await d.start_run("r1", outputs=[("a", -1, {"y": 7})])
-        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1", ["next", "other"]), 10.0))
+        request = claim_request("w1", ["next", "other"], limit=1)
+        waiter = asyncio.create_task(store.claim_or_wait(request, 10.0))
         await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
 
         write = d.write("r1")
@@ -480,6 +481,29 @@ async def test_a_waiting_claim_is_handed_the_task_a_commit_makes_ready(
 
         await wait_for(withdrawn, 5.0, 0.01, message="the used claim's entries to go")
         await subscription.close()
+
+
+async def test_a_standing_claim_stands_for_each_free_slot_taking_turns_with_the_others(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        waiters = []
+        for worker, slots in (("w1", 2), ("w2", 1)):  # w1 has two free slots, w2 one; w1 waited longest
+            waiters.append(asyncio.create_task(store.claim_or_wait(claim_request(worker, limit=slots), 10.0)))
+            await wait_for(lambda w=worker: _waiting(raw, store, w), 5.0, 0.01, message="the standing claims")
+
+        write = d.write("r1")
+        write.enqueue += [task("r1", "m", i) for i in range(4)]
+        await d.commit(write)
+
+        got = await asyncio.wait_for(asyncio.gather(*waiters), 5.0)
+        assert sum(map(len, got)) == 3
+        owners = {t.task_id: t.worker_id for t in await store.list_tasks("r1")}
+        assert owners == {"r1/m/0": "w1", "r1/m/1": "w2", "r1/m/2": "w1", "r1/m/3": None}
+        assert not await _waiting(raw, store, "w1")
+        assert not await _waiting(raw, store, "w2")
 
 
 async def test_a_standing_claim_whose_labels_do_not_fit_is_passed_over(

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -63,15 +63,16 @@ class Tasks(Shared):
         return (await self.leases([rows], reads))[0]
 
     async def claim_or_wait(self, request: ClaimRequest, wait_s: float) -> list[Lease]:
-        """Lease what is ready; if nothing is, wait up to ``wait_s`` for the store to grant a task.
+        """Lease what is ready; if nothing is, wait up to ``wait_s`` for the store to grant tasks.
 
         A claim that leases fewer tasks than it asked for also leaves a
-        standing claim (see ``common.lua``), good for :data:`STANDING_S`, and
-        the worker's next call, once it has started those tasks, goes straight
-        to blocking on its grant list: the commit or release that makes a task
-        ready leases it to the first standing claim that fits and pushes the
-        lease there, so one worker wakes, its task in hand. A wait that ends
-        with nothing withdraws the claim, taking a grant that came meanwhile.
+        standing claim for the rest (see ``common.lua``), good for
+        :data:`STANDING_S`, and the worker's next calls, once it has started
+        those tasks, go straight to blocking on its grant list: the commit or
+        release that makes a task ready leases it to the first standing claim
+        that fits and pushes the lease there, so one worker wakes, its task in
+        hand. A wait that ends with nothing withdraws the claim, taking the
+        grants that came meanwhile.
         """
         if not request.targets or request.limit <= 0:
             return []
@@ -84,28 +85,36 @@ class Tasks(Shared):
                 args = [*self.claim_args(request), str(int(STANDING_S * 1000))]
                 rows, reads, token = await self.script("claim_or_wait", args)
                 if token:
-                    self._standing[worker] = _Standing(int(token), loop.time() + STANDING_S, targets)
+                    left = request.limit - len(rows)
+                    self._standing[worker] = _Standing(int(token), loop.time() + STANDING_S, targets, left)
                 if rows:
                     return (await self.leases([rows], reads))[0]
                 continue
-            left = min(deadline, standing.until) - loop.time()
-            if left <= 0:
+            left_s = min(deadline, standing.until) - loop.time()
+            if left_s <= 0:
                 granted = await self._withdraw(worker, standing)
                 if granted or loop.time() >= deadline:
                     return granted
                 continue
+            key = self.keys.grant(worker)
             popped = await self.run(
-                functools.partial(_blpop, self.keys.grant(worker), left), idempotent=False
+                functools.partial(_pop_grants, key, left_s, standing.left), idempotent=False
             )
             if popped is None:
                 continue  # the wait is over: withdrawn on the next turn
-            if popped[1] == STOP_MARK:
-                return await self._withdraw(worker, standing)
+            grants = [body for body in popped[1] if body != STOP_MARK]
+            if len(grants) < len(popped[1]):
+                return await self._granted(grants) + await self._withdraw(worker, standing)
             if self._standing.get(worker) is standing:
-                del self._standing[worker]  # used up by its grant; its entries go later, off the hand-off
-                later = self.script("unwait", [worker, str(standing.token), "0", *targets], idempotent=True)
-                loop.call_later(WITHDRAW_AFTER_S, self._spawn, later)
-            return await self._granted([popped[1]])
+                if standing.left > len(grants):  # it stands on for the worker's other free slots
+                    self._standing[worker] = replace(standing, left=standing.left - len(grants))
+                else:  # used up: its entries go later, off the hand-off
+                    del self._standing[worker]
+                    later = self.script(
+                        "unwait", [worker, str(standing.token), "0", *targets], idempotent=True
+                    )
+                    loop.call_later(WITHDRAW_AFTER_S, self._spawn, later)
+            return await self._granted(grants)
 
     async def _withdraw(self, worker: str, standing: _Standing) -> list[Lease]:
         """Withdraw a standing claim; the leases granted to it meanwhile, if any."""
@@ -450,8 +459,10 @@ class _Standing:
     until: float
     """When it stops standing, on the event loop's clock."""
     targets: list[str]
+    left: int
+    """Tasks it may still be granted (the worker's free slots when it was left)."""
 
 
-async def _blpop(key: str, seconds: float, r: Any) -> Any:
-    """BLPOP on ``key`` for ``seconds`` (Redis takes fractions; 0 would mean forever)."""
-    return await r.blpop([key], timeout=max(seconds, 0.001))
+async def _pop_grants(key: str, seconds: float, most: int, r: Any) -> Any:
+    """Up to ``most`` grants from ``key``, waiting up to ``seconds`` for the first (0 would mean forever)."""
+    return await r.blmpop(max(seconds, 0.001), 1, key, direction="LEFT", count=max(most, 1))

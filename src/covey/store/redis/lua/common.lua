@@ -188,14 +188,16 @@ local function claim(worker, targets, offered, limit, lease_ms, now)
 end
 
 -- Standing claims ------------------------------------------------------------------------------
--- A worker with free slots that found nothing to claim leaves a standing claim and blocks on its
--- own list G..'grant:'..worker (BLPOP). The claim is the hash field G..'waiter' worker -> JSON
--- {token, labels, lease_ms, until}; its 'worker|token' entry waits on G..'waiting:'..target for
--- each target it serves. A task made ready (by a commit or a release) goes to the first standing
--- claim that fits, in the same script: leased, and its lease (inputs included) pushed on that
--- worker's list. One worker wakes, with its task in hand. A claim is used up by one grant, or
--- withdrawn by the worker (unwait) when its wait ends; the entries of used, withdrawn or expired
--- claims are dropped when met. The lists only carry copies: the lease is in the task row.
+-- A worker with free slots that found too little to claim leaves a standing claim and blocks on
+-- its own list G..'grant:'..worker (BLMPOP). The claim is the hash field G..'waiter' worker ->
+-- JSON {token, labels, lease_ms, until, left}; its 'worker|token' entry waits on
+-- G..'waiting:'..target for each target it serves. A task made ready (by a commit or a release)
+-- goes to the first standing claim that fits, in the same script: leased, and its lease (inputs
+-- included) pushed on that worker's list. One worker wakes, with its task in hand. A claim stands
+-- for `left` tasks (its worker's free slots), its entry going to the back of the line after each,
+-- until used up or withdrawn by the worker (unwait) when its wait ends; the entries of used,
+-- withdrawn or expired claims are dropped when met. The lists only carry copies: the lease is in
+-- the task row.
 
 -- A lease row as grant JSON: every number as text, so no precision is left to cjson.
 local function grant_json(row, reads)
@@ -228,8 +230,14 @@ local function grant_ready(key, target, labels, now)
         local ready_key = redis.call('HGET', key, 'rq')
         if ready_key then redis.call('ZREM', ready_key, key) end
         local row = lease(key, worker, w.lease_ms, now)
-        redis.call('HDEL', G .. 'waiter', worker)
         redis.call('RPUSH', G .. 'grant:' .. worker, grant_json(row, lease_reads({{row}})))
+        w.left = w.left - 1
+        if w.left > 0 then  -- it stands on, for its other free slots, behind the claims that waited longer
+          redis.call('HSET', G .. 'waiter', worker, cjson.encode(w))
+          redis.call('RPUSH', list, entry)
+        else
+          redis.call('HDEL', G .. 'waiter', worker)
+        end
         granted = true
         break
       end
