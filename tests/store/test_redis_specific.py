@@ -659,3 +659,28 @@ async def test_rows_no_waiting_node_holds_are_hinted_not_pushed(
         await store.stop_waiting_inbox(idle)
         assert not await raw.exists(store.keys.global_key(f"inwait:{idle}"))
         await subscription.close()
+
+
+async def test_a_granted_lease_is_short_until_its_worker_confirms_it(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # A worker killed while it waited would otherwise sit on its grant for a whole lease.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1", limit=1, lease_ms=60_000), 10.0))
+        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "a"))
+        granted_at = await store.now_ms()
+        await d.commit(write)
+        key = store.keys.task("r1/a")
+        assert int(await raw.hget(key, "lu")) <= granted_at + 3_000 + 1_000
+
+        (lease,) = await asyncio.wait_for(waiter, 5.0)
+
+        async def confirmed() -> bool:
+            return int(await raw.hget(key, "lu")) >= granted_at + 50_000
+
+        await wait_for(confirmed, 5.0, 0.01, message="the grant's lease to be confirmed")
+        assert lease.lease_no == 1

@@ -30,8 +30,9 @@ INBOX_PUSH_BATCH = 256
 INWAIT_GRACE_S = 2.0
 #: How long a standing claim stands (it is withdrawn as soon as its worker stops waiting), in seconds.
 STANDING_S = 1.0
-#: A used standing claim's entries are dropped this long after its grant, off the hand-off, in seconds.
-WITHDRAW_AFTER_S = 0.005
+#: A grant's follow-up (confirming its lease, dropping a used-up claim's entries) runs this long after it,
+#: off the hand-off, in seconds. A granted lease lasts 3 s until confirmed (GRANT_LEASE_MS in common.lua).
+FOLLOW_UP_AFTER_S = 0.005
 #: What :meth:`Tasks.wake_waiting` pushes on a grant list to end a wait.
 STOP_MARK = b"stop"
 #: How long a stop mark no wait took stays, in ms.
@@ -105,16 +106,32 @@ class Tasks(Shared):
             grants = [body for body in popped[1] if body != STOP_MARK]
             if len(grants) < len(popped[1]):
                 return await self._granted(grants) + await self._withdraw(worker, standing)
+            used_up = False
             if self._standing.get(worker) is standing:
                 if standing.left > len(grants):  # it stands on for the worker's other free slots
                     self._standing[worker] = replace(standing, left=standing.left - len(grants))
-                else:  # used up: its entries go later, off the hand-off
+                else:
                     del self._standing[worker]
-                    later = self.script(
-                        "unwait", [worker, str(standing.token), "0", *targets], idempotent=True
-                    )
-                    loop.call_later(WITHDRAW_AFTER_S, self._spawn, later)
-            return await self._granted(grants)
+                    used_up = True
+            leases = await self._granted(grants)
+            loop.call_later(FOLLOW_UP_AFTER_S, self._follow_up, request, standing, leases, used_up)
+            return leases
+
+    def _follow_up(
+        self, request: ClaimRequest, standing: _Standing, leases: list[Lease], used_up: bool
+    ) -> None:
+        self._spawn(self._after_grant(request, standing, leases, withdraw=used_up))
+
+    async def _after_grant(
+        self, request: ClaimRequest, standing: _Standing, leases: list[Lease], *, withdraw: bool
+    ) -> None:
+        """Off the hand-off: confirm granted leases (to full length), and drop a used-up claim's entries."""
+        held = [(lease.task_id, lease.lease_no) for lease in leases]
+        if held:
+            await self.heartbeat(request.worker_id, held, request.lease_ms)
+        if withdraw:
+            args = [request.worker_id, str(standing.token), "0", *standing.targets]
+            await self.script("unwait", args, idempotent=True)
 
     async def _withdraw(self, worker: str, standing: _Standing) -> list[Lease]:
         """Withdraw a standing claim; the leases granted to it meanwhile, if any."""
@@ -446,7 +463,7 @@ def _settled(background: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[A
     def done(task: asyncio.Future[Any]) -> None:
         background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("withdrawing a standing claim failed (it expires by itself): %s", task.exception())
+            log.warning("following up a grant failed (its claim expires by itself): %s", task.exception())
 
     return done
 

@@ -10,6 +10,7 @@ local G = ARGV[1]
 local EVENT_V = '@EVENT_V@'
 local AGING_MS = @AGING_MS@
 local INQ_TTL_MS = 10000  -- a node's pushed-rows list goes this long after its last push
+local GRANT_LEASE_MS = 3000  -- a granted lease lasts this long until its worker confirms it
 
 local function int(n)
   return string.format('%d', n)
@@ -229,7 +230,9 @@ local function grant_ready(key, target, labels, now)
       else
         local ready_key = redis.call('HGET', key, 'rq')
         if ready_key then redis.call('ZREM', ready_key, key) end
-        local row = lease(key, worker, w.lease_ms, now)
+        -- A short lease until the worker confirms it (it does at once, off the hand-off): a worker that
+        -- died while it waited must not sit on the task for a whole lease.
+        local row = lease(key, worker, math.min(w.lease_ms, GRANT_LEASE_MS), now)
         redis.call('RPUSH', G .. 'grant:' .. worker, grant_json(row, lease_reads({{row}})))
         w.left = w.left - 1
         if w.left > 0 then  -- it stands on, for its other free slots, behind the claims that waited longer
