@@ -112,8 +112,16 @@ def _config_from_env() -> dict[str, Any] | None:
     )
 
 
-#: What ``celery -A covey.bench.celery_peer worker`` loads (None when Celery is not installed).
-app: Any = _app(_config_from_env()) if available() else None
+def __getattr__(name: str) -> Any:
+    """``app``: what ``celery -A covey.bench.celery_peer worker`` loads (None when Celery is not installed).
+
+    Made on first use, so importing this module (every ``covey`` command does,
+    for ``covey bench``) does not import Celery.
+    """
+    if name == "app":
+        globals()["app"] = made = _app(_config_from_env()) if available() else None
+        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextmanager
