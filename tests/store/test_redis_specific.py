@@ -21,7 +21,7 @@ from covey.bus.redis import RedisBus
 from covey.engine.events import SignalReceived
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import AGING_MS, SHARDS, CommitBatch, shard_of
+from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, Lease, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
@@ -451,6 +451,20 @@ async def _waiting(raw: aioredis.Redis, store: RedisStore, worker: str) -> bool:
     return bool(await raw.hexists(store.keys.global_key("waiter"), worker))
 
 
+async def _wait_in_store(
+    store: RedisStore, raw: aioredis.Redis, request: ClaimRequest, wait_s: float = 10.0
+) -> asyncio.Task[list[Lease]]:
+    """A claim waiting in the store, returned once its standing claim is there."""
+    waiter = asyncio.create_task(store.claim_or_wait(request, wait_s))
+    await wait_for(
+        lambda: _waiting(raw, store, request.worker_id),
+        5.0,
+        0.01,
+        message=f"{request.worker_id}'s standing claim",
+    )
+    return waiter
+
+
 async def test_a_waiting_claim_is_handed_the_task_a_commit_makes_ready(
     url: str, prefix: str, raw: aioredis.Redis
 ) -> None:
@@ -460,8 +474,7 @@ async def test_a_waiting_claim_is_handed_the_task_a_commit_makes_ready(
         d = await Driver.start(store)
         await d.start_run("r1", outputs=[("a", -1, {"y": 7})])
         request = claim_request("w1", ["next", "other"], limit=1)
-        waiter = asyncio.create_task(store.claim_or_wait(request, 10.0))
-        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+        waiter = await _wait_in_store(store, raw, request, 10.0)
 
         write = d.write("r1")
         write.enqueue.append(task("r1", "b", target="next", template={"y": "${steps.a.y}"}))
@@ -491,8 +504,7 @@ async def test_a_standing_claim_stands_for_each_free_slot_taking_turns_with_the_
         await d.start_run("r1")
         waiters = []
         for worker, slots in (("w1", 2), ("w2", 1)):  # w1 has two free slots, w2 one; w1 waited longest
-            waiters.append(asyncio.create_task(store.claim_or_wait(claim_request(worker, limit=slots), 10.0)))
-            await wait_for(lambda w=worker: _waiting(raw, store, w), 5.0, 0.01, message="the standing claims")
+            waiters.append(await _wait_in_store(store, raw, claim_request(worker, limit=slots), 10.0))
 
         write = d.write("r1")
         write.enqueue += [task("r1", "m", i) for i in range(4)]
@@ -512,8 +524,7 @@ async def test_a_standing_claim_whose_labels_do_not_fit_is_passed_over(
     async with RedisStore(url, prefix=prefix) as store:
         d = await Driver.start(store)
         await d.start_run("r1")
-        waiter = asyncio.create_task(store.claim_or_wait(claim_request("plain", ["next"]), 10.0))
-        await wait_for(lambda: _waiting(raw, store, "plain"), 5.0, 0.01, message="the standing claim")
+        waiter = await _wait_in_store(store, raw, claim_request("plain", ["next"]), 10.0)
 
         write = d.write("r1")
         write.enqueue.append(task("r1", "b", target="next", labels={"gpu": "yes"}))
@@ -547,8 +558,7 @@ async def test_a_released_task_goes_to_a_waiting_worker(url: str, prefix: str, r
         d = await Driver.start(store)
         await d.start_run("r1", enqueue=[task("r1", "a")])
         (held,) = await store.claim(claim_request("w1"))
-        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w2"), 10.0))
-        await wait_for(lambda: _waiting(raw, store, "w2"), 5.0, 0.01, message="the standing claim")
+        waiter = await _wait_in_store(store, raw, claim_request("w2"), 10.0)
 
         await store.release("w1", [(held.task_id, held.lease_no)])
 
@@ -561,8 +571,7 @@ async def test_waking_a_waiting_worker_ends_its_wait_empty(
     url: str, prefix: str, raw: aioredis.Redis
 ) -> None:
     async with RedisStore(url, prefix=prefix) as store:
-        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1"), 30.0))
-        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+        waiter = await _wait_in_store(store, raw, claim_request("w1"), 30.0)
 
         await store.wake_waiting("w1")
 
@@ -668,8 +677,7 @@ async def test_a_granted_lease_is_short_until_its_worker_confirms_it(
     async with RedisStore(url, prefix=prefix) as store:
         d = await Driver.start(store)
         await d.start_run("r1")
-        waiter = asyncio.create_task(store.claim_or_wait(claim_request("w1", limit=1, lease_ms=60_000), 10.0))
-        await wait_for(lambda: _waiting(raw, store, "w1"), 5.0, 0.01, message="the standing claim")
+        waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1, lease_ms=60_000), 10.0)
         write = d.write("r1")
         write.enqueue.append(task("r1", "a"))
         granted_at = await store.now_ms()
