@@ -54,17 +54,20 @@ class StoreClient:
         self._store: Store | None = None
         self._bus: Bus | None = None
         self._stack: AsyncExitStack | None = None
+        self._inbox_hinted_by_store = False
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
         async with stack:
             self._store = await stack.enter_async_context(open_store(self.store_url))
             self._bus = await stack.enter_async_context(self._open_bus())
+            self._inbox_hinted_by_store = self._store.carry_hints(self._bus)
             self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack, self._store, self._bus = self._stack, None, None, None
+        self._inbox_hinted_by_store = False
         if stack is not None:
             await stack.aclose()
 
@@ -93,7 +96,12 @@ class StoreClient:
     async def _append(self, row: InboxRow) -> None:
         async with self.writer() as store:
             await store.append_inbox([row])
-        await self._hint({topic_inbox()})
+        await self.hint_inbox()
+
+    async def hint_inbox(self) -> None:
+        """Tell the engine nodes the inbox has new rows, unless the store's own write already did."""
+        if not self._inbox_hinted_by_store:
+            await self._hint({topic_inbox()})
 
     async def _hint(self, topics: set[str]) -> None:
         """Tell the engine nodes (or watchers) now; without it they find out on their next poll."""

@@ -25,7 +25,6 @@ from typing import Any
 
 from covey.bench.backends import Backend, fresh_namespace
 from covey.bench.config import BenchError
-from covey.bus.base import topic_inbox
 from covey.client import StoreClient
 from covey.engine.events import RunSubmitted, event_to_json
 from covey.runtime.shards import ENGINE_PREFIX
@@ -77,7 +76,7 @@ class SharedCovey:
         async with self.client.writer() as store:
             for start in range(0, len(rows), SUBMIT_CHUNK):
                 await store.append_inbox(rows[start : start + SUBMIT_CHUNK])
-        await self.client._hint({topic_inbox()})
+        await self.client.hint_inbox()
         return [row.run_id for row in rows]
 
     async def wait_all(
