@@ -16,7 +16,12 @@ import orjson
 from covey.errors import CoveyError
 from covey.spec.expr import Template, compile_template
 
-__all__ = ["reads_state", "render_input", "template_of"]
+__all__ = ["reads_input", "reads_state", "render_input", "template_of"]
+
+
+def reads_input(template: Template) -> bool:
+    """True when the mapping reads the run's input (``${input...}``)."""
+    return any("input" in expr.roots for expr in template.exprs)
 
 
 def reads_state(template: Template) -> bool:

@@ -27,7 +27,7 @@ import orjson
 from covey.engine.events import TimerFired, event_to_json
 from covey.errors import CoveyError
 from covey.store.base import ClaimRequest, InboxRow, Lease, WorkerInfo, shard_of
-from covey.store.inputs import reads_state, render_input, template_of
+from covey.store.inputs import reads_input, reads_state, render_input, template_of
 from covey.store.postgres.connection import NOW_MS, Conn
 from covey.store.postgres.reads import from_json, outputs_of
 
@@ -167,8 +167,7 @@ def template_reads(text: bytes) -> tuple[bool, list[str], bool]:
         return True, [], True
     if template.is_literal:
         return False, [], False
-    reads_input = any("input" in expr.roots for expr in template.exprs)
-    return reads_input, sorted(template.steps), reads_state(template)
+    return reads_input(template), sorted(template.steps), reads_state(template)
 
 
 async def claim(conn: Conn, request: ClaimRequest) -> list[Lease]:

@@ -14,7 +14,7 @@ import orjson
 from covey.errors import CoveyError
 from covey.state.model import run_namespace
 from covey.store.base import SHARDS, ClaimRequest, InboxRow, Lease, WorkerInfo
-from covey.store.inputs import reads_state, render_input, template_of
+from covey.store.inputs import reads_input, reads_state, render_input, template_of
 from covey.store.redis.reads import assemble_output, from_json, text
 from covey.store.redis.shared import Shared
 
@@ -365,7 +365,7 @@ class _InputResolver:
             if template.is_literal or row[12]:
                 continue
             run_id = text(row[1])
-            if any("input" in expr.roots for expr in template.exprs):
+            if reads_input(template):
                 inputs.add(run_id)
             outputs.update((run_id, step) for step in template.steps)
             if reads_state(template):
@@ -446,8 +446,7 @@ def lease_need(template_text: bytes) -> str:
     template = template_of(template_text)
     if reads_state(template):
         return ""
-    uses_input = any("input" in expr.roots for expr in template.exprs)
-    return orjson.dumps([1 if uses_input else 0, *sorted(template.steps)]).decode()
+    return orjson.dumps([1 if reads_input(template) else 0, *sorted(template.steps)]).decode()
 
 
 def _as_reply(value: Any) -> Any:

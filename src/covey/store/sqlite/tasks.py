@@ -11,7 +11,7 @@ from covey.engine.events import TimerFired, event_to_json
 from covey.errors import CoveyError
 from covey.state.model import run_namespace
 from covey.store.base import ClaimRequest, InboxRow, Lease, WorkerInfo, shard_of
-from covey.store.inputs import reads_state, render_input, template_of
+from covey.store.inputs import reads_input, reads_state, render_input, template_of
 from covey.store.sqlite.connection import from_json, qmarks
 from covey.store.sqlite.shared import Shared
 
@@ -307,8 +307,7 @@ class _InputResolver:
         item = from_json(item_text)
         if template.is_literal:
             return (template.source if template.source is not None else (item if index >= 0 else {})), None
-        reads_input = any("input" in expr.roots for expr in template.exprs)
-        if reads_input and run_id not in self.inputs:
+        if reads_input(template) and run_id not in self.inputs:
             row = self.core.db.execute("SELECT input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             self.inputs[run_id] = from_json(row[0]) if row else None
         missing = [s for s in template.steps if (run_id, s) not in self.outputs]
