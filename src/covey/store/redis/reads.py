@@ -11,7 +11,13 @@ from covey.state.model import StateChange, StateEntry
 from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo
 from covey.store.redis.connection import Connection
 
-__all__ = ["Reads", "from_json", "text"]
+__all__ = ["Reads", "from_json", "inbox_row", "text"]
+
+
+def inbox_row(fields: Sequence[Any]) -> InboxRow:
+    """An inbox row from what a script returns of it: seq, id, run id, event, output, state ops."""
+    seq, row_id, run_id, event, output, ops = fields
+    return InboxRow(text(row_id), text(run_id), orjson.loads(event), int(seq), output, from_json(ops))
 
 
 def from_json(body: bytes | None) -> Any:
@@ -181,10 +187,7 @@ class Reads(Connection):
             if not tags:
                 return []
         rows = await self.script("read_inbox", [str(after_seq), str(limit), *tags], idempotent=True)
-        return [
-            InboxRow(text(i), text(run), orjson.loads(ev), int(seq), out, from_json(ops))
-            for seq, i, run, ev, out, ops in rows
-        ]
+        return [inbox_row(row) for row in rows]
 
     async def shard_leases(self) -> dict[int, tuple[int, int]]:
         """shard -> (epoch, lease end in ms)."""

@@ -15,7 +15,7 @@ from covey.errors import CoveyError
 from covey.state.model import run_namespace
 from covey.store.base import SHARDS, ClaimRequest, InboxRow, Lease, WorkerInfo
 from covey.store.inputs import reads_input, reads_state, render_input, template_of
-from covey.store.redis.reads import assemble_output, from_json, text
+from covey.store.redis.reads import assemble_output, from_json, inbox_row, text
 from covey.store.redis.shared import Shared
 
 __all__ = ["FOREVER_MS", "MAX_STATE_KEYS", "Tasks", "lease_need"]
@@ -259,20 +259,7 @@ class Tasks(Shared):
         popped = await self.run(wait, idempotent=False)
         if not popped:
             return []
-        rows = []
-        for body in popped[1]:
-            seq, row_id, run_id, event, output, ops = orjson.loads(body)
-            rows.append(
-                InboxRow(
-                    row_id,
-                    run_id,
-                    orjson.loads(event),
-                    int(seq),
-                    output.encode() if output else None,
-                    orjson.loads(ops) if ops else None,
-                )
-            )
-        return rows
+        return [inbox_row(_as_reply(orjson.loads(body))) for body in popped[1]]
 
     async def stop_waiting_inbox(self, epoch: int) -> None:
         """Stop the pushes to ``epoch`` (its node stops): new rows are hinted and read again."""
@@ -450,7 +437,10 @@ def lease_need(template_text: bytes) -> str:
 
 
 def _as_reply(value: Any) -> Any:
-    """A grant's JSON as the scripts' replies come (text as bytes, false as None): one decoder serves both."""
+    """A pushed grant's or inbox row's JSON as the scripts' replies come (text as bytes, false as None).
+
+    Then one decoder serves what is pushed and what is returned.
+    """
     if isinstance(value, str):
         return value.encode()
     if isinstance(value, list):
