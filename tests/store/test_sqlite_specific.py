@@ -17,7 +17,7 @@ from covey.store.base import AGING_MS, WorkerInfo
 from covey.store.sqlite import SQLiteStore
 from covey.store.sqlite.core import SQLiteCore
 from covey.store.sqlite.schema import MIGRATIONS
-from covey.testing.conformance.driver import Driver, claim_request, task
+from covey.testing.conformance.driver import Driver, claim_request, task, wait_past
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,6 +108,30 @@ async def test_migration_creates_the_schema_once(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
         assert await store.begin_epoch() == 1
     assert _sql(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(len(MIGRATIONS)),)]
+
+
+async def test_an_older_schema_is_upgraded_with_its_tasks_still_claimable_and_expiring(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written by a covey that knew only the first four migrations: one ready task, one leased.
+    monkeypatch.setattr("covey.store.sqlite.connection.MIGRATIONS", MIGRATIONS[:4])
+    async with SQLiteStore(db_path) as old:
+        d = await Driver.start(old)
+        await d.start_run("r1", enqueue=[task("r1", "leased"), task("r1", "ready", target="other")])
+        (leased,) = await old.claim(claim_request(lease_ms=30))
+    assert _sql(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    monkeypatch.undo()
+
+    async with SQLiteStore(db_path) as store:
+        (ready,) = await store.claim(claim_request("w2", ["other"]))
+        await wait_past(store, leased.lease_until_ms)
+        assert await store.fire_due(10) == 1  # the old lease expires through the new index
+
+    assert ready.task_id == "r1/ready"
+    assert _sql(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(len(MIGRATIONS)),)]
+    indexes = {row[0] for row in _sql(db_path, "SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'")}
+    assert {"tasks_ready", "tasks_leased"} <= indexes
+    assert not {"tasks_to_claim", "tasks_by_lease"} & indexes
 
 
 @pytest.mark.parametrize("readonly", [False, True])

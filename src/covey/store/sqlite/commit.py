@@ -165,10 +165,20 @@ class Commit(Tasks):
                 if w.new
             ],
         )
+        # A run whose status stays is updated without naming the status: SQLite rewrites the
+        # entries of every index on an assigned column, and runs_by_status would cost a WAL page.
+        self._many(
+            "UPDATE runs SET seq = ?, updated_ms = ? WHERE run_id = ?",
+            [(w.new_seq, now, w.run_id) for w in writes if not _finishes(w)],
+        )
         self._many(
             "UPDATE runs SET seq = ?, updated_ms = ?, status = coalesce(?, status), output = coalesce(?, output),"
             " error = coalesce(?, error), finished_ms = coalesce(?, finished_ms) WHERE run_id = ?",
-            [(w.new_seq, now, w.status, w.output, w.error, w.finished_ms, w.run_id) for w in writes],
+            [
+                (w.new_seq, now, w.status, w.output, w.error, w.finished_ms, w.run_id)
+                for w in writes
+                if _finishes(w)
+            ],
         )
         self._many(
             "INSERT INTO events (run_id, seq, type, at_ms, body) VALUES (?, ?, ?, ?, ?)",
@@ -224,3 +234,10 @@ class Commit(Tasks):
             output = {"error": str(exc)}
         self.db.execute("UPDATE runs SET output = ? WHERE run_id = ?", (orjson.dumps(output), write.run_id))
         return output
+
+
+def _finishes(write: RunWrite) -> bool:
+    """Whether ``write`` sets the run's status or outcome (most writes only move its sequence)."""
+    return not (
+        write.status is None and write.output is None and write.error is None and write.finished_ms is None
+    )
