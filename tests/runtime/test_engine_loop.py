@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from covey.engine.events import SignalReceived, event_to_json
+from covey.engine.events import SignalReceived, TaskSucceeded, event_to_json
 from covey.errors import BackendError
 from covey.runtime.loop import PIPELINE_FROM, EngineLoop
 from covey.runtime.submit import prepare_submission
-from covey.store.base import CommitBatch, CommitResult, InboxRow
+from covey.store.base import ClaimRequest, CommitBatch, CommitResult, InboxRow
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 
@@ -32,9 +32,11 @@ class FailingCommitStore(SQLiteStore):
         self.gate: asyncio.Event | None = None
         self.fail = False
         self.commits_started = 0
+        self.claimers: list[list[str]] = []
 
     async def commit(self, batch: CommitBatch) -> CommitResult:
         self.commits_started += 1
+        self.claimers.append([claim.worker_id for claim in batch.claims])
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -114,3 +116,34 @@ async def test_an_inbox_row_handed_over_twice_or_after_its_commit_is_decided_onc
     await wait_for(lambda: store.get_run("r2"), 5.0, 0.01, message="the next run")
     history = await store.load_history("r1")
     assert [event["type"] for event in history].count("SignalReceived") == 1
+
+
+CHAIN = {"name": "chain", "steps": {"a": {"skill": "s"}, "b": {"skill": "s", "input": "${steps.a}"}}}
+
+
+def _claim(worker_id: str) -> ClaimRequest:
+    return ClaimRequest(worker_id, frozenset({"s"}), {}, 1, 30_000)
+
+
+async def test_a_claim_that_comes_with_a_report_takes_the_task_the_report_makes_ready(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    # A worker sends its next claim right after a report; read together, both join one batch,
+    # and the hand-off stays on the reporting worker. Another worker's parked claim is not woken.
+    loop, store = loop_and_store
+    await loop.submit(prepare_submission(CHAIN, None, run_id="r1"), 1_000)
+    (a,) = await loop.claim(_claim("reporter"))
+    commits = loop.commits
+    other = loop.claim_nowait(_claim("other"), wait_s=30.0)
+    await wait_for(lambda: loop.commits > commits, 5.0, 0.01, message="the other claim to park")
+
+    reported = loop.deliver_nowait(
+        TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output={"x": 1}, worker_id="reporter"
+    )
+    mine = loop.claim_nowait(_claim("reporter"), wait_s=30.0)
+
+    assert await reported is True
+    (b,) = await mine
+    assert (b.step, b.input) == ("b", {"x": 1})
+    assert store.claimers[-1] == ["reporter"]  # the parked claim was not woken for nothing
+    assert not other.done()

@@ -164,11 +164,20 @@ class EngineLoop:
 
     async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
         """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""
+        return await self.claim_nowait(request, wait_s=wait_s)
+
+    def claim_nowait(self, request: ClaimRequest, *, wait_s: float = 0.0) -> asyncio.Future[list[Lease]]:
+        """Queue a claim for the next batch now; the future resolves with its leases.
+
+        A claim that arrives with a report (a worker sends its next claim just
+        after its report) then joins the report's batch, and can take the task
+        the report makes ready.
+        """
         loop = asyncio.get_running_loop()
         pending = PendingClaim(request, loop.create_future(), loop.time() + wait_s if wait_s > 0 else 0.0)
         self._claims.append(pending)
         self._wake.set()
-        return await pending.future
+        return pending.future
 
     def set_shards(self, shards: Collection[int]) -> None:
         """Decide the runs of ``shards`` from now on, forgetting cached runs whose shard came or went.
@@ -383,8 +392,7 @@ class EngineLoop:
         for item in items:
             self._decide_item(item, prepared.writes, prepared.batch, prepared.answers)
         reporters = {item.worker_id for item in items if item.worker_id}
-        woken = self._parked_matching(prepared.writes, reporters)
-        prepared.woken_for = sum(pending.request.limit for pending in woken)
+        woken, prepared.woken_for = self._parked_matching(prepared.writes, reporters, claims)
         for pending in woken:
             claims.append(pending)
             prepared.batch.claims.append(pending.request)
@@ -473,35 +481,36 @@ class EngineLoop:
             event.task_id, event.lease_no, event.at_ms, project(item.output_value, paths), event.handoff
         )
 
-    def _parked_matching(self, writes: dict[str, RunDelta], reporters: set[str]) -> list[PendingClaim]:
+    def _parked_matching(
+        self, writes: dict[str, RunDelta], reporters: set[str], fresh: list[PendingClaim]
+    ) -> tuple[list[PendingClaim], int]:
         """Wake just enough parked claims to take the tasks this batch makes ready.
 
-        Claims of workers that reported in this batch go first: they are warm,
-        and a hand-off then stays on one worker. Waking every matching claim
-        would cost each an empty SELECT in the commit. If labels keep a woken
-        claim from taking a task, the next iteration wakes the rest.
+        The batch's fresh claims come first (a worker's claim read with its
+        report), then parked claims of workers that reported in this batch:
+        they are warm, and a hand-off then stays on one worker. Waking every
+        matching claim would cost each an empty SELECT in the commit. Returns
+        the claims to wake and how many ready tasks the batch's claims were
+        counted on to take; if labels keep them from some, :meth:`_grant`
+        wakes the rest.
         """
         ready: Counter[str] = Counter()
         for entry in writes.values():
             ready.update(task.target for task in entry.tasks.values() if task is not None)
-        if not self._parked or not ready:
-            return []
+        if not ready:
+            return [], 0
+        counted = sum(_take(ready, pending.request) for pending in fresh)
         chosen: list[PendingClaim] = []
         for pending in sorted(self._parked, key=lambda c: c.request.worker_id not in reporters):
-            wanted = [target for target in pending.request.targets if ready[target] > 0]
-            if not wanted:
-                continue
-            chosen.append(pending)
-            room = pending.request.limit
-            for target in wanted:
-                taken = min(ready[target], room)
-                ready[target] -= taken
-                room -= taken
             if not +ready:
                 break
+            taken = _take(ready, pending.request)
+            if taken:
+                chosen.append(pending)
+                counted += pending.request.limit
         woken = {id(pending) for pending in chosen}
         self._parked = [pending for pending in self._parked if id(pending) not in woken]
-        return chosen
+        return chosen, counted
 
     def _drop_cache(self, writes: dict[str, RunDelta]) -> None:
         for run_id in writes:
@@ -639,6 +648,16 @@ def _topics_of(writes: dict[str, RunDelta], leased: set[str], touched: set[str])
             if task is not None and task.task_id not in leased
         )
     return topics
+
+
+def _take(ready: Counter[str], request: ClaimRequest) -> int:
+    """Count ``request``'s free slots against the ``ready`` tasks of its targets; how many it would take."""
+    room = request.limit
+    for target in request.targets:
+        taken = min(ready[target], room)
+        ready[target] -= taken
+        room -= taken
+    return request.limit - room
 
 
 def _answer(future: asyncio.Future[Any] | None, value: Any) -> None:

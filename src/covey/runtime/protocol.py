@@ -9,6 +9,7 @@ flight on one connection (a long-poll claim beside a report). No pickle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from dataclasses import fields
 from typing import Any
@@ -18,7 +19,14 @@ import orjson
 from covey.errors import CoveyError, InputError
 from covey.store.base import Lease
 
-__all__ = ["MAX_FRAME", "encode_frame", "lease_from_json", "lease_to_json", "read_frame", "write_frame"]
+__all__ = [
+    "MAX_FRAME",
+    "FrameWriter",
+    "encode_frame",
+    "lease_from_json",
+    "lease_to_json",
+    "read_frame",
+]
 
 #: Largest frame accepted, in bytes (a claim of many leases with large inputs fits).
 MAX_FRAME = 256 * 1024 * 1024
@@ -47,9 +55,33 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    """Queue one frame on ``writer`` (the caller drains)."""
-    writer.write(encode_frame(message))
+class FrameWriter:
+    """One side's frames, written together once per turn of the event loop.
+
+    On the hand-off's path, frames travel in pairs. The runner answers a
+    report and hands the lease its commit granted in the same turn. The
+    worker sends a finished try's report and its next claim in the same turn.
+    One write carries both, so the peer wakes once and reads them together.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Queue a frame for this turn's write, then wait while the peer is slow to read (backpressure)."""
+        if self.writer.is_closing():
+            return
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(encode_frame(message))
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    def _flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if frames and not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
 
 
 _LEASE_FIELDS = tuple(f.name for f in fields(Lease))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
-from covey.runtime.protocol import encode_frame, lease_to_json, read_frame
+from covey.runtime.protocol import FrameWriter, lease_to_json, read_frame
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -42,36 +42,8 @@ async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(on_connect, path=str(path))
 
 
-class _Outbox:
-    """One connection's replies, written together once per turn of the event loop.
-
-    A commit answers a report and hands the next lease to a parked claim in
-    the same turn, often on the same connection: one write carries both, so
-    the worker wakes once, not twice, on the hand-off's path.
-    """
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self._frames: list[bytes] = []
-
-    async def send(self, reply: dict[str, Any]) -> None:
-        """Queue a reply for this turn's write, then wait while the peer is slow to read (backpressure)."""
-        if self.writer.is_closing():
-            return
-        if not self._frames:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._frames.append(encode_frame(reply))
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
-
-    def _flush(self) -> None:
-        frames, self._frames = self._frames, []
-        if frames and not self.writer.is_closing():
-            self.writer.write(b"".join(frames))
-
-
 async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    outbox = _Outbox(writer)
+    outbox = FrameWriter(writer)
     pending: set[asyncio.Task[None]] = set()
     runner.connections.add(writer)
     try:
@@ -83,8 +55,11 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
                 break
             if message is None:
                 break
-            if message.get("op") == "report":
+            op = message.get("op")
+            if op == "report":
                 task = _queue_report(runner, message, outbox)
+            elif op == "claim":
+                task = _queue_claim(runner, message, outbox)
             else:
                 task = asyncio.create_task(_answer(runner, message, outbox))
             pending.add(task)
@@ -98,40 +73,72 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
             await writer.wait_closed()
 
 
-async def _answer(runner: Runner, message: dict[str, Any], outbox: _Outbox) -> None:
-    request_id = message.get("id")
+async def _answer(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:
     handler = _HANDLERS.get(str(message.get("op")))
-    try:
+
+    async def handle() -> dict[str, Any]:
         if handler is None:
             raise ConfigError(f"unknown operation {message.get('op')!r}")
-        reply: dict[str, Any] = {"id": request_id, "ok": await handler(runner, message)}
-    except CoveyError as exc:
-        reply = {"id": request_id, "error": _error_json(exc)}
-    except Exception as exc:
-        log.exception("request %s failed", message.get("op"))
-        reply = {"id": request_id, "error": {"type": "CoveyError", "message": f"internal error: {exc}"}}
-    await outbox.send(reply)
+        return await handler(runner, message)
+
+    await _answer_when(message, outbox, handle(), lambda result: result)
 
 
-def _queue_report(runner: Runner, message: dict[str, Any], outbox: _Outbox) -> asyncio.Task[None]:
+def _queue_report(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> asyncio.Task[None]:
     """The hot path: queue a report's results for the engine loop's next batch now, answer once committed."""
     try:
         futures = queue_results(runner.engine, message["results"], runner.store.now_ms_nowait())
     except (KeyError, TypeError, ValueError) as exc:
-        error = {"type": "CoveyError", "message": f"malformed report: {exc!r}"}
-        return asyncio.create_task(outbox.send({"id": message.get("id"), "error": error}))
+        return _answer_malformed(message, outbox, exc)
+    # One result, the usual case, is awaited directly: its answer then goes out in the same
+    # turn as the lease the same commit granted (gather would add a turn).
+    done = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
+    return asyncio.create_task(_answer_when(message, outbox, done, lambda _: {}))
 
-    async def answer() -> None:
-        try:
-            # One result, the usual case, is awaited directly: its answer then goes out in the same
-            # turn as the lease the same commit granted (gather would add a turn).
-            await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
-            reply: dict[str, Any] = {"id": message.get("id"), "ok": {}}
-        except CoveyError as exc:
-            reply = {"id": message.get("id"), "error": _error_json(exc)}
-        await outbox.send(reply)
 
-    return asyncio.create_task(answer())
+def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> asyncio.Task[None]:
+    """Queue a claim for the engine loop's next batch now, answer with its leases.
+
+    A worker sends its next claim right after a report: read together, both
+    join one batch, and the claim can take the task the report makes ready
+    (the hand-off then stays on the worker that is already awake).
+    """
+    try:
+        request = ClaimRequest(
+            str(message["worker_id"]),
+            frozenset(message["targets"]),
+            dict(message.get("labels") or {}),
+            int(message["limit"]),
+            runner.lease_ms,
+        )
+        leases = runner.engine.claim_nowait(request, wait_s=float(message.get("wait_s", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        return _answer_malformed(message, outbox, exc)
+    return asyncio.create_task(
+        _answer_when(message, outbox, leases, lambda got: {"leases": [lease_to_json(lease) for lease in got]})
+    )
+
+
+def _answer_malformed(message: dict[str, Any], outbox: FrameWriter, exc: Exception) -> asyncio.Task[None]:
+    error = {"type": "CoveyError", "message": f"malformed {message.get('op')}: {exc!r}"}
+    return asyncio.create_task(outbox.send({"id": message.get("id"), "error": error}))
+
+
+async def _answer_when(
+    message: dict[str, Any], outbox: FrameWriter, done: Awaitable[Any], ok: Callable[[Any], dict[str, Any]]
+) -> None:
+    """Answer ``message`` once ``done`` resolves: ``ok(result)``, or the error that failed it."""
+    try:
+        reply: dict[str, Any] = {"id": message.get("id"), "ok": ok(await done)}
+    except CoveyError as exc:
+        reply = {"id": message.get("id"), "error": _error_json(exc)}
+    except Exception as exc:
+        log.exception("%s failed", message.get("op"))
+        reply = {
+            "id": message.get("id"),
+            "error": {"type": "CoveyError", "message": f"internal error: {exc}"},
+        }
+    await outbox.send(reply)
 
 
 def _error_json(exc: CoveyError) -> dict[str, Any]:
@@ -146,18 +153,6 @@ async def _hello(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     if message.get("protocol") != PROTOCOL_VERSION:
         raise ConfigError(f"worker protocol {message.get('protocol')} is not the runner's {PROTOCOL_VERSION}")
     return {"protocol": PROTOCOL_VERSION, "epoch": runner.engine.epoch, "lease_ms": runner.lease_ms}
-
-
-async def _claim(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
-    request = ClaimRequest(
-        str(message["worker_id"]),
-        frozenset(message["targets"]),
-        dict(message.get("labels") or {}),
-        int(message["limit"]),
-        runner.lease_ms,
-    )
-    leases = await runner.engine.claim(request, wait_s=float(message.get("wait_s", 0)))
-    return {"leases": [lease_to_json(lease) for lease in leases]}
 
 
 async def _heartbeat(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +286,6 @@ async def _wait(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
 
 _HANDLERS: dict[str, Handler] = {
     "hello": _hello,
-    "claim": _claim,
     "heartbeat": _heartbeat,
     "release": _release,
     "unpark": _unpark,

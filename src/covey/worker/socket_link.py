@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
-from covey.runtime.protocol import lease_from_json, read_frame, write_frame
+from covey.runtime.protocol import FrameWriter, lease_from_json, read_frame
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION
@@ -34,6 +34,7 @@ class SocketLink:
         self.path = Path(path)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._frames: FrameWriter | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -42,6 +43,7 @@ class SocketLink:
     async def __aenter__(self) -> Self:
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+            self._frames = FrameWriter(self._writer)
         except OSError as exc:
             raise BackendUnavailable(f"cannot reach the covey runner at {self.path}: {exc}") from None
         self._listener = asyncio.create_task(self._listen())
@@ -82,14 +84,13 @@ class SocketLink:
 
     async def call(self, op: str, **fields: Any) -> Any:
         """Send one request and wait for its answer; covey errors are re-raised as themselves."""
-        if self._writer is None or self._listener is None or self._listener.done():
+        if self._frames is None or self._listener is None or self._listener.done():
             raise BackendUnavailable(f"not connected to the covey runner at {self.path}")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        write_frame(self._writer, {"id": request_id, "op": op, **fields})
         try:
-            await self._writer.drain()
+            await self._frames.send({"id": request_id, "op": op, **fields})
             reply = await future
         finally:
             self._waiting.pop(request_id, None)  # answered, or abandoned by a cancelled caller
