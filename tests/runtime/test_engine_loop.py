@@ -8,7 +8,7 @@ left behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ class FailingCommitStore(SQLiteStore):
         self.fail = False
         self.commits_started = 0
         self.claimers: list[list[str]] = []
+        self.inbox_reads: list[int] = []
 
     async def commit(self, batch: CommitBatch) -> CommitResult:
         self.commits_started += 1
@@ -42,6 +43,12 @@ class FailingCommitStore(SQLiteStore):
         if self.fail:
             raise BackendError("disk on fire (on purpose)")
         return await super().commit(batch)
+
+    async def read_inbox(
+        self, after_seq: int, limit: int, shards: Collection[int] | None = None
+    ) -> list[InboxRow]:
+        self.inbox_reads.append(after_seq)
+        return await super().read_inbox(after_seq, limit, shards)
 
 
 @pytest.fixture
@@ -116,6 +123,43 @@ async def test_an_inbox_row_handed_over_twice_or_after_its_commit_is_decided_onc
     await wait_for(lambda: store.get_run("r2"), 5.0, 0.01, message="the next run")
     history = await store.load_history("r1")
     assert [event["type"] for event in history].count("SignalReceived") == 1
+
+
+async def test_the_inbox_is_read_on_from_the_last_row_read_and_from_the_start_after_a_failed_commit(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    # SQLite assigns inbox seqs as rows commit: a read may go on from the last row read instead of
+    # reading (and skipping) every unconsumed row again. A failed commit leaves its rows behind.
+    loop, store = loop_and_store
+    await _submit(loop, "r1")
+    await wait_for(lambda: store.get_run("r1"), 5.0, 0.01, message="the run")
+
+    async def signal(n: int) -> int:
+        await store.append_inbox(
+            [InboxRow(f"sig-{n}", "r1", event_to_json(SignalReceived(f"s{n}", "go", n, 0)))]
+        )
+        (row,) = await SQLiteStore.read_inbox(store, 0, 10)  # not recorded: only the loop's reads are
+        loop.poke_inbox()
+        return row.seq
+
+    async def consumed() -> bool:
+        return not await SQLiteStore.read_inbox(store, 0, 10)
+
+    first = await signal(1)
+    await wait_for(consumed, 5.0, 0.01, message="the first row to be consumed")
+    await signal(2)
+    await wait_for(consumed, 5.0, 0.01, message="the second row to be consumed")
+    assert store.inbox_reads[-1] == first
+
+    store.fail = True
+    commits = store.commits_started
+    await signal(3)
+    await wait_for(lambda: store.commits_started > commits, message="the failing commit")
+    store.fail = False
+    await wait_for(consumed, 5.0, 0.01, message="the third row, read again and consumed")
+    assert store.inbox_reads[-1] == 0
+    history = await store.load_history("r1")
+    assert [e["signal_id"] for e in history if e["type"] == "SignalReceived"] == ["s1", "s2", "s3"]
 
 
 CHAIN = {"name": "chain", "steps": {"a": {"skill": "s"}, "b": {"skill": "s", "input": "${steps.a}"}}}

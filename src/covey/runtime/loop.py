@@ -77,6 +77,11 @@ INBOX_BATCH = 2_000
 PIPELINE_FROM = 8
 #: Consumed inbox rows remembered, so a late copy of one is not decided again (handed-over rows arrive within ms).
 CONSUMED_KEPT = 100_000
+#: After a failed commit the next batch waits this long, doubling per failure in a row up to
+#: RETRY_MAX_S: the failed batch's rows are read again at once otherwise, and a store that keeps
+#: failing would be retried in a hot loop.
+RETRY_MIN_S = 0.01
+RETRY_MAX_S = 1.0
 #: Finished runs kept in the cache (for late reports, repeated submits).
 FINISHED_CACHE = 2_000
 
@@ -110,6 +115,8 @@ class EngineLoop:
         self._read_inbox = True
         self._inbox_pending: set[int] = set()
         """Inbox rows read and not yet consumed by a commit: skipped when the inbox is read again."""
+        self._inbox_cursor = 0
+        """On a store whose inbox seqs commit in order, the last row read: the next read starts after it."""
         self._consumed: set[int] = set()
         self._consumed_order: deque[int] = deque()
         """Inbox rows this loop's recent commits consumed: a copy handed over late (``offer_inbox``) is dropped."""
@@ -123,6 +130,7 @@ class EngineLoop:
         """The store publishes a batch's hints as part of its commit (``Store.carry_hints``): skip on_hints."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
+        self._failed_in_a_row = 0
         self.stopped = False
 
     # -- inputs ------------------------------------------------------------------------
@@ -193,7 +201,7 @@ class EngineLoop:
                 del self.runs[run_id]
                 self._finished.discard(run_id)
         self.shards = new
-        self._read_inbox = True
+        self._reread_inbox()
         self._wake.set()
 
     def owns(self, run_id: str) -> bool:
@@ -275,6 +283,8 @@ class EngineLoop:
                 self._wake.clear()
                 if not await wait_event(self._wake, timeout):
                     continue
+            if self._failed_in_a_row:
+                await asyncio.sleep(min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (self._failed_in_a_row - 1)))
             await self.iterate()
 
     async def iterate(self) -> None:
@@ -330,7 +340,7 @@ class EngineLoop:
             self.runs.pop(item.run_id, None)
             if item.seq:
                 self._inbox_pending.discard(item.seq)
-                self._read_inbox = True  # its row is still in the inbox: read it again
+                self._reread_inbox()  # its row is still in the inbox: read it again
             _fail(item.future, exc)
         for pending in claims:
             _fail(pending.future, exc)
@@ -338,17 +348,24 @@ class EngineLoop:
     async def _from_store_inbox(self) -> list[Input]:
         """Inbox rows not yet being decided, oldest first.
 
-        Rows are read from the start every time, skipping those already in a
-        batch: on PostgreSQL row numbers are not committed in order, so a
-        cursor could step over a row that commits late.
+        Where a row's seq is assigned as it commits (SQLite, Redis), a read
+        starts after the last row read: no row can commit below it later. On
+        PostgreSQL sequence values are not committed in order, so a cursor
+        could step over a row that commits late: rows are read from the start
+        every time, skipping those already in a batch.
         """
         if self.shards is not None and not self.shards:
             return []
-        limit = self.inbox_batch + len(self._inbox_pending)
+        ordered = self.store.inbox_in_seq_order
+        limit = self.inbox_batch + (0 if ordered else len(self._inbox_pending))
         every = self.shards is not None and len(self.shards) == SHARDS  # no filter is cheaper than all 256
-        rows = await self.store.read_inbox(0, limit, None if every else self.shards)
+        rows = await self.store.read_inbox(
+            self._inbox_cursor if ordered else 0, limit, None if every else self.shards
+        )
         if len(rows) == limit:
             self._read_inbox = True
+        if ordered and rows:
+            self._inbox_cursor = max(self._inbox_cursor, rows[-1].seq)
         items = []
         for row in rows:
             # Consumed ones too: a read that raced a commit may return rows the commit then consumed.
@@ -357,6 +374,11 @@ class EngineLoop:
             self._inbox_pending.add(row.seq)
             items.append(self._inbox_input(row))
         return items
+
+    def _reread_inbox(self) -> None:
+        """Read the inbox from its start next time: a row read before is back (abandoned), or shards moved."""
+        self._inbox_cursor = 0
+        self._read_inbox = True
 
     @staticmethod
     def _inbox_input(row: InboxRow) -> Input:
@@ -408,9 +430,11 @@ class EngineLoop:
             result = await self.store.commit(prepared.batch)
         except Exception as exc:
             log.exception("commit failed; discarding the cached state of its runs")
+            self._failed_in_a_row += 1
             self._drop_cache(prepared.writes)
             self._abandon(prepared.items, prepared.claims, exc)
             return False
+        self._failed_in_a_row = 0
         self.commits += 1
         if self._inbox_pending:
             consumed = list(prepared.batch.consumed)

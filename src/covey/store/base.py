@@ -248,6 +248,10 @@ class WorkerInfo:
 class Store(Protocol):
     """The durable source of truth; see the module docstring for the semantics."""
 
+    inbox_in_seq_order: bool
+    """Whether an inbox row's seq is assigned as the row commits (one writer; a script), so no row
+    can later appear below one already read: a reader may then go on from the last seq it read."""
+
     async def now_ms(self) -> int:
         """The store's clock, in milliseconds since the epoch."""
         ...

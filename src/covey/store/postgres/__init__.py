@@ -54,6 +54,8 @@ class PostgresStore:
         pool_size: connections kept at most; one call holds one for its duration.
     """
 
+    inbox_in_seq_order = False  # sequence values commit out of order
+
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self._db = Database(url, schema=schema, pool_size=pool_size)
         self._specs: dict[str, bytes] = {}

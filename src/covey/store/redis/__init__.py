@@ -45,6 +45,8 @@ class RedisStore(Commit):
         BackendUnavailable: the server cannot be reached.
     """
 
+    inbox_in_seq_order = True  # the append script INCRs the seq
+
     def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
         super().__init__(url, prefix=prefix, check_eviction=check_eviction)
         self._specs = {}

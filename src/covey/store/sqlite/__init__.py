@@ -50,6 +50,8 @@ class SQLiteStore:
         readonly: open for reading only (inspection while a runner writes).
     """
 
+    inbox_in_seq_order = True  # one writer assigns inbox seqs
+
     def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         self.durable = durable
