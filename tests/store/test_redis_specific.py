@@ -8,10 +8,12 @@ parametrized ``store`` fixture, which may be another backend), on the server
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -633,18 +635,16 @@ async def test_a_node_waiting_for_rows_gets_them_with_the_wake_up_and_no_hint_go
         armed = store.keys.global_key(f"inwait:{epoch}")
         await wait_for(lambda: raw.exists(armed), 5.0, 0.01, message="the node to wait")
 
-        await store.append_inbox(
-            [inbox_row("s1", "r1", SignalReceived("s1", "go", {"k": 1}, 0), output=None)]
-        )
+        ops = [StateOp("put", "run:r1", "k", [1, "two"]).to_json()]
+        signal = inbox_row("s1", "r1", SignalReceived("s1", "go", {"k": 1}, 0), output={"text": "é"})
+        row = dataclasses.replace(signal, state_ops=ops)
+        await store.append_inbox([row])
         (pushed,) = await asyncio.wait_for(waiter, 5.0)
 
         (stored,) = await store.read_inbox(0, 10)
-        assert (pushed.id, pushed.run_id, pushed.seq, pushed.event) == (
-            stored.id,
-            stored.run_id,
-            stored.seq,
-            stored.event,
-        )
+        assert pushed == stored  # the copy decodes to the row as read: event, output and state writes
+        assert orjson.loads(pushed.output or b"") == {"text": "é"}
+        assert pushed.state_ops == ops
         await bus.publish(["ready:marker"])  # after the append: a hint of the append would come first
         assert await _hints(subscription) == {"ready:marker"}
         await subscription.close()

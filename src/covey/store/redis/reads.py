@@ -15,9 +15,14 @@ __all__ = ["Reads", "from_json", "inbox_row", "text"]
 
 
 def inbox_row(fields: Sequence[Any]) -> InboxRow:
-    """An inbox row from what a script returns of it: seq, id, run id, event, output, state ops."""
+    """An inbox row from what a script returns of it, or pushes of it as JSON: seq, id, run id, event,
+    output, state ops (text as bytes or str; a missing value as None, or false in JSON)."""
     seq, row_id, run_id, event, output, ops = fields
-    return InboxRow(text(row_id), text(run_id), orjson.loads(event), int(seq), output, from_json(ops))
+    if isinstance(output, str):
+        output = output.encode()
+    return InboxRow(
+        text(row_id), text(run_id), orjson.loads(event), int(seq), output or None, from_json(ops or None)
+    )
 
 
 def from_json(body: bytes | None) -> Any:

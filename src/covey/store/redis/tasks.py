@@ -259,7 +259,7 @@ class Tasks(Shared):
         popped = await self.run(wait, idempotent=False)
         if not popped:
             return []
-        return [inbox_row(_as_reply(orjson.loads(body))) for body in popped[1]]
+        return [inbox_row(orjson.loads(body)) for body in popped[1]]
 
     async def stop_waiting_inbox(self, epoch: int) -> None:
         """Stop the pushes to ``epoch`` (its node stops): new rows are hinted and read again."""
@@ -437,7 +437,7 @@ def lease_need(template_text: bytes) -> str:
 
 
 def _as_reply(value: Any) -> Any:
-    """A pushed grant's or inbox row's JSON as the scripts' replies come (text as bytes, false as None).
+    """A pushed grant's JSON as the scripts' replies come (text as bytes, false as None).
 
     Then one decoder serves what is pushed and what is returned.
     """
