@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from covey.bus.base import RESYNC, Subscription
 from covey.bus.memory import MemoryBus
 from covey.bus.redis import RedisBus
-from covey.engine.events import SignalReceived
+from covey.engine.events import RunFinished, SignalReceived
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
 from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, Lease, shard_of
@@ -618,6 +618,39 @@ async def test_a_stopping_worker_gives_back_what_its_standing_claim_was_granted(
         assert not await _waiting(raw, store, "w1")
         (lease,) = await store.claim(claim_request("w2"))
         assert (lease.task_id, lease.lease_no) == ("r1/b", 2)
+
+
+class SnapshotCountingStore(RedisStore):
+    """The Redis store, counting the snapshots its commits read (the round trip a commit may need)."""
+
+    snapshots = 0
+
+    async def snapshot(self, **kwargs: Any) -> Any:
+        self.snapshots += 1
+        return await super().snapshot(**kwargs)
+
+
+async def test_a_run_finished_by_its_last_step_renders_its_output_without_a_read(
+    url: str, prefix: str
+) -> None:
+    async with SnapshotCountingStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", {"q": 1}, outputs=[("a", -1, "earlier")])
+
+        async def finish(template: dict[str, str]) -> Any:
+            write = d.write("r1", RunFinished("succeeded", 9))
+            write.outputs.append(("b", -1, b'"last"'))
+            write.output_template = orjson.dumps(template)
+            await d.commit(write)
+            info = await store.get_run("r1")
+            assert info is not None
+            return info.output
+
+        assert await finish({"b": "${steps.b}"}) == {"b": "last"}
+        assert store.snapshots == 0
+        # A mapping that names an output written before, or the stored input, reads them first.
+        assert await finish({"a": "${steps.a}", "q": "${input.q}"}) == {"a": "earlier", "q": 1}
+        assert store.snapshots == 1
 
 
 # -- inbox rows handed to the engine node that holds their shard ------------------------

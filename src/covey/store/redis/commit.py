@@ -24,7 +24,7 @@ import orjson
 from covey.engine.commands import EnqueueTask
 from covey.errors import Conflict, CoveyError, VersionConflict
 from covey.store.base import CommitBatch, CommitResult, RunWrite, shard_of
-from covey.store.inputs import render_input, template_of
+from covey.store.inputs import reads_input, render_input, template_of
 from covey.store.redis.keys import label_set
 from covey.store.redis.plan import Blobs, Planner
 from covey.store.redis.reads import assemble_output, from_json, text
@@ -99,13 +99,20 @@ class Commit(Tasks):
                     return None
                 payload["ops"] = ops
             if write.output_template is not None:
-                if snap is None:
-                    return None
-                steps = sorted(template_of(write.output_template).steps)
-                stored = {step: next(outputs) for step in steps}
                 payload["tpl"] = True
-                if expected:
-                    note.output, note.rendered = self._render(write, snap.runs[index][1], stored), True
+                if snap is not None:
+                    steps = sorted(template_of(write.output_template).steps)
+                    stored = {step: next(outputs) for step in steps}
+                    if expected:
+                        note.output, note.rendered = self._render(write, snap.runs[index][1], stored), True
+                elif _renders_alone(write):
+                    # From this commit's own outputs; unused if the run's sequence check fails.
+                    steps = sorted(template_of(write.output_template).steps)
+                    alone: dict[str, dict[bytes, bytes]] = {step: {} for step in steps}
+                    note.output, note.rendered = self._render(write, None, alone), True
+                else:
+                    return None
+                if note.rendered:
                     payload["rout"] = blobs.add(orjson.dumps(note.output))
             runs.append(payload)
             notes.append(note)
@@ -260,3 +267,20 @@ class Commit(Tasks):
             # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
             result.leases.setdefault(request.worker_id, []).extend(leases)
         return result
+
+
+def _renders_alone(write: RunWrite) -> bool:
+    """Whether a finishing run's output renders from this commit alone, with no read of the store.
+
+    So it does when its mapping reads no stored input and every step it names
+    is a single step (not a map) whose output this commit writes: the usual
+    end of a run, whose last steps finish in the commit that finishes it.
+    """
+    assert write.output_template is not None
+    template = template_of(write.output_template)
+    if reads_input(template) and write.new is None:
+        return False
+    written: dict[str, set[int]] = {}
+    for step, index, _ in write.outputs:
+        written.setdefault(step, set()).add(index)
+    return all(written.get(step) == {-1} for step in template.steps)

@@ -201,6 +201,34 @@ class TestCommit:
         assert [r.run_id for r in await store.list_runs(status="succeeded")] == ["r1"]
         assert await store.list_runs(status="running") == []
 
+    async def test_finishing_a_run_with_its_last_step_renders_its_output_and_only_if_it_commits(
+        self, store: Store
+    ) -> None:
+        # The usual end of a run: the commit that finishes it also writes the output its mapping names.
+        d = await Driver.start(store)
+        await d.start_run("r1", {"q": 1})
+
+        def finish() -> RunWrite:
+            write = d.write("r1", RunFinished("succeeded", 9))
+            write.outputs.append(("b", -1, b'{"k": [1, 2]}'))
+            write.status, write.finished_ms = "succeeded", 9
+            write.output_template = orjson.dumps({"b": "${steps.b.k}", "n": "${length(steps.b.k)}"})
+            return write
+
+        stale = finish()
+        stale.expected_seq -= 1  # decided on an old state: its sequence check fails
+        assert (await d.commit(stale)).conflicts == {"r1"}
+        info = await store.get_run("r1")
+        assert info is not None
+        assert (info.status, info.output) == ("running", None)
+
+        result = await d.commit(finish())
+
+        assert result.conflicts == set()
+        info = await store.get_run("r1")
+        assert info is not None
+        assert (info.status, info.output) == ("succeeded", {"b": [1, 2], "n": 2})
+
     async def test_an_output_mapping_that_fails_records_the_error_as_output(self, store: Store) -> None:
         d = await Driver.start(store)
         await d.start_run("r1", {"q": "text"})
