@@ -10,7 +10,9 @@ special: kill one and the others take its shards when their leases end.
 It wakes on the bus's ``inbox`` hint, and also polls the inbox, backing off to
 :data:`POLL_MAX_S` when idle, so a lost hint delays work but never loses it
 (invariant 1). A store that hands new rows to their shard's node
-(:class:`~covey.store.base.PushesInbox`, Redis) saves it the hint and the read.
+(:class:`~covey.store.base.PushesInbox`, Redis) saves it the hint and the read;
+the node then polls at :data:`POLL_MAX_S` only, since a poll that comes while
+rows are on their way reads them a second time.
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ class EngineNode:
             async with asyncio.TaskGroup() as group:
                 for part in parts:
                     group.create_task(part.run())
-                group.create_task(self._wake_on_inbox(subscription, loop))
+                pushes = isinstance(self.store, PushesInbox)
+                group.create_task(
+                    self._wake_on_inbox(subscription, loop, POLL_MAX_S if pushes else POLL_MIN_S)
+                )
                 if isinstance(self.store, PushesInbox):
                     group.create_task(self._take_pushed(self.store, loop))
                 try:
@@ -110,13 +115,13 @@ class EngineNode:
                 loop.offer_inbox(rows)
 
     @staticmethod
-    async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop) -> None:
-        """Read the inbox on every hint, and on a backing-off poll when none comes."""
-        wait_s = POLL_MIN_S
+    async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop, first_poll_s: float) -> None:
+        """Read the inbox on every hint, and on a poll when none comes, backing off from ``first_poll_s``."""
+        wait_s = first_poll_s
         while not loop.stopped:
             started = asyncio.get_running_loop().time()
             topics = await subscription.wait(wait_s)
             loop.poke_inbox()
             if not topics and asyncio.get_running_loop().time() - started < wait_s / 2:
                 await asyncio.sleep(wait_s)  # a closed subscription answers at once: poll instead
-            wait_s = POLL_MIN_S if topics and topics != {RESYNC} else min(POLL_MAX_S, wait_s * 2)
+            wait_s = first_poll_s if topics and topics != {RESYNC} else min(POLL_MAX_S, wait_s * 2)
