@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from covey.bus.base import RESYNC, Subscription
 from covey.bus.memory import MemoryBus
 from covey.bus.redis import RedisBus
-from covey.engine.events import RunFinished, SignalReceived
+from covey.engine.events import RunFinished, SignalReceived, TaskSucceeded, event_to_json
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, Lease, shard_of
+from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, InboxRow, Lease, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
@@ -701,6 +701,41 @@ async def test_rows_no_waiting_node_holds_are_hinted_not_pushed(
         await store.stop_waiting_inbox(idle)
         assert not await raw.exists(store.keys.global_key(f"inwait:{idle}"))
         await subscription.close()
+
+
+class CallRecordingStore(RedisStore):
+    """The Redis store, recording the scripts it runs (to see which follow-ups a grant makes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scripts_run: list[str] = []
+
+    async def script(self, name: str, args: Any, *, idempotent: bool = False) -> Any:
+        self.scripts_run.append(name)
+        return await super().script(name, args, idempotent=idempotent)
+
+
+async def test_a_grant_reported_before_its_follow_up_is_not_confirmed(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # A short task reports before the grant's follow-up: its report is in the inbox, so the
+    # heartbeat that would confirm its lease is one script call for nothing.
+    async with CallRecordingStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
+        write = d.write("r1")
+        write.enqueue.append(task("r1", "a"))
+        await d.commit(write)
+        (lease,) = await asyncio.wait_for(waiter, 5.0)
+
+        report = TaskSucceeded(lease.task_id, lease.lease_no, 0)
+        await store.append_inbox(
+            [InboxRow(f"report:{lease.task_id}:1", "r1", event_to_json(report), output=b"1")]
+        )
+
+        await wait_for(lambda: "unwait" in store.scripts_run, 5.0, 0.01, message="the grant's follow-up")
+        assert "heartbeat" not in store.scripts_run
 
 
 async def test_a_granted_lease_is_short_until_its_worker_confirms_it(

@@ -31,14 +31,19 @@ INWAIT_GRACE_S = 2.0
 #: How long a standing claim stands (it is withdrawn as soon as its worker stops waiting), in seconds.
 STANDING_S = 1.0
 #: A grant's follow-up (confirming its lease, dropping a used-up claim's entries) runs this long after it,
-#: off the hand-off, in seconds. A granted lease lasts 3 s until confirmed (GRANT_LEASE_MS in common.lua).
-FOLLOW_UP_AFTER_S = 0.005
+#: off the hand-off, in seconds. A granted lease lasts 3 s until confirmed (GRANT_LEASE_MS in common.lua),
+#: so this is soon enough, and late enough that a short task has reported by then and needs no confirming.
+FOLLOW_UP_AFTER_S = 0.1
 #: What :meth:`Tasks.wake_waiting` pushes on a grant list to end a wait.
 STOP_MARK = b"stop"
 #: How long a stop mark no wait took stays, in ms.
 STOP_MARK_TTL_MS = 60_000
 #: Keys of a run's namespace an input mapping can see (``${state...}``): the first ones in key order.
 MAX_STATE_KEYS = 10_000
+
+
+#: The inbox events that report a try (a granted lease reported on needs no confirming).
+_REPORTS = frozenset({"TaskSucceeded", "TaskFailed"})
 
 
 class Tasks(Shared):
@@ -49,6 +54,8 @@ class Tasks(Shared):
         self._background: set[asyncio.Future[Any]] = set()
         self._standing: dict[str, _Standing] = {}
         """Worker id -> its standing claim, if it has one."""
+        self._unconfirmed: set[tuple[str, int]] = set()
+        """Granted leases whose follow-up has not run and whose report this store has not appended."""
 
     async def close(self) -> None:
         """Let background withdrawals finish (briefly), then close every connection."""
@@ -114,6 +121,7 @@ class Tasks(Shared):
                     del self._standing[worker]
                     used_up = True
             leases = await self._granted(grants)
+            self._unconfirmed.update((lease.task_id, lease.lease_no) for lease in leases)
             loop.call_later(FOLLOW_UP_AFTER_S, self._follow_up, request, standing, leases, used_up)
             return leases
 
@@ -125,8 +133,14 @@ class Tasks(Shared):
     async def _after_grant(
         self, request: ClaimRequest, standing: _Standing, leases: list[Lease], *, withdraw: bool
     ) -> None:
-        """Off the hand-off: confirm granted leases (to full length), and drop a used-up claim's entries."""
-        held = [(lease.task_id, lease.lease_no) for lease in leases]
+        """Off the hand-off: confirm granted leases (to full length), and drop a used-up claim's entries.
+
+        A lease whose report was appended meanwhile needs no confirming: the report is in the inbox,
+        and is decided before any expiry of the lease appended after it.
+        """
+        granted = [(lease.task_id, lease.lease_no) for lease in leases]
+        held = [pair for pair in granted if pair in self._unconfirmed]
+        self._unconfirmed.difference_update(granted)
         if held:
             await self.heartbeat(request.worker_id, held, request.lease_ms)
         if withdraw:
@@ -236,6 +250,10 @@ class Tasks(Shared):
                 ops,
             ]
         await self.script("append_inbox", args, idempotent=True)
+        if self._unconfirmed:
+            for row in rows:
+                if row.event.get("type") in _REPORTS:
+                    self._unconfirmed.discard((row.event.get("task_id"), row.event.get("lease_no")))
 
     async def wait_inbox(self, epoch: int, wait_s: float) -> list[InboxRow]:
         """Rows of ``epoch``'s shards appended from now on, handed over as they come, up to ``wait_s``.
