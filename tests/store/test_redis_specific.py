@@ -508,9 +508,7 @@ async def test_a_standing_claim_stands_for_each_free_slot_taking_turns_with_the_
         for worker, slots in (("w1", 2), ("w2", 1)):  # w1 has two free slots, w2 one; w1 waited longest
             waiters.append(await _wait_in_store(store, raw, claim_request(worker, limit=slots), 10.0))
 
-        write = d.write("r1")
-        write.enqueue += [task("r1", "m", i) for i in range(4)]
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "m", i) for i in range(4)])
 
         got = await asyncio.wait_for(asyncio.gather(*waiters), 5.0)
         assert sum(map(len, got)) == 3
@@ -528,9 +526,7 @@ async def test_a_standing_claim_whose_labels_do_not_fit_is_passed_over(
         await d.start_run("r1")
         waiter = await _wait_in_store(store, raw, claim_request("plain", ["next"]), 10.0)
 
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "b", target="next", labels={"gpu": "yes"}))
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "b", target="next", labels={"gpu": "yes"})])
 
         assert [t.status for t in await store.list_tasks("r1")] == ["ready"]
         await store.wake_waiting("plain")
@@ -545,9 +541,7 @@ async def test_a_wait_that_ended_leaves_no_claim_behind(url: str, prefix: str, r
         await d.start_run("r1")
 
         assert await store.claim_or_wait(claim_request("w1", ["next", "other"]), 0.05) == []
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "b", target="next"))
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "b", target="next")])
 
         assert [t.status for t in await store.list_tasks("r1")] == ["ready"]
         assert not await _waiting(raw, store, "w1")
@@ -591,9 +585,7 @@ async def test_a_claim_that_came_back_short_stands_until_the_next_call_waits(
         (first,) = await store.claim_or_wait(claim_request("w1", limit=2), 5.0)
         assert first.task_id == "r1/a"
         assert await _waiting(raw, store, "w1")  # one slot left: a claim stands for it already
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "b"))
-        await d.commit(write)  # granted now, before the worker asks again
+        await d.update("r1", enqueue=[task("r1", "b")])  # granted now, before the worker asks again
 
         (second,) = await asyncio.wait_for(store.claim_or_wait(claim_request("w1", limit=1), 5.0), 5.0)
         assert second.task_id == "r1/b"
@@ -606,9 +598,7 @@ async def test_a_stopping_worker_gives_back_what_its_standing_claim_was_granted(
         d = await Driver.start(store)
         await d.start_run("r1", enqueue=[task("r1", "a")])
         await store.claim_or_wait(claim_request("w1", limit=2), 5.0)
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "b"))
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "b")])
         assert {t.task_id: t.status for t in await store.list_tasks("r1")}["r1/b"] == "leased"
 
         await store.wake_waiting("w1")
@@ -724,9 +714,7 @@ async def test_a_grant_reported_before_its_follow_up_is_not_confirmed(
         d = await Driver.start(store)
         await d.start_run("r1")
         waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "a"))
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "a")])
         (lease,) = await asyncio.wait_for(waiter, 5.0)
 
         report = TaskSucceeded(lease.task_id, lease.lease_no, 0)
@@ -746,10 +734,8 @@ async def test_a_granted_lease_is_short_until_its_worker_confirms_it(
         d = await Driver.start(store)
         await d.start_run("r1")
         waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1, lease_ms=60_000), 10.0)
-        write = d.write("r1")
-        write.enqueue.append(task("r1", "a"))
         granted_at = await store.now_ms()
-        await d.commit(write)
+        await d.update("r1", enqueue=[task("r1", "a")])
         key = store.keys.task("r1/a")
         assert int(await raw.hget(key, "lu")) <= granted_at + 3_000 + 1_000
 

@@ -74,16 +74,16 @@ class EngineNode:
         timekeeper = Timekeeper(self.store, fired)
         subscription = await self.bus.subscribe({topic_inbox()})
         parts = (loop, keeper, timekeeper, hints)
+        pusher = self.store if isinstance(self.store, PushesInbox) else None
         try:
             async with asyncio.TaskGroup() as group:
                 for part in parts:
                     group.create_task(part.run())
-                pushes = isinstance(self.store, PushesInbox)
                 group.create_task(
-                    self._wake_on_inbox(subscription, loop, POLL_MAX_S if pushes else POLL_MIN_S)
+                    self._wake_on_inbox(subscription, loop, POLL_MAX_S if pusher is not None else POLL_MIN_S)
                 )
-                if isinstance(self.store, PushesInbox):
-                    group.create_task(self._take_pushed(self.store, loop))
+                if pusher is not None:
+                    group.create_task(self._take_pushed(pusher, loop))
                 try:
                     await asyncio.Event().wait()  # until cancelled
                 except asyncio.CancelledError:
@@ -93,9 +93,9 @@ class EngineNode:
                         part.stop()
                     raise
         finally:
-            if isinstance(self.store, PushesInbox):
+            if pusher is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.store.stop_waiting_inbox(epoch))
+                    await asyncio.shield(pusher.stop_waiting_inbox(epoch))
             with contextlib.suppress(Exception):
                 await subscription.close()
             with contextlib.suppress(Exception):

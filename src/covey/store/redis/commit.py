@@ -100,14 +100,13 @@ class Commit(Tasks):
                 payload["ops"] = ops
             if write.output_template is not None:
                 payload["tpl"] = True
+                steps = sorted(template_of(write.output_template).steps)
                 if snap is not None:
-                    steps = sorted(template_of(write.output_template).steps)
                     stored = {step: next(outputs) for step in steps}
                     if expected:
                         note.output, note.rendered = self._render(write, snap.runs[index][1], stored), True
                 elif _renders_alone(write):
                     # From this commit's own outputs; unused if the run's sequence check fails.
-                    steps = sorted(template_of(write.output_template).steps)
                     alone: dict[str, dict[bytes, bytes]] = {step: {} for step in steps}
                     note.output, note.rendered = self._render(write, None, alone), True
                 else:
