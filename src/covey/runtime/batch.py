@@ -9,7 +9,6 @@ staged state writes, the run's end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from covey.engine.decide import Decision
 from covey.engine.events import Event, RunSubmitted, encode_event, event_to_json
 from covey.engine.state import RunState
 from covey.errors import CoveyError
+from covey.runtime.answer import Answer
 from covey.spec.compile import CompiledWorkflow, compile_workflow
 from covey.state.model import StateOp, run_namespace
 from covey.store.base import ClaimRequest, CommitBatch, Lease, NewRun, RunWrite
@@ -72,13 +72,13 @@ class Input:
     """For a report: the worker that sent it (its parked claim is woken first)."""
     state_ops: list[StateOp] = field(default_factory=list)
     """For a success report: the try's staged state writes, committed only if the report is accepted."""
-    future: asyncio.Future[bool] | None = None
+    future: Answer[bool] | None = None
 
 
 @dataclass(slots=True)
 class PendingClaim:
     request: ClaimRequest
-    future: asyncio.Future[list[Lease]]
+    future: Answer[list[Lease]]
     park_until: float = 0.0
 
 

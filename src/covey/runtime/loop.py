@@ -42,6 +42,7 @@ from covey.engine.events import (
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, Conflict, CoveyError
+from covey.runtime.answer import Answer
 from covey.runtime.batch import (
     Input,
     PendingClaim,
@@ -138,7 +139,9 @@ class EngineLoop:
     async def submit(self, submission: Submission, at_ms: int) -> bool:
         """Start a run; True if it was created, False if a run with that id already existed."""
         event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
-        return await self._queue(Input(submission.run_id, event, submission=submission))
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue(Input(submission.run_id, event, submission=submission), future)
+        return await future
 
     async def deliver(
         self, event: Event, run_id: str, *, output: Any = None, seen_id: str | None = None
@@ -157,18 +160,35 @@ class EngineLoop:
         state_ops: list[StateOp] | None = None,
     ) -> asyncio.Future[bool]:
         """Queue an input event; the future resolves after its commit."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.deliver_to(
+            future, event, run_id, output=output, worker_id=worker_id, seen_id=seen_id, state_ops=state_ops
+        )
+        return future
+
+    def deliver_to(
+        self,
+        answer: Answer[bool],
+        event: Event,
+        run_id: str,
+        *,
+        output: Any = None,
+        worker_id: str | None = None,
+        seen_id: str | None = None,
+        state_ops: list[StateOp] | None = None,
+    ) -> None:
+        """Queue an input event; ``answer`` is given after its commit (see :mod:`covey.runtime.answer`)."""
         item = Input(run_id, event, output_value=output, worker_id=worker_id, seen_id=seen_id)
         if state_ops:
             item.state_ops = state_ops
         if isinstance(event, TaskSucceeded):
             item.output = orjson.dumps(output)
-        return self._queue(item)
+        self._queue(item, answer)
 
-    def _queue(self, item: Input) -> asyncio.Future[bool]:
-        item.future = asyncio.get_running_loop().create_future()
+    def _queue(self, item: Input, answer: Answer[bool]) -> None:
+        item.future = answer
         self._items.append(item)
         self._wake.set()
-        return item.future
 
     async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
         """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""
@@ -181,11 +201,15 @@ class EngineLoop:
         after its report) then joins the report's batch, and can take the task
         the report makes ready.
         """
-        loop = asyncio.get_running_loop()
-        pending = PendingClaim(request, loop.create_future(), loop.time() + wait_s if wait_s > 0 else 0.0)
-        self._claims.append(pending)
+        future: asyncio.Future[list[Lease]] = asyncio.get_running_loop().create_future()
+        self.claim_to(future, request, wait_s=wait_s)
+        return future
+
+    def claim_to(self, answer: Answer[list[Lease]], request: ClaimRequest, *, wait_s: float = 0.0) -> None:
+        """Queue a claim for the next batch now; ``answer`` is given its leases (see :meth:`claim_nowait`)."""
+        park_until = asyncio.get_running_loop().time() + wait_s if wait_s > 0 else 0.0
+        self._claims.append(PendingClaim(request, answer, park_until))
         self._wake.set()
-        return pending.future
 
     def set_shards(self, shards: Collection[int]) -> None:
         """Decide the runs of ``shards`` from now on, forgetting cached runs whose shard came or went.
@@ -684,11 +708,11 @@ def _take(ready: Counter[str], request: ClaimRequest) -> int:
     return request.limit - room
 
 
-def _answer(future: asyncio.Future[Any] | None, value: Any) -> None:
+def _answer(future: Answer[Any] | None, value: Any) -> None:
     if future is not None and not future.done():
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+def _fail(future: Answer[Any] | None, exc: BaseException) -> None:
     if future is not None and not future.done():
         future.set_exception(exc)

@@ -70,13 +70,18 @@ class FrameWriter:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a frame for this turn's write, then wait while the peer is slow to read (backpressure)."""
+        self.queue(message)
+        if not self.writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+    def queue(self, message: dict[str, Any]) -> None:
+        """Queue a frame for this turn's write (dropped if the connection is closing)."""
         if self.writer.is_closing():
             return
         if not self._frames:
             asyncio.get_running_loop().call_soon(self._flush)
         self._frames.append(encode_frame(message))
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
 
     def _flush(self) -> None:
         frames, self._frames = self._frames, []

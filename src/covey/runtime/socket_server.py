@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
+from covey.runtime.answer import Reply
 from covey.runtime.protocol import FrameWriter, lease_to_json, read_frame
 from covey.state.model import StateOp, check_key, check_namespace
-from covey.store.base import ClaimRequest, WorkerInfo
+from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
 
 if TYPE_CHECKING:
@@ -57,13 +58,13 @@ async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyn
                 break
             op = message.get("op")
             if op == "report":
-                task = _queue_report(runner, message, outbox)
+                _queue_report(runner, message, outbox)
             elif op == "claim":
-                task = _queue_claim(runner, message, outbox)
+                _queue_claim(runner, message, outbox)
             else:
                 task = asyncio.create_task(_answer(runner, message, outbox))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
     finally:
         runner.connections.discard(writer)
         for task in pending:
@@ -84,19 +85,45 @@ async def _answer(runner: Runner, message: dict[str, Any], outbox: FrameWriter) 
     await _answer_when(message, outbox, handle(), lambda result: result)
 
 
-def _queue_report(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> asyncio.Task[None]:
-    """The hot path: queue a report's results for the engine loop's next batch now, answer once committed."""
+def _queue_report(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:
+    """The hot path: queue a report's results for the engine loop's next batch now, answer once committed.
+
+    The answer is queued from inside the engine loop's turn that committed (a
+    :class:`~covey.runtime.answer.Reply`), so it leaves in the same write as
+    the lease that commit granted.
+    """
     try:
-        futures = queue_results(runner.engine, message["results"], runner.store.now_ms_nowait())
+        results = list(message["results"])
+        countdown = _Countdown(len(results), lambda error: outbox.queue(_reply(message, {}, error)))
+        queue_results(runner.engine, results, runner.store.now_ms_nowait(), countdown.answers())
     except (KeyError, TypeError, ValueError) as exc:
-        return _answer_malformed(message, outbox, exc)
-    # One result, the usual case, is awaited directly: its answer then goes out in the same
-    # turn as the lease the same commit granted (gather would add a turn).
-    done = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
-    return asyncio.create_task(_answer_when(message, outbox, done, lambda _: {}))
+        _answer_malformed(message, outbox, exc)
 
 
-def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> asyncio.Task[None]:
+class _Countdown:
+    """Calls ``done(None)`` once ``count`` answers succeeded, or ``done(error)`` at the first that failed."""
+
+    def __init__(self, count: int, done: Callable[[BaseException | None], None]) -> None:
+        self._left = count
+        self._done: Callable[[BaseException | None], None] | None = done
+        if count == 0:
+            self._finish(None)
+
+    def answers(self) -> list[Reply[bool]]:
+        return [Reply(self._one) for _ in range(self._left)]
+
+    def _one(self, _: bool | None, error: BaseException | None) -> None:
+        self._left -= 1
+        if error is not None or self._left == 0:
+            self._finish(error)
+
+    def _finish(self, error: BaseException | None) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(error)
+
+
+def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:
     """Queue a claim for the engine loop's next batch now, answer with its leases.
 
     A worker sends its next claim right after a report: read together, both
@@ -111,17 +138,20 @@ def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -
             int(message["limit"]),
             runner.lease_ms,
         )
-        leases = runner.engine.claim_nowait(request, wait_s=float(message.get("wait_s", 0)))
+        wait_s = float(message.get("wait_s", 0))
     except (KeyError, TypeError, ValueError) as exc:
-        return _answer_malformed(message, outbox, exc)
-    return asyncio.create_task(
-        _answer_when(message, outbox, leases, lambda got: {"leases": [lease_to_json(lease) for lease in got]})
-    )
+        _answer_malformed(message, outbox, exc)
+        return
+
+    def answer(leases: list[Lease] | None, error: BaseException | None) -> None:
+        ok = {"leases": [lease_to_json(lease) for lease in leases or ()]}
+        outbox.queue(_reply(message, ok, error))
+
+    runner.engine.claim_to(Reply(answer), request, wait_s=wait_s)
 
 
-def _answer_malformed(message: dict[str, Any], outbox: FrameWriter, exc: Exception) -> asyncio.Task[None]:
-    error = {"type": "CoveyError", "message": f"malformed {message.get('op')}: {exc!r}"}
-    return asyncio.create_task(outbox.send({"id": message.get("id"), "error": error}))
+def _answer_malformed(message: dict[str, Any], outbox: FrameWriter, exc: Exception) -> None:
+    outbox.queue(_reply(message, None, CoveyError(f"malformed {message.get('op')}: {exc!r}")))
 
 
 async def _answer_when(
@@ -129,16 +159,20 @@ async def _answer_when(
 ) -> None:
     """Answer ``message`` once ``done`` resolves: ``ok(result)``, or the error that failed it."""
     try:
-        reply: dict[str, Any] = {"id": message.get("id"), "ok": ok(await done)}
-    except CoveyError as exc:
-        reply = {"id": message.get("id"), "error": _error_json(exc)}
+        reply = _reply(message, ok(await done), None)
     except Exception as exc:
-        log.exception("%s failed", message.get("op"))
-        reply = {
-            "id": message.get("id"),
-            "error": {"type": "CoveyError", "message": f"internal error: {exc}"},
-        }
+        reply = _reply(message, None, exc)
     await outbox.send(reply)
+
+
+def _reply(message: dict[str, Any], ok: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
+    """The answer frame to ``message``: ``ok``, or ``error`` as the caller re-raises it."""
+    if error is None:
+        return {"id": message.get("id"), "ok": ok}
+    if isinstance(error, CoveyError):
+        return {"id": message.get("id"), "error": _error_json(error)}
+    log.error("%s failed", message.get("op"), exc_info=error)
+    return {"id": message.get("id"), "error": {"type": "CoveyError", "message": f"internal error: {error}"}}
 
 
 def _error_json(exc: CoveyError) -> dict[str, Any]:

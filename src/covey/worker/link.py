@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
 from covey.errors import InputError
+from covey.runtime.answer import Answer
 from covey.runtime.feed import StateFeed
 from covey.runtime.loop import EngineLoop
 from covey.state.model import StateChange, StateEntry, StateOp
@@ -215,23 +216,28 @@ class LocalLink(StoreCalls):
 
 async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:
     """Queue every result for one batch and wait until all are committed."""
-    await asyncio.gather(*queue_results(loop, results, await store.now_ms()))
+    at_ms = await store.now_ms()
+    running = asyncio.get_running_loop()
+    futures: list[asyncio.Future[bool]] = [running.create_future() for _ in results]
+    queue_results(loop, results, at_ms, futures)
+    await asyncio.gather(*futures)
 
 
 def queue_results(
-    loop: EngineLoop, results: Sequence[Mapping[str, Any]], at_ms: int
-) -> list[asyncio.Future[bool]]:
-    """Queue results for the engine loop's next batch now; the futures resolve after their commit."""
-    futures = []
-    for result in results:
-        event, ops = result_event(result, at_ms)
-        futures.append(
-            loop.deliver_nowait(
-                event,
-                str(result["run_id"]),
-                output=result.get("output"),
-                worker_id=result.get("worker_id"),
-                state_ops=ops,
-            )
+    loop: EngineLoop, results: Sequence[Mapping[str, Any]], at_ms: int, answers: Sequence[Answer[bool]]
+) -> None:
+    """Queue results for the engine loop's next batch now, each answered after its commit.
+
+    Every result is read before any is queued: a malformed one (a KeyError,
+    TypeError or ValueError) queues none of them.
+    """
+    parsed = [(str(result["run_id"]), result, *result_event(result, at_ms)) for result in results]
+    for answer, (run_id, result, event, ops) in zip(answers, parsed, strict=True):
+        loop.deliver_to(
+            answer,
+            event,
+            run_id,
+            output=result.get("output"),
+            worker_id=result.get("worker_id"),
+            state_ops=ops,
         )
-    return futures
