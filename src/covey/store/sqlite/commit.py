@@ -7,12 +7,22 @@ from typing import Any
 
 import orjson
 
+from covey.engine.commands import EnqueueTask
 from covey.engine.events import TimerFired
 from covey.errors import Conflict, CoveyError
-from covey.store.base import AGING_MS, SHARDS, CommitBatch, CommitResult, RunWrite, shard_of
+from covey.store.base import (
+    AGING_MS,
+    SHARDS,
+    ClaimRequest,
+    CommitBatch,
+    CommitResult,
+    Lease,
+    RunWrite,
+    shard_of,
+)
 from covey.store.inputs import render_input, template_of
 from covey.store.sqlite.connection import chunks, from_json, qmarks
-from covey.store.sqlite.tasks import Tasks
+from covey.store.sqlite.tasks import InputResolver, Tasks, offers
 
 __all__ = ["Commit"]
 
@@ -139,10 +149,97 @@ class Commit(Tasks):
                     self.db.execute(f"DELETE FROM {table} WHERE namespace = ?", (write.drop_namespace,))
             if write.output_template is not None:
                 result.outputs[write.run_id] = self._render_run_output(write)
-        for request in batch.claims:
-            # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
+        served, rest = self._enqueue(ok, batch.claims, now)
+        # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
+        for request, leases in served:
+            result.leases.setdefault(request.worker_id, []).extend(leases)
+        for request in rest:
             result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
         return result
+
+    def _enqueue(
+        self, writes: list[RunWrite], claims: Sequence[ClaimRequest], now: int
+    ) -> tuple[list[tuple[ClaimRequest, list[Lease]]], list[ClaimRequest]]:
+        """Insert the batch's new tasks, leasing some at once to the batch's own claims.
+
+        A claim whose targets have no ready task in the store can only take
+        tasks of its own batch. Those are inserted already leased to it, their
+        inputs resolved from the batch's own outputs, and the claim query, its
+        output reads, its update and a page of the ready index are skipped.
+        That is the hand-off's path: a report and its worker's next claim
+        commit together, and the claim takes the task the report made ready.
+
+        Returns the claims served so, with their leases, and the claims left
+        for the usual claim query.
+        """
+        tasks = [task for write in writes for task in write.enqueue]
+        direct, served = self._direct_leases(tasks, claims)
+        leases: dict[int, list[Lease]] = {i: [] for i in served}
+        resolver = InputResolver(self).primed(writes) if direct else None
+        rows: list[tuple[Any, ...]] = []
+        for task in tasks:
+            labels = orjson.dumps(task.labels) if task.labels else None
+            template, item = orjson.dumps(task.input_template), orjson.dumps(task.item)
+            schema = orjson.dumps(task.input_schema) if task.input_schema else None
+            row = (
+                task.task_id, task.run_id, task.step, task.index, task.target, labels, task.priority,
+                task.priority * AGING_MS - now, task.try_no, task.timeout_ms, template, item, schema, now,
+            )  # fmt: skip
+            i = direct.get(task.task_id)
+            if i is None:
+                rows.append((*row, "ready", task.lease_floor, None, None, None))
+                continue
+            assert resolver is not None
+            request, lease_no = claims[i], task.lease_floor + 1
+            deadline = now + task.timeout_ms if task.timeout_ms else None
+            until = now + request.lease_ms if deadline is None else min(now + request.lease_ms, deadline)
+            value, error = resolver.resolve(task.run_id, template, item, task.index)
+            leases[i].append(
+                Lease(
+                    task.task_id, task.run_id, task.step, task.index, task.target, lease_no, task.try_no,
+                    value, task.input_schema, task.timeout_ms, until, error,
+                )
+            )  # fmt: skip
+            rows.append((*row, "leased", lease_no, request.worker_id, until, deadline))
+        self._many(
+            "INSERT OR REPLACE INTO tasks (task_id, run_id, step, idx, target, labels, priority, prio_key, try_no,"
+            " timeout_ms, input_template, item, input_schema, ready_ms, status, lease_no, worker_id,"
+            " lease_until_ms, try_deadline_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return [(claims[i], leases[i]) for i in served], [c for i, c in enumerate(claims) if i not in leases]
+
+    def _direct_leases(
+        self, tasks: list[EnqueueTask], claims: Sequence[ClaimRequest]
+    ) -> tuple[dict[str, int], list[int]]:
+        """Which new tasks go straight to which claim (by index), and the claims that need no query.
+
+        Claims are served in their order, higher priority tasks first, then
+        in the order they were enqueued.
+        """
+        direct: dict[str, int] = {}
+        served: list[int] = []
+        pool = sorted(tasks, key=lambda task: -task.priority)
+        for i, request in enumerate(claims):
+            if request.limit <= 0 or not any(task.target in request.targets for task in pool):
+                continue
+            if self._ready_exists(sorted(request.targets)):
+                continue
+            served.append(i)
+            room, kept = request.limit, []
+            for task in pool:
+                if room and task.target in request.targets and offers(request.labels, task.labels):
+                    direct[task.task_id] = i
+                    room -= 1
+                else:
+                    kept.append(task)
+            pool = kept
+        return direct, served
+
+    def _ready_exists(self, targets: list[str]) -> bool:
+        """Whether any task of ``targets`` is ready in the store (before this batch's are inserted)."""
+        sql = f"SELECT 1 FROM tasks WHERE status = 'ready' AND target IN ({qmarks(len(targets))}) LIMIT 1"
+        return self.db.execute(sql, targets).fetchone() is not None
 
     def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -187,22 +284,6 @@ class Commit(Tasks):
 
     def _write_children(self, writes: list[RunWrite], now: int) -> None:
         self._many("DELETE FROM tasks WHERE task_id = ?", [(t,) for w in writes for t in w.drop])
-        self._many(
-            "INSERT OR REPLACE INTO tasks (task_id, run_id, step, idx, target, labels, priority, prio_key, status,"
-            " try_no, lease_no, timeout_ms, input_template, item, input_schema, ready_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    t.task_id, t.run_id, t.step, t.index, t.target,
-                    orjson.dumps(t.labels) if t.labels else None,
-                    t.priority, t.priority * AGING_MS - now, t.try_no, t.lease_floor, t.timeout_ms,
-                    orjson.dumps(t.input_template), orjson.dumps(t.item),
-                    orjson.dumps(t.input_schema) if t.input_schema else None, now,
-                )
-                for w in writes
-                for t in w.enqueue
-            ],
-        )  # fmt: skip
         self._many("DELETE FROM timers WHERE timer_id = ?", [(t,) for w in writes for t in w.cancel_timers])
         self._many(
             "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Self
 
 import orjson
 
 from covey.engine.events import TimerFired, event_to_json
 from covey.errors import CoveyError
 from covey.state.model import run_namespace
-from covey.store.base import ClaimRequest, InboxRow, Lease, WorkerInfo, shard_of
+from covey.store.base import ClaimRequest, InboxRow, Lease, RunWrite, WorkerInfo, shard_of
 from covey.store.inputs import reads_input, reads_state, render_input, template_of
 from covey.store.sqlite.connection import from_json, qmarks
 from covey.store.sqlite.shared import Shared
 
-__all__ = ["MAX_STATE_KEYS", "Tasks"]
+__all__ = ["MAX_STATE_KEYS", "InputResolver", "Tasks", "offers"]
 
 #: Keys of a run's namespace an input mapping can see (``${state...}``).
 MAX_STATE_KEYS = 10_000
@@ -32,9 +32,10 @@ class Tasks(Shared):
         targets = sorted(request.targets)
         if not targets or request.limit <= 0:
             return []
+
         chosen = self._claimable(targets, request.labels, request.limit)
         updates, leases = [], []
-        resolver = _InputResolver(self)
+        resolver = InputResolver(self)
         for (
             task_id,
             run_id,
@@ -110,11 +111,8 @@ class Tasks(Shared):
             rows = self.db.execute(later, (*targets, key, key, rowid, window)).fetchall()
 
     @staticmethod
-    def _labels_match(required: bytes | None, offered: Any) -> bool:
-        if required is None:
-            return True
-        wanted = orjson.loads(required)
-        return all(offered.get(key) == value for key, value in wanted.items())
+    def _labels_match(required: bytes | None, offered: Mapping[str, str]) -> bool:
+        return required is None or offers(offered, orjson.loads(required))
 
     def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], lease_ms: int) -> list[str]:
         """Extend the worker's leases; return the task ids it no longer holds."""
@@ -281,7 +279,12 @@ class Tasks(Shared):
         return result
 
 
-class _InputResolver:
+def offers(offered: Mapping[str, str], required: Mapping[str, str]) -> bool:
+    """Whether a worker offering ``offered`` labels may run a task that requires ``required``."""
+    return all(offered.get(key) == value for key, value in required.items())
+
+
+class InputResolver:
     """Resolves the inputs of one claim batch, reading each run input and output once."""
 
     def __init__(self, core: Tasks) -> None:
@@ -289,6 +292,20 @@ class _InputResolver:
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[tuple[str, str], Any] = {}
         self.states: dict[str, dict[str, Any]] = {}
+
+    def primed(self, writes: Sequence[RunWrite]) -> Self:
+        """Known without a read: the outputs of single steps and the inputs of new runs in ``writes``.
+
+        A map step's output is the list of all its elements, so a batch's
+        element outputs are not enough: those are read.
+        """
+        for write in writes:
+            for step, index, body in write.outputs:
+                if index < 0:
+                    self.outputs[(write.run_id, step)] = orjson.loads(body)
+            if write.new is not None:
+                self.inputs[write.run_id] = from_json(write.new.input)
+        return self
 
     def _state(self, run_id: str) -> dict[str, Any]:
         """The run's shared-state namespace as a plain object, read once per claim batch."""

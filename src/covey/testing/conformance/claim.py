@@ -263,6 +263,71 @@ class TestClaim:
         (row,) = await store.list_tasks("r1")
         assert (row.task_id, row.status, row.worker_id) == ("r1/b", "leased", "w1")
 
+    async def test_a_batch_claim_takes_an_older_ready_task_of_higher_priority_first(
+        self, store: Store
+    ) -> None:
+        d = await Driver.start(store)
+        await d.start_run("r0", enqueue=[task("r0", "urgent", target="next", priority=5)])
+        await d.start_run("r1")
+
+        result = await d.update(
+            "r1", enqueue=[task("r1", "b", target="next")], claims=[claim_request("w1", ["next"], limit=1)]
+        )
+
+        assert _ids(result.leases["w1"]) == ["r0/urgent"]
+        (row,) = await store.list_tasks("r1")
+        assert row.status == "ready"
+        assert _ids(await store.claim(claim_request("w2", ["next"]))) == ["r1/b"]
+
+    async def test_a_batch_claim_leaves_a_new_task_needing_labels_it_lacks(self, store: Store) -> None:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+
+        result = await d.update(
+            "r1",
+            enqueue=[task("r1", "gpu", labels={"gpu": "yes"}), task("r1", "cpu")],
+            claims=[claim_request("w1", labels={"gpu": "no"})],
+        )
+
+        assert _ids(result.leases["w1"]) == ["r1/cpu"]
+        statuses = {row.step: row.status for row in await store.list_tasks("r1")}
+        assert statuses == {"gpu": "ready", "cpu": "leased"}
+        assert _ids(await store.claim(claim_request("w2", labels={"gpu": "yes"}))) == ["r1/gpu"]
+
+    async def test_a_batch_claim_resolves_the_run_input_and_a_whole_map_output(self, store: Store) -> None:
+        # The batch writes one element of map step "m": the lease must see every element, in order.
+        d = await Driver.start(store)
+        await d.start_run("r1", {"q": 1}, outputs=[("m", 0, "a"), ("m", 1, "b")])
+
+        result = await d.update(
+            "r1",
+            outputs=[("m", 2, "c")],
+            enqueue=[task("r1", "j", target="join", template={"all": "${steps.m}", "q": "${input.q}"})],
+            claims=[claim_request("w1", ["join"])],
+        )
+
+        (lease,) = result.leases["w1"]
+        assert lease.input == {"all": ["a", "b", "c"], "q": 1}
+
+    async def test_a_batch_lease_is_fenced_and_timed_like_any_other(self, store: Store) -> None:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        before = await store.now_ms()
+
+        result = await d.update(
+            "r1",
+            enqueue=[task("r1", "b", lease_floor=4, try_no=2, timeout_ms=1_000)],
+            claims=[claim_request("w1", lease_ms=50_000)],
+        )
+
+        (lease,) = result.leases["w1"]
+        assert (lease.lease_no, lease.try_no, lease.timeout_ms) == (5, 2, 1_000)
+        assert before + 1_000 <= lease.lease_until_ms <= await store.now_ms() + 1_000
+        assert await store.heartbeat("w1", [("r1/b", 4)], 50_000) == ["r1/b"]
+        assert await store.heartbeat("w1", [("r1/b", 5)], 50_000) == []
+        (row,) = await store.list_tasks("r1")
+        assert (row.status, row.worker_id, row.lease_no) == ("leased", "w1", 5)
+
     async def test_every_lease_a_batch_grants_is_returned(self, store: Store) -> None:
         # Two claims of one worker and one of another in one batch: no task may end up
         # leased without its lease reaching someone, or it would only come back by expiring.
