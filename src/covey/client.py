@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from covey.bus.base import Bus, topic_inbox, topic_state
+from covey.bus.base import Bus, Subscription, topic_finished, topic_inbox, topic_state
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
 from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
@@ -34,6 +34,10 @@ from covey.worker.socket_link import SocketLink
 __all__ = ["LocalClient", "StoreClient", "connect"]
 
 log = logging.getLogger("covey.client")
+
+#: Longest pause between two reads of a run's row while waiting for it: the ``finished`` hint
+#: usually ends the pause at once, and this is only the fallback for a lost one.
+WAIT_POLL_S = 1.0
 
 
 class StoreClient:
@@ -55,6 +59,8 @@ class StoreClient:
         self._bus: Bus | None = None
         self._stack: AsyncExitStack | None = None
         self._inbox_hinted_by_store = False
+        self._listening: set[str] = set()
+        """Topics held open while entered (see :meth:`_keep_listening`)."""
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
@@ -68,6 +74,7 @@ class StoreClient:
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack, self._store, self._bus = self._stack, None, None, None
         self._inbox_hinted_by_store = False
+        self._listening = set()
         if stack is not None:
             await stack.aclose()
 
@@ -171,19 +178,67 @@ class StoreClient:
             raise NotFound(f"no run {run_id!r}")
         return info
 
-    async def wait(self, run_id: str, *, poll_s: float = 0.1) -> RunInfo:
-        """Wait until the run finishes (through the runner when one is up)."""
+    async def wait(self, run_id: str, *, poll_s: float = WAIT_POLL_S) -> RunInfo:
+        """Wait until the run finishes (through the runner when one is up).
+
+        Otherwise the run's row is read, and read again on each ``finished``
+        hint the engine nodes publish (:func:`~covey.bus.base.topic_finished`)
+        and at least every ``poll_s``: a lost hint only delays the answer.
+        """
         answer = await self._command("wait", run_id=run_id)
         if answer is not _NO_RUNNER:
             return RunInfo(**answer["run"])
-        while True:
+        async with self._hinted({topic_finished()}) as pause:
+            while True:
+                try:
+                    info = await self.get_run(run_id)
+                except NotFound:
+                    info = None  # a submit still in the inbox
+                if info is not None and info.status != "running":
+                    return info
+                await pause(poll_s)
+
+    @asynccontextmanager
+    async def _hinted(self, topics: set[str]) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """A pause that a hint of ``topics`` ends early; subscribed on entry, before the caller's first read.
+
+        Without a bus (it cannot be reached), the pause is a plain sleep.
+        """
+        async with AsyncExitStack() as stack:
+            subscription: Subscription | None = None
             try:
-                info = await self.get_run(run_id)
-            except NotFound:
-                info = None  # a submit still in the inbox
-            if info is not None and info.status != "running":
-                return info
-            await asyncio.sleep(poll_s)
+                if self._bus is not None and self._stack is not None:
+                    bus = self._bus
+                    await self._keep_listening(bus, self._stack, topics)
+                else:
+                    bus = await stack.enter_async_context(self._open_bus())
+                subscription = await bus.subscribe(topics)
+                stack.push_async_callback(subscription.close)
+            except (CoveyError, OSError) as exc:
+                log.warning("waiting without hints, by polling: %s", exc)
+
+            async def pause(seconds: float) -> None:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                if subscription is not None and await subscription.wait(seconds):
+                    return
+                left = seconds - (loop.time() - started)
+                if left > seconds / 2:  # a closed subscription answers at once, empty
+                    await asyncio.sleep(left)
+
+            yield pause
+
+    async def _keep_listening(self, bus: Bus, stack: AsyncExitStack, topics: set[str]) -> None:
+        """Hold ``topics`` for as long as this client is entered (one subscription that is never read).
+
+        A bus asks its server for a topic when the first local subscription
+        holds it and drops it with the last: without this, every wait would
+        cost a bind and an unbind on RabbitMQ.
+        """
+        new = topics - self._listening
+        if new:
+            stack.push_async_callback((await bus.subscribe(new)).close)
+            self._listening |= new
 
     async def state_get(self, namespace: str, key: str) -> StateEntry | None:
         """One key of shared state."""

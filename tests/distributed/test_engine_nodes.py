@@ -130,3 +130,32 @@ async def test_hints_dropped_and_duplicated_on_purpose_lose_and_repeat_nothing(
     stats = bus.statistics()
     assert stats.dropped > 0
     assert drop == 1.0 or stats.duplicated > 0
+
+
+async def test_a_client_waiting_for_a_run_is_told_when_it_finishes(backend: Backend) -> None:
+    async with (
+        open_store(backend.store) as store,
+        open_bus_for(backend.store, backend.bus) as bus,
+        StoreClient(backend.store, backend.bus) as client,
+    ):
+        work = [asyncio.create_task(EngineNode(store, bus).run())]
+        work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
+        async with running(work):
+            for n in (1, 2):  # the second wait reuses what the first set up
+                run_id = await client.submit(FANOUT, {"n": n})
+                # Given a poll far longer than the test may take: only the `finished` hint can end it in time.
+                async with asyncio.timeout(30):
+                    info = await client.wait(run_id, poll_s=3600)
+                assert (info.status, info.output) == ("succeeded", expected_output(n))
+
+
+async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(backend: Backend) -> None:
+    async with open_store(backend.store) as store, open_bus_for(backend.store, backend.bus) as bus:
+        work = [asyncio.create_task(EngineNode(store, bus).run())]
+        work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
+        async with running(work), StoreClient(backend.store, "amqp://guest:guest@127.0.0.1:9/") as client:
+            run_id = await client.submit(FANOUT, {"n": 1})
+            # No hint can come (nothing listens on port 9): the wait reads the store every poll_s.
+            async with asyncio.timeout(30):
+                info = await client.wait(run_id, poll_s=0.2)
+            assert (info.status, info.output) == ("succeeded", expected_output(1))

@@ -7,7 +7,8 @@ Runs are submitted through :class:`~covey.client.StoreClient`'s store and bus:
 ``submit_many`` appends a batch of ``RunSubmitted`` rows to the inbox in one
 call per 500 runs and hints the engine once, which is what one
 ``StoreClient.submit`` does per run. Waiting reads the store: a single run's
-row every :data:`POLL_ONE_S`, and for a batch the number of finished runs in
+row when the engine node hints that runs finished (as a user's client
+waits, at least every :data:`POLL_ONE_S`), and for a batch the number of finished runs in
 the store's status index every :data:`POLL_MANY_S` (one cheap query, so the
 waiting costs the store almost nothing).
 """
@@ -34,9 +35,12 @@ from covey.store.open import split_option
 
 __all__ = ["POLL_MANY_S", "POLL_ONE_S", "SharedCovey", "shared_covey"]
 
-#: Between two reads of one run's row while waiting for it: W2's driver, polling as the peers' drivers do
-#: (Celery's ``get(interval=0.01)``); reading faster would only load the machine under the hand-off it times.
+#: Longest pause between two reads of one run's row while waiting for it (W2's driver). The wait ends on the
+#: engine node's ``finished`` hint, as Celery's ``get(interval=0.01)`` ends on its result backend's
+#: message; this is the fallback read, at Celery's interval.
 POLL_ONE_S = 0.01
+#: How often a waiting driver checks that the worker processes are still alive.
+CHECK_EVERY_S = 1.0
 #: Between two counts of finished runs while waiting for a batch.
 POLL_MANY_S = 0.005
 #: Runs per inbox append in ``submit_many``.
@@ -114,15 +118,18 @@ class SharedCovey:
         self.check_workers()
 
     async def _wait_one(self, run_id: str, deadline: float) -> RunInfo:
-        async with self.client.reader() as store:
-            while True:
-                info = await store.get_run(run_id)
-                if info is not None and info.status != "running":
-                    if info.status != "succeeded":
-                        raise BenchError(f"a bench run {info.status} on {self.backend.name}: {info.error}")
-                    return info
+        """One run, as a user's client waits for it: told by the ``finished`` hint, reading every POLL_ONE_S
+        at most; the worker processes are checked every CHECK_EVERY_S meanwhile."""
+        while True:
+            try:
+                async with asyncio.timeout(CHECK_EVERY_S):
+                    info = await self.client.wait(run_id, poll_s=POLL_ONE_S)
+                break
+            except TimeoutError:
                 self._check(deadline)
-                await asyncio.sleep(POLL_ONE_S)
+        if info.status != "succeeded":
+            raise BenchError(f"a bench run {info.status} on {self.backend.name}: {info.error}")
+        return info
 
     async def _count(self) -> tuple[int, int]:
         """(succeeded, failed or cancelled) runs in the store, from its status index."""

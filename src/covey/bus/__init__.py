@@ -8,7 +8,7 @@ store when no hint comes. See :mod:`covey.bus.base` for the contract, and
 ``redis://``, ``amqp://``, ``postgresql://``).
 """
 
-from covey.bus.base import RESYNC, Bus, Subscription, topic_inbox, topic_ready, topic_state
+from covey.bus.base import RESYNC, Bus, Subscription, topic_finished, topic_inbox, topic_ready, topic_state
 from covey.bus.memory import MemoryBus
 from covey.bus.open import open_bus
 
@@ -18,6 +18,7 @@ __all__ = [
     "MemoryBus",
     "Subscription",
     "open_bus",
+    "topic_finished",
     "topic_inbox",
     "topic_ready",
     "topic_state",

@@ -8,6 +8,9 @@ Topics covey publishes (always through the helpers below, so names agree):
   submit, a fired timer). Engine loops wake and read the inbox of their shards.
 * ``state:<namespace>``: a shared-state namespace changed. Watchers wake and
   read the change feed from their cursor.
+* ``finished``: a commit ended one or more runs. Clients waiting for a run
+  (``StoreClient.wait``) wake and read its row. One topic for every run, so a
+  commit that ends many runs sends one hint.
 
 Semantics every bus keeps (checked by :mod:`covey.testing.bus_conformance`):
 
@@ -28,7 +31,7 @@ from collections.abc import Collection
 from types import TracebackType
 from typing import Protocol
 
-__all__ = ["RESYNC", "Bus", "Subscription", "topic_inbox", "topic_ready", "topic_state"]
+__all__ = ["RESYNC", "Bus", "Subscription", "topic_finished", "topic_inbox", "topic_ready", "topic_state"]
 
 #: Reported by a subscription after it reconnected: hints may have been lost meanwhile.
 RESYNC = "*resync"
@@ -42,6 +45,11 @@ def topic_ready(target: str) -> str:
 def topic_inbox() -> str:
     """Rows were appended to the inbox."""
     return "inbox"
+
+
+def topic_finished() -> str:
+    """A commit ended one or more runs."""
+    return "finished"
 
 
 def topic_state(namespace: str) -> str:

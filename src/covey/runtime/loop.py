@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from covey.bus.base import topic_ready, topic_state
+from covey.bus.base import topic_finished, topic_ready, topic_state
 from covey.engine.commands import (
     ReadState,
 )
@@ -687,9 +687,12 @@ class EngineLoop:
 
 
 def _topics_of(writes: dict[str, RunDelta], leased: set[str], touched: set[str]) -> set[str]:
-    """The hints of a commit: targets of the tasks it leaves ready (not ``leased``), and changed namespaces."""
+    """The hints of a commit: targets of the tasks it leaves ready (not ``leased``), changed namespaces,
+    and ``finished`` if it ends a run."""
     topics = {topic_state(namespace) for namespace in touched}
     for entry in writes.values():
+        if entry.finished:
+            topics.add(topic_finished())
         topics.update(
             topic_ready(task.target)
             for task in entry.tasks.values()
