@@ -154,6 +154,37 @@ async def test_an_older_covey_refuses_a_newer_layout(url: str, prefix: str, raw:
     assert await _covey_clients(raw, prefix) == []  # the refused opening left no connection behind
 
 
+async def test_a_layout_1_prefix_is_upgraded_and_its_histories_read_as_before(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Given a prefix as covey wrote it at layout 1, where a run's history was a list.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", {"q": 1})
+        await d.commit(d.write("r1"))
+        before = await store.load_history("r1")
+    key, meta = f"{{{prefix}:{shard_of('r1')}}}:ev:r1", f"{{{prefix}}}:meta"
+    bodies = [fields[b"e"] for _, fields in await raw.xrange(key)]
+    await raw.delete(key)
+    await raw.rpush(key, *bodies)
+    await raw.hset(meta, "layout", 1)
+
+    # When covey opens it: the history is a Stream, read as before, and new events follow on.
+    async with RedisStore(url, prefix=prefix) as store:
+        assert await raw.type(key) == b"stream"
+        assert await store.load_history("r1") == before
+        d = await Driver.start(store)
+        d.seqs["r1"] = len(before)
+        assert not (await d.commit(d.write("r1"))).conflicts
+        after = await store.load_history("r1")
+
+    assert len(before) == 2
+    assert after[:2] == before
+    assert len(after) == 3
+    assert [entry_id for entry_id, _ in await raw.xrange(key)] == [b"1-0", b"2-0", b"3-0"]
+    assert await raw.hget(meta, "layout") == str(LAYOUT_VERSION).encode()
+
+
 async def test_every_key_carries_its_prefix_and_shard_tag(url: str, prefix: str, raw: aioredis.Redis) -> None:
     async with RedisStore(url, prefix=prefix) as store:
         d = await Driver.start(store)

@@ -46,14 +46,6 @@ from covey.store.redis.keys import Keys
 
 __all__ = ["LAYOUT_VERSION", "MIGRATIONS", "SCRIPTS", "Connection", "redact"]
 
-#: Lua run once each, in order, to bring a prefix's keys from one layout version to the next.
-#: Append only: never edit an entry that has shipped. The layout is described in :mod:`.keys`.
-MIGRATIONS: list[str] = [
-    # 1: the first layout; keys are created as they are written.
-    "",
-]
-#: The layout version this covey writes.
-LAYOUT_VERSION = len(MIGRATIONS)
 
 _NAMES = [
     "append_inbox",
@@ -87,6 +79,17 @@ _COMMON = (
 
 #: Every script's full text (common.lua in front), by name.
 SCRIPTS: dict[str, str] = {name: f"{_COMMON}\n{(_LUA / f'{name}.lua').read_text()}" for name in _NAMES}
+
+#: Lua run once each, in order, to bring a prefix's keys from one layout version to the next.
+#: Append only: never edit an entry that has shipped. The layout is described in :mod:`.keys`.
+MIGRATIONS: list[str] = [
+    # 1: the first layout; keys are created as they are written.
+    "",
+    # 2: a run's history is a Stream (entry id: the event's sequence number), no longer a list.
+    (_LUA / "migrate_2_histories.lua").read_text(),
+]
+#: The layout version this covey writes.
+LAYOUT_VERSION = len(MIGRATIONS)
 
 
 async def _eval(text: str, g: str, client: aioredis.Redis) -> Any:

@@ -35,7 +35,7 @@ Keys of no shard (``G`` is ``{prefix}:``)::
 Keys of a shard (``T`` is ``{prefix:shard}:``)::
 
     T run:<run id>             hash: the run row
-    T ev:<run id>              list: event JSON in sequence order (one LRANGE loads a history)
+    T ev:<run id>              stream: the run's history, entry id "<seq>-0", field e: the event JSON
     T tasks:<run id>           set: the run's task keys
     T task:<task id>           hash: a task row (status ready, leased or expired)
     T out:<run id>/<step>      hash: index -> output JSON (-1 for a plain step)

@@ -68,14 +68,14 @@ class Reads(Connection):
         async def read(r: Any) -> list[Any]:
             async with r.pipeline(transaction=False) as pipe:
                 for run_id in ids:
-                    pipe.lrange(self.keys.events(run_id), 0, -1)
+                    pipe.xrange(self.keys.events(run_id))
                 return list(await pipe.execute())
 
-        lists = await self.run(read, idempotent=True) if ids else []
+        streams = await self.run(read, idempotent=True) if ids else []
         result: dict[str, list[dict[str, Any]]] = {}
-        for run_id, bodies in zip(ids, lists, strict=True):
-            if bodies:
-                result[run_id] = [orjson.loads(body) for body in bodies]
+        for run_id, entries in zip(ids, streams, strict=True):
+            if entries:
+                result[run_id] = [orjson.loads(fields[b"e"]) for _, fields in entries]
         for history in result.values():
             first = history[0]
             ref = first.get("workflow", {}).get("$spec") if first.get("type") == "RunSubmitted" else None

@@ -81,9 +81,11 @@ local function write_run(w)
   if w.err then push(fields, 'err', ARGV[w.err]) end
   if w.fin then push(fields, 'fin', int(w.fin)) end
   redis.call('HSET', rk, unpack(fields))
-  local events = {}
-  for k, index in ipairs(w.ev) do events[k] = ARGV[index] end
-  if #events > 0 then call_many('RPUSH', w.tag .. 'ev:' .. w.id, events) end
+  -- The history is a Stream whose entry ids are the events' sequence numbers (w.new is the last).
+  local first = w.new - #w.ev
+  for k, index in ipairs(w.ev) do
+    redis.call('XADD', w.tag .. 'ev:' .. w.id, int(first + k), 'e', ARGV[index])
+  end
 end
 
 -- t: {key ('' for the run's own), task id, step, index, target, labels JSON or '', priority, try,
