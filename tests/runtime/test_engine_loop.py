@@ -181,8 +181,9 @@ async def test_a_claim_that_comes_with_a_report_takes_the_task_the_report_makes_
     other = loop.claim_nowait(_claim("other"), wait_s=30.0)
     await wait_for(lambda: loop.commits > commits, 5.0, 0.01, message="the other claim to park")
 
-    reported = loop.deliver_nowait(
-        TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output={"x": 1}, worker_id="reporter"
+    reported: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    loop.deliver_to(
+        reported, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output={"x": 1}, worker_id="reporter"
     )
     mine = loop.claim_nowait(_claim("reporter"), wait_s=30.0)
 

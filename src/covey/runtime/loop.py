@@ -42,7 +42,7 @@ from covey.engine.events import (
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
 from covey.errors import BackendError, Conflict, CoveyError
-from covey.runtime.answer import Answer
+from covey.runtime.answer import Answer, Reply
 from covey.runtime.batch import (
     Input,
     PendingClaim,
@@ -147,24 +147,9 @@ class EngineLoop:
         self, event: Event, run_id: str, *, output: Any = None, seen_id: str | None = None
     ) -> bool:
         """Decide an input event (report, signal, cancel) and wait for its commit."""
-        return await self.deliver_nowait(event, run_id, output=output, seen_id=seen_id)
-
-    def deliver_nowait(
-        self,
-        event: Event,
-        run_id: str,
-        *,
-        output: Any = None,
-        worker_id: str | None = None,
-        seen_id: str | None = None,
-        state_ops: list[StateOp] | None = None,
-    ) -> asyncio.Future[bool]:
-        """Queue an input event; the future resolves after its commit."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.deliver_to(
-            future, event, run_id, output=output, worker_id=worker_id, seen_id=seen_id, state_ops=state_ops
-        )
-        return future
+        self.deliver_to(future, event, run_id, output=output, seen_id=seen_id)
+        return await future
 
     def deliver_to(
         self,
@@ -643,7 +628,8 @@ class EngineLoop:
             await asyncio.sleep(0.5)
             self._spawn(self._read_state(read))
             return
-        self.deliver_nowait(StateRead(read.step, values, at_ms), read.run_id)
+        nobody_waits: Reply[bool] = Reply(lambda _result, _error: None)
+        self.deliver_to(nobody_waits, StateRead(read.step, values, at_ms), read.run_id)
 
     def _run_finished(self, run_id: str, output: Any) -> None:
         state = self.runs.get(run_id)
