@@ -132,7 +132,10 @@ async def test_hints_dropped_and_duplicated_on_purpose_lose_and_repeat_nothing(
     assert drop == 1.0 or stats.duplicated > 0
 
 
-async def test_a_client_waiting_for_a_run_is_told_when_it_finishes(backend: Backend) -> None:
+async def test_a_client_waiting_for_a_run_is_told_when_it_finishes(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVEY_TEST_TRACE", str(tmp_path))
     async with (
         open_store(backend.store) as store,
         open_bus_for(backend.store, backend.bus) as bus,
@@ -149,7 +152,10 @@ async def test_a_client_waiting_for_a_run_is_told_when_it_finishes(backend: Back
                 assert (info.status, info.output) == ("succeeded", expected_output(n))
 
 
-async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(backend: Backend) -> None:
+async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVEY_TEST_TRACE", str(tmp_path))
     async with open_store(backend.store) as store, open_bus_for(backend.store, backend.bus) as bus:
         work = [asyncio.create_task(EngineNode(store, bus).run())]
         work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
