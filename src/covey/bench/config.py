@@ -45,6 +45,8 @@ class Sizes:
     """BCAST: listener counts (agents watching one namespace over 4 worker processes)."""
     bcast_updates: int = 20
     """BCAST: updates the writer commits per listener count."""
+    throughput_runs: int = 3
+    """W1, W1b, W4: times each system runs the workload; its best rate counts (see :mod:`.suite`)."""
 
 
 #: The sizes the issue specifies.
@@ -60,6 +62,7 @@ QUICK = Sizes(
     langgraph_threads=4,
     bcast_listeners=(10,),
     bcast_updates=5,
+    throughput_runs=1,
 )
 
 
