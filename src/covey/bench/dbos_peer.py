@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from covey.bench.config import BenchError, Env
@@ -128,7 +129,7 @@ def _dbos(env: Env, name: str) -> Iterator[Any]:
     schema = f"covey_bench_dbos_{name}_{uuid.uuid4().hex[:8]}"
     extra = {_ENV_URL: url, _ENV_SCHEMA: schema}
     try:
-        with _workers(env, extra, name) as workers:
+        with _workers(env, extra, env.directory / f"dbos-{schema}.log") as workers:
             client = _client(DBOSClient, url, schema, workers)
             try:
                 _warm_up(client, workers, env.workers)
@@ -140,14 +141,13 @@ def _dbos(env: Env, name: str) -> Iterator[Any]:
 
 
 @contextmanager
-def _workers(env: Env, extra: dict[str, str], name: str) -> Iterator[list[PeerProcess]]:
-    first = PeerProcess(["-m", "covey.bench.dbos_peer"], extra, env.directory / f"dbos-{name}.log")
+def _workers(env: Env, extra: dict[str, str], log: Path) -> Iterator[list[PeerProcess]]:
+    """The worker processes, logging to ``log``: a file of this schema's own, so the readiness line
+    :func:`_until_ready` looks for cannot be an earlier run's."""
+    first = PeerProcess(["-m", "covey.bench.dbos_peer"], extra, log)
     with first:  # the first creates the schema; the others start once it is there
         _until_ready(first)
-        rest = [
-            PeerProcess(["-m", "covey.bench.dbos_peer"], extra, env.directory / f"dbos-{name}.log")
-            for _ in range(env.workers - 1)
-        ]
+        rest = [PeerProcess(["-m", "covey.bench.dbos_peer"], extra, log) for _ in range(env.workers - 1)]
         for proc in rest:
             proc.__enter__()
         try:
