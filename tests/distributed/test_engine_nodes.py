@@ -52,6 +52,15 @@ async def _workers(store: Store, bus: Bus, count: int) -> list[Worker]:
     return found
 
 
+@asynccontextmanager
+async def _one_node_and_worker(store: Store, bus: Bus) -> AsyncIterator[None]:
+    """An engine node and a worker serving ``store`` until the block ends."""
+    work = [asyncio.create_task(EngineNode(store, bus).run())]
+    work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
+    async with running(work):
+        yield
+
+
 async def _finish_all(client: StoreClient, store: Store, run_ids: list[str], n: int) -> None:
     async def all_finished() -> bool:
         for run_id in run_ids:
@@ -140,16 +149,14 @@ async def test_a_client_waiting_for_a_run_is_told_when_it_finishes(
         open_store(backend.store) as store,
         open_bus_for(backend.store, backend.bus) as bus,
         StoreClient(backend.store, backend.bus) as client,
+        _one_node_and_worker(store, bus),
     ):
-        work = [asyncio.create_task(EngineNode(store, bus).run())]
-        work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
-        async with running(work):
-            for n in (1, 2):  # the second wait reuses what the first set up
-                run_id = await client.submit(FANOUT, {"n": n})
-                # Given a poll far longer than the test may take: only the `finished` hint can end it in time.
-                async with asyncio.timeout(30):
-                    info = await client.wait(run_id, poll_s=3600)
-                assert (info.status, info.output) == ("succeeded", expected_output(n))
+        for n in (1, 2):  # the second wait reuses what the first set up
+            run_id = await client.submit(FANOUT, {"n": n})
+            # Given a poll far longer than the test may take: only the `finished` hint can end it in time.
+            async with asyncio.timeout(30):
+                info = await client.wait(run_id, poll_s=3600)
+            assert (info.status, info.output) == ("succeeded", expected_output(n))
 
 
 async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(
@@ -157,9 +164,8 @@ async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(
 ) -> None:
     monkeypatch.setenv("COVEY_TEST_TRACE", str(tmp_path))
     async with open_store(backend.store) as store, open_bus_for(backend.store, backend.bus) as bus:
-        work = [asyncio.create_task(EngineNode(store, bus).run())]
-        work += [asyncio.create_task(worker.run()) for worker in await _workers(store, bus, 1)]
-        async with running(work), StoreClient(backend.store, "amqp://guest:guest@127.0.0.1:9/") as client:
+        unreachable = "amqp://guest:guest@127.0.0.1:9/"
+        async with _one_node_and_worker(store, bus), StoreClient(backend.store, unreachable) as client:
             run_id = await client.submit(FANOUT, {"n": 1})
             # No hint can come (nothing listens on port 9): the wait reads the store every poll_s.
             async with asyncio.timeout(30):
