@@ -6,11 +6,12 @@
 Runs are submitted through :class:`~covey.client.StoreClient`'s store and bus:
 ``submit_many`` appends a batch of ``RunSubmitted`` rows to the inbox in one
 call per 500 runs and hints the engine once, which is what one
-``StoreClient.submit`` does per run. Waiting reads the store: a single run's
-row when the engine node hints that runs finished (as a user's client
-waits, at least every :data:`POLL_ONE_S`), and for a batch the number of finished runs in
-the store's status index every :data:`POLL_MANY_S` (one cheap query, so the
-waiting costs the store almost nothing).
+``StoreClient.submit`` does per run. Waiting reads the store: for a single
+run, its row whenever the engine node hints that runs finished, and at least
+every :data:`POLL_ONE_S` (``StoreClient.wait``, as a user's client waits);
+for a batch, the number of finished runs in the store's status index every
+:data:`POLL_MANY_S` (one cheap query, so the waiting costs the store almost
+nothing).
 """
 
 from __future__ import annotations
