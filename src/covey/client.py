@@ -23,6 +23,7 @@ from covey.codec import check_payload
 from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
 from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
+from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.submit import WorkflowLike, prepare_submission
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
@@ -218,13 +219,10 @@ class StoreClient:
                 log.warning("waiting without hints, by polling: %s", exc)
 
             async def pause(seconds: float) -> None:
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                if subscription is not None and await subscription.wait(seconds):
-                    return
-                left = seconds - (loop.time() - started)
-                if left > seconds / 2:  # a closed subscription answers at once, empty
-                    await asyncio.sleep(left)
+                if subscription is None:
+                    await asyncio.sleep(seconds)
+                else:
+                    await wait_for_hints(subscription, seconds)
 
             yield pause
 

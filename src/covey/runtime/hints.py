@@ -16,12 +16,27 @@ from collections.abc import Collection
 
 from covey.bus.base import RESYNC, Bus, Subscription
 
-__all__ = ["HintPublisher", "HintRouter"]
+__all__ = ["HintPublisher", "HintRouter", "wait_for_hints"]
 
 log = logging.getLogger("covey.hints")
 
 #: Pause after a subscription answered with nothing, so a closed one cannot keep the event loop busy.
 IDLE_PAUSE_S = 0.05
+
+
+async def wait_for_hints(subscription: Subscription, seconds: float) -> set[str]:
+    """The topics ``subscription`` got, waiting up to ``seconds`` for one; empty after ``seconds``.
+
+    A closed subscription answers at once, empty: then the rest of ``seconds``
+    is slept, so a caller that polls around this never spins.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    topics = await subscription.wait(seconds)
+    left = seconds - (loop.time() - started)
+    if not topics and left > seconds / 2:
+        await asyncio.sleep(left)
+    return topics
 
 
 class HintPublisher:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 
 from covey.bus.base import RESYNC, Bus, Subscription, topic_inbox
-from covey.runtime.hints import HintPublisher
+from covey.runtime.hints import HintPublisher, wait_for_hints
 from covey.runtime.loop import EngineLoop
 from covey.runtime.shards import ShardKeeper
 from covey.runtime.timekeeper import Timekeeper
@@ -123,9 +123,6 @@ class EngineNode:
         """Read the inbox on every hint, and on a poll when none comes, backing off from ``first_poll_s``."""
         wait_s = first_poll_s
         while not loop.stopped:
-            started = asyncio.get_running_loop().time()
-            topics = await subscription.wait(wait_s)
+            topics = await wait_for_hints(subscription, wait_s)  # a closed subscription: a poll every wait_s
             loop.poke_inbox()
-            if not topics and asyncio.get_running_loop().time() - started < wait_s / 2:
-                await asyncio.sleep(wait_s)  # a closed subscription answers at once: poll instead
             wait_s = first_poll_s if topics and topics != {RESYNC} else min(POLL_MAX_S, wait_s * 2)

@@ -32,7 +32,6 @@ class Tasks(Shared):
         targets = sorted(request.targets)
         if not targets or request.limit <= 0:
             return []
-
         chosen = self._claimable(targets, request.labels, request.limit)
         updates, leases = [], []
         resolver = InputResolver(self)
