@@ -25,6 +25,7 @@ from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyErr
 from covey.state.model import StateEntry, StateOp
 from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, InboxRow, Lease, shard_of
 from covey.store.redis import LAYOUT_VERSION, RedisStore
+from covey.store.redis.tasks import FOLLOW_UP_AFTER_S
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
 from covey.testing.servers import redis_url
@@ -755,6 +756,25 @@ async def test_a_grant_reported_before_its_follow_up_is_not_confirmed(
 
         await wait_for(lambda: "unwait" in store.scripts_run, 5.0, 0.01, message="the grant's follow-up")
         assert "heartbeat" not in store.scripts_run
+
+
+async def test_a_store_closed_before_a_grants_follow_up_is_due_drops_it(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # A worker that stops right after a grant closes its store: the follow-up must not come due
+    # afterwards on the closed store, leaving a task pending when its event loop ends.
+    async with CallRecordingStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
+        await d.update("r1", enqueue=[task("r1", "a")])
+        await asyncio.wait_for(waiter, 5.0)
+        ran_before_close = list(store.scripts_run)
+
+    # Nothing can be awaited for something that must not happen: wait past the follow-up's due time.
+    await asyncio.sleep(FOLLOW_UP_AFTER_S * 3)
+    assert store.scripts_run == ran_before_close
+    assert not store._background
 
 
 async def test_a_granted_lease_is_short_until_its_worker_confirms_it(

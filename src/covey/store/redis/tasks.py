@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
@@ -56,9 +57,20 @@ class Tasks(Shared):
         """Worker id -> its standing claim, if it has one."""
         self._unconfirmed: set[tuple[str, int]] = set()
         """Granted leases whose follow-up has not run and whose report this store has not appended."""
+        self._follow_ups: dict[int, asyncio.TimerHandle] = {}
+        """Grant follow-ups not yet due, by number: a store that closes cancels them."""
+        self._follow_up_numbers = itertools.count()
 
     async def close(self) -> None:
-        """Let background withdrawals finish (briefly), then close every connection."""
+        """Let background withdrawals finish (briefly), then close every connection.
+
+        Follow-ups not yet due are dropped: the worker is stopping, and a lease they would
+        have confirmed is released by it or ends with its grant (a follow-up that came due
+        after the close ran on a closed store, and its task was left pending).
+        """
+        for handle in self._follow_ups.values():
+            handle.cancel()
+        self._follow_ups.clear()
         if self._background:
             await asyncio.wait(set(self._background), timeout=1.0)
         await super().close()
@@ -122,12 +134,16 @@ class Tasks(Shared):
                     used_up = True
             leases = await self._granted(grants)
             self._unconfirmed.update((lease.task_id, lease.lease_no) for lease in leases)
-            loop.call_later(FOLLOW_UP_AFTER_S, self._follow_up, request, standing, leases, used_up)
+            number = next(self._follow_up_numbers)
+            self._follow_ups[number] = loop.call_later(
+                FOLLOW_UP_AFTER_S, self._follow_up, number, request, standing, leases, used_up
+            )
             return leases
 
     def _follow_up(
-        self, request: ClaimRequest, standing: _Standing, leases: list[Lease], used_up: bool
+        self, number: int, request: ClaimRequest, standing: _Standing, leases: list[Lease], used_up: bool
     ) -> None:
+        del self._follow_ups[number]
         self._spawn(self._after_grant(request, standing, leases, withdraw=used_up))
 
     async def _after_grant(
