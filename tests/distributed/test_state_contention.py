@@ -30,7 +30,9 @@ EACH = 100
 
 WORKFLOW = {
     "name": "hammer",
-    "steps": {"h": {"skill": "hammer", "map": "${input.parts}", "input": {"n": EACH}}},
+    "steps": {
+        "h": {"skill": "hammer", "map": "${input.parts}", "input": {"n": EACH, "contenders": PROCESSES}}
+    },
 }
 
 
