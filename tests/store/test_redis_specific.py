@@ -186,6 +186,71 @@ async def test_a_layout_1_prefix_is_upgraded_and_its_histories_read_as_before(
     assert await raw.hget(meta, "layout") == str(LAYOUT_VERSION).encode()
 
 
+async def _inbox_as_layout_2(raw: aioredis.Redis, prefix: str) -> None:
+    """Rewrite a prefix's inbox as layout 2 kept it: a hash per row, its key in both indexes."""
+    index = f"{{{prefix}}}:inbox"
+    for member, score in await raw.zrange(index, 0, -1, withscores=True):
+        tag, _, body = member.partition(b"}:")
+        tag += b"}:"
+        seq, row_id, run_id, event, output, ops = orjson.loads(body)
+        key = tag + b"in:" + str(seq).encode()
+        fields = {"id": row_id, "run": run_id, "ev": event, "z": tag + b"inbox"}
+        fields |= {"out": output} if output else {}
+        fields |= {"ops": ops} if ops else {}
+        await raw.hset(key, mapping=fields)
+        await raw.zrem(index, member)
+        await raw.zadd(index, {key: score})
+        await raw.zrem(tag + b"inbox", row_id)
+        await raw.zadd(tag + b"inbox", {key: score})
+
+
+async def test_a_layout_2_prefix_is_upgraded_and_its_inbox_reads_and_consumes_as_before(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Given a prefix as covey wrote it at layout 2: three pending inbox rows of two runs (one with an
+    # output and staged writes), each a hash, and a copy pushed to a waiting node in the old shape.
+    ops = [StateOp("put", "run:r1", "k", [1, "two"]).to_json()]
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        await d.start_run("r2")
+        rich = dataclasses.replace(
+            inbox_row("s3", "r1", SignalReceived("s3", "go", None, 0), output={"text": "é"}), state_ops=ops
+        )
+        await store.append_inbox(
+            [
+                inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0)),
+                inbox_row("s2", "r2", SignalReceived("s2", "go", None, 0)),
+                rich,
+            ]
+        )
+        before = await store.read_inbox(0, 10)
+    await _inbox_as_layout_2(raw, prefix)
+    stale_push = f"{{{prefix}}}:inq:7"
+    await raw.rpush(stale_push, b'["1","s1","r1","{}",false,false]')
+    await raw.hset(f"{{{prefix}}}:meta", "layout", 2)
+
+    # When covey opens it: the rows read as before, whole or by shard, and commits consume them.
+    async with RedisStore(url, prefix=prefix) as store:
+        assert await store.read_inbox(0, 10) == before
+        assert await store.read_inbox(0, 10, shards={shard_of("r2")}) == [before[1]]
+        assert not [key async for key in raw.scan_iter(match=f"{{{prefix}:*}}:in:*")]
+        assert not await raw.exists(stale_push)
+
+        d = await Driver.start(store)
+        d.seqs.update({"r1": 1, "r2": 1})
+        write = d.write("r1")
+        write.consumed.append(before[0].seq)
+        assert not (await d.commit(write, consumed=[before[1].seq])).conflicts
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s3"]
+        assert await raw.hkeys(f"{{{prefix}}}:inbox:ids") == [b"s3"]
+
+        # A consumed row's id may come again; a pending one's is still ignored.
+        await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0)), rich])
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s3", "s1"]
+        assert await raw.hget(f"{{{prefix}}}:meta", "layout") == str(LAYOUT_VERSION).encode()
+
+
 async def test_every_key_carries_its_prefix_and_shard_tag(url: str, prefix: str, raw: aioredis.Redis) -> None:
     async with RedisStore(url, prefix=prefix) as store:
         d = await Driver.start(store)

@@ -87,6 +87,8 @@ MIGRATIONS: list[str] = [
     "",
     # 2: a run's history is a Stream (entry id: the event's sequence number), no longer a list.
     (_LUA / "migrate_2_histories.lua").read_text(),
+    # 3: an inbox row is a member of the inbox sorted sets, no longer a hash of its own.
+    (_LUA / "migrate_3_inbox.lua").read_text(),
 ]
 #: The layout version this covey writes.
 LAYOUT_VERSION = len(MIGRATIONS)

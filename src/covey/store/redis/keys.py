@@ -19,7 +19,8 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G leases                   zset: leased task keys by lease_until_ms
     G timers                   zset: timer ids by due_ms
     G timer                    hash: timer id -> JSON [run id, shard tag, kind, task id, lease no]
-    G inbox                    zset: inbox row keys by seq;  G inbox:seq  counter
+    G inbox                    zset: inbox rows by seq, each "<shard tag>[seq, id, run id, event, output, ops]"
+    G inbox:seq                counter: the last inbox row's seq
     G inbox:ids                hash: inbox row id -> seq
     G seen                     hash: client-chosen id -> run id
     G workers, G workers:hb    hash: worker id -> JSON, and -> heartbeat_ms
@@ -28,7 +29,7 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G grant:<worker>           list: leases granted to the worker's standing claim (JSON), or "stop"
     G waittok                  counter: the last standing claim's token
     G inwait:<epoch>           string, with a TTL: the engine node of <epoch> waits for pushed rows
-    G inq:<epoch>              list: copies of new inbox rows of the shards <epoch> holds (JSON)
+    G inq:<epoch>              list: copies of new inbox rows of the shards <epoch> holds (as in G inbox)
     G lock:<name>              hash: permit slot -> "token|expires_ms|h<holder>"
     G locktok:<name>           counter: the last fencing token of <name>
 
@@ -39,8 +40,7 @@ Keys of a shard (``T`` is ``{prefix:shard}:``)::
     T tasks:<run id>           set: the run's task keys
     T task:<task id>           hash: a task row (status ready, leased or expired)
     T out:<run id>/<step>      hash: index -> output JSON (-1 for a plain step)
-    T inbox                    zset: the shard's inbox row keys by seq
-    T in:<seq>                 hash: one inbox row
+    T inbox                    zset: the ids of the shard's inbox rows by seq
 
 A shared-state namespace ``N`` (tag ``T`` for ``run:<id>``, ``G`` otherwise)::
 

@@ -14,14 +14,18 @@ from covey.store.redis.connection import Connection
 __all__ = ["Reads", "from_json", "inbox_row", "text"]
 
 
-def inbox_row(fields: Sequence[Any]) -> InboxRow:
-    """An inbox row from what a script returns of it, or pushes of it as JSON: seq, id, run id, event,
-    output, state ops (text as bytes or str; a missing value as None, or false in JSON)."""
-    seq, row_id, run_id, event, output, ops = fields
-    if isinstance(output, str):
-        output = output.encode()
+def inbox_row(member: bytes) -> InboxRow:
+    """An inbox row from its member in the inbox index (or the copy pushed to a waiting node): the
+    shard tag, then the JSON array [seq, id, run id, event, output, state ops], each text, a
+    missing one false (see ``inbox_member`` in ``common.lua``)."""
+    seq, row_id, run_id, event, output, ops = orjson.loads(member[member.index(b"}:") + 2 :])
     return InboxRow(
-        text(row_id), text(run_id), orjson.loads(event), int(seq), output or None, from_json(ops or None)
+        row_id,
+        run_id,
+        orjson.loads(event),
+        int(seq),
+        output.encode() if output else None,
+        from_json(ops or None),
     )
 
 
@@ -192,7 +196,7 @@ class Reads(Connection):
             if not tags:
                 return []
         rows = await self.script("read_inbox", [str(after_seq), str(limit), *tags], idempotent=True)
-        return [inbox_row(row) for row in rows]
+        return [inbox_row(member) for member in rows]
 
     async def shard_leases(self) -> dict[int, tuple[int, int]]:
         """shard -> (epoch, lease end in ms)."""

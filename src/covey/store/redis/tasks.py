@@ -293,7 +293,7 @@ class Tasks(Shared):
         popped = await self.run(wait, idempotent=False)
         if not popped:
             return []
-        return [inbox_row(orjson.loads(body)) for body in popped[1]]
+        return [inbox_row(member) for member in popped[1]]
 
     async def stop_waiting_inbox(self, epoch: int) -> None:
         """Stop the pushes to ``epoch`` (its node stops): new rows are hinted and read again."""

@@ -8,8 +8,8 @@ local unpushed = false
 for i = 3, #ARGV, 6 do
   local output, ops = ARGV[i + 4], ARGV[i + 5]
   output, ops = output ~= '' and output or nil, ops ~= '' and ops or nil
-  local seq = inbox_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], output, ops, true)
-  if seq and not inbox_push(seq, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], output, ops) then
+  local seq, member = inbox_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], output, ops, true)
+  if seq and not inbox_push(ARGV[i + 2], member) then
     unpushed = true
   end
 end

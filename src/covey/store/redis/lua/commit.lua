@@ -135,7 +135,7 @@ local function write_children(w)
   for _, o in ipairs(w.outs or {}) do  -- {step, index, ARGV index of the output}
     redis.call('HSET', w.tag .. 'out:' .. w.id .. '/' .. o[1], int(o[2]), ARGV[o[3]])
   end
-  for _, seq in ipairs(w.cons or {}) do inbox_consume(seq) end
+  for _, seq in ipairs(w.cons or {}) do inbox_consume(seq, w.tag) end
   for _, id in ipairs(w.seen or {}) do redis.call('HSETNX', G .. 'seen', id, w.id) end
 end
 

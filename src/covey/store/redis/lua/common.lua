@@ -30,45 +30,73 @@ end
 
 -- The inbox ------------------------------------------------------------------------------------
 
--- Appends a row unless its id is in the inbox already (or, with check_seen, was committed as seen).
+-- A row is one member of two sorted sets, both scored by its seq: G..'inbox' holds the row itself
+-- (inbox_member: its shard tag, then the JSON array [seq, id, run id, event, output, state ops]),
+-- and its shard's tag..'inbox' holds its id. No key per row: appending one is a ZADD to each set,
+-- consuming one a removal from each (see inbox_consume).
+local function inbox_member(seq, id, run, tag, event, output, ops)
+  return tag .. cjson.encode({int(seq), id, run, event, output or false, ops or false})
+end
+
+-- Appends a row unless its id is in the inbox already (or, with check_seen, was committed as
+-- seen). Returns its seq and member, or nil.
 local function inbox_add(id, run, tag, event, output, ops, check_seen)
-  if redis.call('HEXISTS', G .. 'inbox:ids', id) == 1 then return false end
-  if check_seen and redis.call('HEXISTS', G .. 'seen', id) == 1 then return false end
+  if redis.call('HEXISTS', G .. 'inbox:ids', id) == 1 then return nil end
+  if check_seen and redis.call('HEXISTS', G .. 'seen', id) == 1 then return nil end
   local seq = redis.call('INCR', G .. 'inbox:seq')
-  local key = tag .. 'in:' .. int(seq)
-  local fields = {'id', id, 'run', run, 'ev', event, 'z', tag .. 'inbox'}
-  if output then fields[#fields + 1] = 'out'; fields[#fields + 1] = output end
-  if ops then fields[#fields + 1] = 'ops'; fields[#fields + 1] = ops end
-  redis.call('HSET', key, unpack(fields))
-  redis.call('ZADD', G .. 'inbox', int(seq), key)
-  redis.call('ZADD', tag .. 'inbox', int(seq), key)
+  local member = inbox_member(seq, id, run, tag, event, output, ops)
+  redis.call('ZADD', G .. 'inbox', int(seq), member)
+  redis.call('ZADD', tag .. 'inbox', int(seq), id)
   redis.call('HSET', G .. 'inbox:ids', id, int(seq))
-  return seq
+  return seq, member
 end
 
 -- Hands a new inbox row to the engine node that holds its shard, if that node is waiting for rows
--- (G..'inwait:'..epoch exists while it is): a copy pushed on G..'inq:'..epoch, which the node pops
--- (BLMPOP) instead of reading the inbox. The row itself stays in the inbox until a commit consumes
--- it; a copy nobody pops expires with its list. True if pushed.
-local function inbox_push(seq, id, run, tag, event, output, ops)
+-- (G..'inwait:'..epoch exists while it is): a copy of its member pushed on G..'inq:'..epoch, which
+-- the node pops (BLMPOP) instead of reading the inbox. The row itself stays in the inbox until a
+-- commit consumes it; a copy nobody pops expires with its list. True if pushed. Who waits for which
+-- shard is looked up once per script call (push_to), as a call appends rows of many runs.
+local push_to = {}  -- shard tag -> the queue of the node waiting for its rows, or false
+local push_armed = {}  -- queue -> true once its expiry was set in this call
+
+local function inbox_queue(tag)
   local shard = string.match(tag, ':(%d+)}:$')
   local lease = shard and redis.call('HGET', G .. 'shards', shard)
   local epoch = lease and string.match(lease, '^(%d+):')
   if not epoch or redis.call('EXISTS', G .. 'inwait:' .. epoch) == 0 then return false end
-  local queue = G .. 'inq:' .. epoch
-  redis.call('RPUSH', queue, cjson.encode({int(seq), id, run, event, output or false, ops or false}))
-  redis.call('PEXPIRE', queue, INQ_TTL_MS)
+  return G .. 'inq:' .. epoch
+end
+
+local function inbox_push(tag, member)
+  local queue = push_to[tag]
+  if queue == nil then
+    queue = inbox_queue(tag)
+    push_to[tag] = queue
+  end
+  if not queue then return false end
+  redis.call('RPUSH', queue, member)
+  if not push_armed[queue] then
+    push_armed[queue] = true
+    redis.call('PEXPIRE', queue, INQ_TTL_MS)
+  end
   return true
 end
 
-local function inbox_consume(seq)
-  for _, key in ipairs(redis.call('ZRANGEBYSCORE', G .. 'inbox', int(seq), int(seq))) do
-    local f = redis.call('HMGET', key, 'id', 'z')
-    if f[1] then redis.call('HDEL', G .. 'inbox:ids', f[1]) end
-    if f[2] then redis.call('ZREM', f[2], key) end
-    redis.call('ZREM', G .. 'inbox', key)
-    redis.call('DEL', key)
+-- Consumes the row with this seq, if it is still there. The commit knows the shard tag of the rows
+-- its runs decided (the row's id is then one lookup away); for others (rows consumed without a
+-- decision) the tag and id are read from the member.
+local function inbox_consume(seq, tag)
+  local score = int(seq)
+  local id = tag and redis.call('ZRANGEBYSCORE', tag .. 'inbox', score, score)[1]
+  if not id then
+    local member = redis.call('ZRANGEBYSCORE', G .. 'inbox', score, score)[1]
+    if not member then return end
+    tag = string.match(member, '^(.-}:)')
+    id = cjson.decode(string.sub(member, #tag + 1))[2]
   end
+  redis.call('ZREMRANGEBYSCORE', G .. 'inbox', score, score)
+  redis.call('ZREM', tag .. 'inbox', id)
+  redis.call('HDEL', G .. 'inbox:ids', id)
 end
 
 -- A TimerFired event as covey.engine.events.event_to_json writes it.
