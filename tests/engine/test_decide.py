@@ -100,6 +100,16 @@ def test_submit_sets_the_run_deadline_timer() -> None:
     assert run.commands(SetTimer) == [SetTimer("deadline:r", "r", 61_000, "run_deadline")]
 
 
+def test_a_run_that_ends_cancels_its_deadline_timer() -> None:
+    spec = wf(a={"skill": "s"})
+    spec["timeout_s"] = 60
+    run = Run(spec)
+    run.succeed("a")
+    assert run.last.events[-1] == RunFinished("succeeded", run.now)
+    assert run.commands(CancelTimer) == [CancelTimer("deadline:r")]
+    assert run.timers == {}
+
+
 def test_decide_refuses_misuse() -> None:
     run = chain()
     with pytest.raises(ValueError, match="already submitted"):
@@ -124,7 +134,7 @@ def test_success_drops_the_row_keeps_the_output_and_readies_downstream() -> None
     run.succeed("b")
     assert run.last.events[-1] == RunFinished("succeeded", 1_020)
     assert run.commands(FinishRun) == [FinishRun("succeeded", None, 1_020)]
-    assert CancelTimer("deadline:r") in run.last.commands
+    assert not run.commands(CancelTimer)  # a run without a deadline has no deadline timer to cancel
     assert run.state.status == "succeeded"
     assert run.state.finished_ms == 1_020
 

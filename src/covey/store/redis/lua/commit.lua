@@ -77,7 +77,11 @@ local function write_run(w)
     end
     push(fields, 'st', w.st)
   end
-  if w.out then push(fields, 'out', ARGV[w.out]) end
+  if w.rout then  -- the run's output, rendered from its output mapping
+    push(fields, 'out', ARGV[w.rout])
+  elseif w.out then
+    push(fields, 'out', ARGV[w.out])
+  end
   if w.err then push(fields, 'err', ARGV[w.err]) end
   if w.fin then push(fields, 'fin', int(w.fin)) end
   redis.call('HSET', rk, unpack(fields))
@@ -97,7 +101,7 @@ local enqueued = {}  -- {task key, target, label set} of each task this commit m
 local function enqueue(w, t)
   local key = t[1] ~= '' and t[1] or (w.tag .. 'task:' .. t[2])
   local ready = t[6] == '' and (G .. 'ready:' .. t[5]) or (G .. 'readyl:' .. t[5] .. '\n' .. t[6])
-  local old = redis.call('HGET', key, 'rq')
+  local old = not w.nr and redis.call('HGET', key, 'rq')  -- a new run has no task rows yet
   if old then  -- a task enqueued again (a retry): its row is replaced
     redis.call('ZREM', old, key)
     redis.call('ZREM', G .. 'leases', key)
@@ -145,7 +149,6 @@ for i, w in ipairs(P.runs) do
     write_children(w)
     for _, op in ipairs(w.ops or {}) do st_apply(op) end
     if w.dns then drop_namespace(w.dns[1], w.dns[2]) end
-    if w.rout then redis.call('HSET', w.tag .. 'run:' .. w.id, 'out', ARGV[w.rout]) end
   end
 end
 for _, seq in ipairs(P.cons or {}) do inbox_consume(seq) end
