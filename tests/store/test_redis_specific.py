@@ -186,6 +186,26 @@ async def test_a_layout_1_prefix_is_upgraded_and_its_histories_read_as_before(
     assert await raw.hget(meta, "layout") == str(LAYOUT_VERSION).encode()
 
 
+async def test_a_commit_of_several_events_is_one_history_entry(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        signals = [SignalReceived(f"s{n}", "go", {"n": n}, 0) for n in range(3)]
+        assert not (await d.commit(d.write("r1", *signals))).conflicts
+        assert not (await d.commit(d.write("r1"))).conflicts
+        history = await store.load_history("r1")
+
+    entries = await raw.xrange(f"{{{prefix}:{shard_of('r1')}}}:ev:r1")
+    # One entry per commit, named by the sequence number of its last event.
+    assert [entry_id for entry_id, _ in entries] == [b"1-0", b"4-0", b"5-0"]
+    assert [sorted(fields) for _, fields in entries] == [[b"e"], [b"es"], [b"e"]]
+    assert len(history) == 5
+    assert history[1:4] == [event_to_json(signal) for signal in signals]
+    assert history[4]["type"] == "SignalReceived"
+
+
 async def _inbox_as_layout_2(raw: aioredis.Redis, prefix: str) -> None:
     """Rewrite a prefix's inbox as layout 2 kept it: a hash per row, its key in both indexes."""
     index = f"{{{prefix}}}:inbox"

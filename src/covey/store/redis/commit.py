@@ -176,8 +176,12 @@ class Commit(Tasks):
             "tag": tag,
             "exp": w.expected_seq,
             "new": w.new_seq,
-            "ev": [blobs.add(event[3]) for event in w.events],
+            "evn": len(w.events),
         }
+        if len(w.events) == 1:
+            p["ev"] = blobs.add(w.events[0][3])
+        elif w.events:  # one Stream entry per commit: its events as one JSON array
+            p["ev"] = blobs.add(b"[" + b",".join(event[3] for event in w.events) + b"]")
         if w.new is not None:
             nr = {"wf": w.new.workflow, "hash": w.new.spec_hash, "in": blobs.add(w.new.input)}
             if w.new.spec_hash not in self._specs:

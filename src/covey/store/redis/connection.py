@@ -89,6 +89,10 @@ MIGRATIONS: list[str] = [
     (_LUA / "migrate_2_histories.lua").read_text(),
     # 3: an inbox row is a member of the inbox sorted sets, no longer a hash of its own.
     (_LUA / "migrate_3_inbox.lua").read_text(),
+    # 4: a history entry holds a commit's events (field es, a JSON array; id: the last one's sequence
+    # number); entries of one event (field e) are as before, so nothing is converted. Layout 3 code
+    # would misread the new entries: the version keeps it off.
+    "",
 ]
 #: The layout version this covey writes.
 LAYOUT_VERSION = len(MIGRATIONS)

@@ -36,7 +36,9 @@ Keys of no shard (``G`` is ``{prefix}:``)::
 Keys of a shard (``T`` is ``{prefix:shard}:``)::
 
     T run:<run id>             hash: the run row
-    T ev:<run id>              stream: the run's history, entry id "<seq>-0", field e: the event JSON
+    T ev:<run id>              stream: the run's history, an entry per commit, its id "<seq>-0" with
+                               the seq of the commit's last event; field e: the event JSON, or, for
+                               several events, es: a JSON array of them in order
     T tasks:<run id>           set: the run's task keys
     T task:<task id>           hash: a task row (status ready, leased or expired)
     T out:<run id>/<step>      hash: index -> output JSON (-1 for a plain step)

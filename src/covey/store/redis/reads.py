@@ -79,7 +79,14 @@ class Reads(Connection):
         result: dict[str, list[dict[str, Any]]] = {}
         for run_id, entries in zip(ids, streams, strict=True):
             if entries:
-                result[run_id] = [orjson.loads(fields[b"e"]) for _, fields in entries]
+                history: list[dict[str, Any]] = []
+                for _, fields in entries:  # one event (e), or a commit's several (es)
+                    single = fields.get(b"e")
+                    if single is not None:
+                        history.append(orjson.loads(single))
+                    else:
+                        history.extend(orjson.loads(fields[b"es"]))
+                result[run_id] = history
         for history in result.values():
             first = history[0]
             ref = first.get("workflow", {}).get("$spec") if first.get("type") == "RunSubmitted" else None

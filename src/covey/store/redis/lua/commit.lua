@@ -85,10 +85,10 @@ local function write_run(w)
   if w.err then push(fields, 'err', ARGV[w.err]) end
   if w.fin then push(fields, 'fin', int(w.fin)) end
   redis.call('HSET', rk, unpack(fields))
-  -- The history is a Stream whose entry ids are the events' sequence numbers (w.new is the last).
-  local first = w.new - #w.ev
-  for k, index in ipairs(w.ev) do
-    redis.call('XADD', w.tag .. 'ev:' .. w.id, int(first + k), 'e', ARGV[index])
+  -- The history is a Stream with an entry per commit, its id the sequence number of the commit's
+  -- last event (w.new): field e holds a single event, es a JSON array of several.
+  if w.evn > 0 then
+    redis.call('XADD', w.tag .. 'ev:' .. w.id, int(w.new), w.evn == 1 and 'e' or 'es', ARGV[w.ev])
   end
 end
 
