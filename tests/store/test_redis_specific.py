@@ -214,7 +214,7 @@ async def _inbox_as_layout_2(raw: aioredis.Redis, prefix: str) -> None:
         tag += b"}:"
         seq, row_id, run_id, event, output, ops = orjson.loads(body)
         key = tag + b"in:" + str(seq).encode()
-        fields = {"id": row_id, "run": run_id, "ev": event, "z": tag + b"inbox"}
+        fields = {"id": row_id, "run": run_id, "ev": orjson.dumps(event), "z": tag + b"inbox"}
         fields |= {"out": output} if output else {}
         fields |= {"ops": ops} if ops else {}
         await raw.hset(key, mapping=fields)

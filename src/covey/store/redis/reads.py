@@ -16,17 +16,10 @@ __all__ = ["Reads", "from_json", "inbox_row", "text"]
 
 def inbox_row(member: bytes) -> InboxRow:
     """An inbox row from its member in the inbox index (or the copy pushed to a waiting node): the
-    shard tag, then the JSON array [seq, id, run id, event, output, state ops], each text, a
-    missing one false (see ``inbox_member`` in ``common.lua``)."""
+    shard tag, then the JSON array [seq, id, run id, event, output, state ops], the output and state
+    ops as JSON text, a missing one false (see ``inbox_member`` in ``common.lua``)."""
     seq, row_id, run_id, event, output, ops = orjson.loads(member[member.index(b"}:") + 2 :])
-    return InboxRow(
-        row_id,
-        run_id,
-        orjson.loads(event),
-        int(seq),
-        output.encode() if output else None,
-        from_json(ops or None),
-    )
+    return InboxRow(row_id, run_id, event, seq, output.encode() if output else None, from_json(ops or None))
 
 
 def from_json(body: bytes | None) -> Any:

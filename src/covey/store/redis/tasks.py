@@ -457,8 +457,11 @@ class _InputResolver:
         return value, None
 
 
+@functools.lru_cache(maxsize=1024)
 def lease_need(template_text: bytes) -> str:
     """What a task's input mapping reads, as the claim script takes it; "" when the claim cannot read it.
+
+    Cached: the tasks of one workflow's steps share a handful of mappings.
 
     ``[1 if it reads the run's input else 0, step, ...]``. A mapping that reads
     shared state gets "": its claim reads everything afterwards, in Python,

@@ -33,9 +33,12 @@ end
 -- A row is one member of two sorted sets, both scored by its seq: G..'inbox' holds the row itself
 -- (inbox_member: its shard tag, then the JSON array [seq, id, run id, event, output, state ops]),
 -- and its shard's tag..'inbox' holds its id. No key per row: appending one is a ZADD to each set,
--- consuming one a removal from each (see inbox_consume).
+-- consuming one a removal from each (see inbox_consume). The event is JSON that covey wrote, so it
+-- goes in as it is; an output and state writes go in as JSON strings (false when missing), kept
+-- byte for byte.
 local function inbox_member(seq, id, run, tag, event, output, ops)
-  return tag .. cjson.encode({int(seq), id, run, event, output or false, ops or false})
+  return tag .. '[' .. int(seq) .. ',' .. cjson.encode(id) .. ',' .. cjson.encode(run) .. ',' .. event .. ','
+    .. (output and cjson.encode(output) or 'false') .. ',' .. (ops and cjson.encode(ops) or 'false') .. ']'
 end
 
 -- Appends a row unless its id is in the inbox already (or, with check_seen, was committed as
