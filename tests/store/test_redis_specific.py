@@ -206,6 +206,40 @@ async def test_a_commit_of_several_events_is_one_history_entry(
     assert history[4]["type"] == "SignalReceived"
 
 
+async def test_a_commit_consumes_exactly_its_rows_among_others_of_many_shards(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Twelve rows of four runs, interleaved; a commit consumes some of them, in runs of consecutive
+    # seqs and alone, through its run writes and as rows consumed without a decision.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        runs = ["r0", "r1", "r2", "r3"]
+        for run in runs:
+            await d.start_run(run)
+        rows = [inbox_row(f"s{n}", runs[n % 4], SignalReceived(f"s{n}", "go", None, 0)) for n in range(12)]
+        await store.append_inbox(rows)
+        seq = {row.id: row.seq for row in await store.read_inbox(0, 100)}
+        taken = {"s0", "s1", "s2", "s4", "s5", "s6", "s11"}
+        writes = []
+        for run in ("r0", "r1", "r2"):
+            write = d.write(run)
+            write.consumed += [seq[row.id] for row in rows if row.run_id == run and row.id in taken - {"s1"}]
+            writes.append(write)
+        assert not (await d.commit(*writes, consumed=[seq["s1"], seq["s11"]])).conflicts
+
+        left = [f"s{n}" for n in range(12) if f"s{n}" not in taken]
+        assert [row.id for row in await store.read_inbox(0, 100)] == left
+        run_of = {row.id: row.run_id for row in rows}
+        for run in runs:
+            mine = [row.id for row in await store.read_inbox(0, 100, shards={shard_of(run)})]
+            assert mine == [i for i in left if shard_of(run_of[i]) == shard_of(run)]
+        assert sorted(await raw.hkeys(f"{{{prefix}}}:inbox:ids")) == sorted(i.encode() for i in left)
+        shard_ids = set()
+        for run in runs:
+            shard_ids |= set(await raw.zrange(f"{{{prefix}:{shard_of(run)}}}:inbox", 0, -1))
+        assert shard_ids == {i.encode() for i in left}
+
+
 async def _inbox_as_layout_2(raw: aioredis.Redis, prefix: str) -> None:
     """Rewrite a prefix's inbox as layout 2 kept it: a hash per row, its key in both indexes."""
     index = f"{{{prefix}}}:inbox"

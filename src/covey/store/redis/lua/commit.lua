@@ -120,6 +120,8 @@ local function enqueue(w, t)
   enqueued[#enqueued + 1] = {key, t[5], t[6]}
 end
 
+local consumed = {}  -- {seq, shard tag} of each inbox row this commit consumes (see inbox_consume)
+
 local function write_children(w)
   local tasks = w.tag .. 'tasks:' .. w.id
   for _, key in ipairs(w.drop or {}) do
@@ -139,7 +141,7 @@ local function write_children(w)
   for _, o in ipairs(w.outs or {}) do  -- {step, index, ARGV index of the output}
     redis.call('HSET', w.tag .. 'out:' .. w.id .. '/' .. o[1], int(o[2]), ARGV[o[3]])
   end
-  for _, seq in ipairs(w.cons or {}) do inbox_consume(seq, w.tag) end
+  for _, seq in ipairs(w.cons or {}) do consumed[#consumed + 1] = {seq, w.tag} end
   for _, id in ipairs(w.seen or {}) do redis.call('HSETNX', G .. 'seen', id, w.id) end
 end
 
@@ -151,7 +153,8 @@ for i, w in ipairs(P.runs) do
     if w.dns then drop_namespace(w.dns[1], w.dns[2]) end
   end
 end
-for _, seq in ipairs(P.cons or {}) do inbox_consume(seq) end
+for _, seq in ipairs(P.cons or {}) do consumed[#consumed + 1] = {seq, false} end
+inbox_consume(consumed)
 
 -- Grants: each task made ready above goes to a standing claim that fits, if one waits.
 local ungranted = {}

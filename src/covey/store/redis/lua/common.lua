@@ -85,21 +85,45 @@ local function inbox_push(tag, member)
   return true
 end
 
--- Consumes the row with this seq, if it is still there. The commit knows the shard tag of the rows
--- its runs decided (the row's id is then one lookup away); for others (rows consumed without a
--- decision) the tag and id are read from the member.
-local function inbox_consume(seq, tag)
-  local score = int(seq)
-  local id = tag and redis.call('ZRANGEBYSCORE', tag .. 'inbox', score, score)[1]
-  if not id then
-    local member = redis.call('ZRANGEBYSCORE', G .. 'inbox', score, score)[1]
-    if not member then return end
-    tag = string.match(member, '^(.-}:)')
-    id = cjson.decode(string.sub(member, #tag + 1))[2]
+-- Consumes inbox rows: rows is a list of {seq, shard tag or false}, the rows that are gone already
+-- skipped. The commit knows the tag of the rows its runs decided (a row's id is then one lookup
+-- away); for others (rows consumed without a decision) the tag and id are read from the member.
+-- The removals are batched: each run of consecutive seqs leaves the global index in one call, each
+-- shard's ids in one, and the ids' idempotency entries in one.
+local function inbox_consume(rows)
+  local seqs, ids, by_tag = {}, {}, {}
+  for _, row in ipairs(rows) do
+    local score, tag = int(row[1]), row[2]
+    local id = tag and redis.call('ZRANGEBYSCORE', tag .. 'inbox', score, score)[1]
+    if not id then
+      local member = redis.call('ZRANGEBYSCORE', G .. 'inbox', score, score)[1]
+      if member then
+        tag = string.match(member, '^(.-}:)')
+        id = cjson.decode(string.sub(member, #tag + 1))[2]
+      end
+    end
+    if id then
+      seqs[#seqs + 1] = tonumber(row[1])
+      ids[#ids + 1] = id
+      local shard = by_tag[tag]
+      if not shard then
+        shard = {}
+        by_tag[tag] = shard
+      end
+      shard[#shard + 1] = id
+    end
   end
-  redis.call('ZREMRANGEBYSCORE', G .. 'inbox', score, score)
-  redis.call('ZREM', tag .. 'inbox', id)
-  redis.call('HDEL', G .. 'inbox:ids', id)
+  if #seqs == 0 then return end
+  table.sort(seqs)
+  local first = seqs[1]
+  for i = 2, #seqs + 1 do
+    if i > #seqs or seqs[i] ~= seqs[i - 1] + 1 then
+      redis.call('ZREMRANGEBYSCORE', G .. 'inbox', int(first), int(seqs[i - 1]))
+      first = seqs[i]
+    end
+  end
+  for tag, shard in pairs(by_tag) do call_many('ZREM', tag .. 'inbox', shard) end
+  call_many('HDEL', G .. 'inbox:ids', ids)
 end
 
 -- A TimerFired event as covey.engine.events.event_to_json writes it.
