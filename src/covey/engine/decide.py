@@ -97,9 +97,8 @@ def _submitted(event: RunSubmitted) -> Decision:
     state.steps = {name: StepState(name) for name in workflow.steps}
     state.open_steps = len(state.steps)
     out = Decision(state)
-    if workflow.spec.timeout_s is not None:
-        due = event.at_ms + int(workflow.spec.timeout_s * 1000)
-        out.do(SetTimer(f"deadline:{state.run_id}", state.run_id, due, "run_deadline"))
+    if state.deadline_ms is not None:
+        out.do(SetTimer(f"deadline:{state.run_id}", state.run_id, state.deadline_ms, "run_deadline"))
     graph.advance(out, [name for name, d in state.defs.items() if not d.deps], event.at_ms)
     return out
 

@@ -237,7 +237,7 @@ def end_run(out: Decision, status: str, error: dict[str, Any] | None, at_ms: int
                     out.do(DropTask(task.task_id))
                     out.do(CancelTimer(f"retry:{task.task_id}:{task.try_no}"))
             step.status = "cancelled"
-    if state.workflow.spec.timeout_s is not None:  # the run's deadline timer (see decide._submitted)
+    if state.deadline_ms is not None:  # the run has a deadline timer
         out.do(CancelTimer(f"deadline:{state.run_id}"))
     state.status = status
     state.error = error

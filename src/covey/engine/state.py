@@ -93,6 +93,12 @@ class RunState:
         """True once the run succeeded, failed or was cancelled."""
         return self.status != "running"
 
+    @property
+    def deadline_ms(self) -> int | None:
+        """When the run's deadline timer fires; None when its workflow sets no ``timeout_s``, so it has none."""
+        timeout_s = self.workflow.spec.timeout_s
+        return None if timeout_s is None else self.created_ms + int(timeout_s * 1000)
+
     def projection_paths(self, step: str) -> frozenset[Path]:
         """Paths of ``step``'s output that conditions and map sources of this run read."""
         paths: set[Path] = set(self.workflow.projections.get(step, ()))
