@@ -856,17 +856,23 @@ class CallRecordingStore(RedisStore):
         return await super().script(name, args, idempotent=idempotent)
 
 
+async def _granted(store: RedisStore, raw: aioredis.Redis) -> Lease:
+    """The lease of task r1/a, granted to worker w1's standing claim as the commit making it ready ran."""
+    d = await Driver.start(store)
+    await d.start_run("r1")
+    waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
+    await d.update("r1", enqueue=[task("r1", "a")])
+    (lease,) = await asyncio.wait_for(waiter, 5.0)
+    return lease
+
+
 async def test_a_grant_reported_before_its_follow_up_is_not_confirmed(
     url: str, prefix: str, raw: aioredis.Redis
 ) -> None:
     # A short task reports before the grant's follow-up: its report is in the inbox, so the
     # heartbeat that would confirm its lease is one script call for nothing.
     async with CallRecordingStore(url, prefix=prefix) as store:
-        d = await Driver.start(store)
-        await d.start_run("r1")
-        waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
-        await d.update("r1", enqueue=[task("r1", "a")])
-        (lease,) = await asyncio.wait_for(waiter, 5.0)
+        lease = await _granted(store, raw)
 
         report = TaskSucceeded(lease.task_id, lease.lease_no, 0)
         await store.append_inbox(
@@ -883,11 +889,7 @@ async def test_a_store_closed_before_a_grants_follow_up_is_due_drops_it(
     # A worker that stops right after a grant closes its store: the follow-up must not come due
     # afterwards on the closed store, leaving a task pending when its event loop ends.
     async with CallRecordingStore(url, prefix=prefix) as store:
-        d = await Driver.start(store)
-        await d.start_run("r1")
-        waiter = await _wait_in_store(store, raw, claim_request("w1", limit=1), 10.0)
-        await d.update("r1", enqueue=[task("r1", "a")])
-        await asyncio.wait_for(waiter, 5.0)
+        await _granted(store, raw)
         ran_before_close = list(store.scripts_run)
 
     # Nothing can be awaited for something that must not happen: wait past the follow-up's due time.
