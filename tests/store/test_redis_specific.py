@@ -206,19 +206,24 @@ async def test_a_commit_of_several_events_is_one_history_entry(
     assert history[4]["type"] == "SignalReceived"
 
 
+@pytest.mark.parametrize("reader", ["the committing store", "another store"])
 async def test_a_commit_consumes_exactly_its_rows_among_others_of_many_shards(
-    url: str, prefix: str, raw: aioredis.Redis
+    url: str, prefix: str, raw: aioredis.Redis, reader: str
 ) -> None:
     # Twelve rows of four runs, interleaved; a commit consumes some of them, in runs of consecutive
-    # seqs and alone, through its run writes and as rows consumed without a decision.
-    async with RedisStore(url, prefix=prefix) as store:
+    # seqs and alone, through its run writes and as rows consumed without a decision. A store that
+    # read the rows names their ids; one that did not has the script look them up.
+    async with RedisStore(url, prefix=prefix) as store, RedisStore(url, prefix=prefix) as other:
         d = await Driver.start(store)
         runs = ["r0", "r1", "r2", "r3"]
         for run in runs:
             await d.start_run(run)
         rows = [inbox_row(f"s{n}", runs[n % 4], SignalReceived(f"s{n}", "go", None, 0)) for n in range(12)]
         await store.append_inbox(rows)
-        seq = {row.id: row.seq for row in await store.read_inbox(0, 100)}
+        seq = {
+            row.id: row.seq
+            for row in await (store if reader == "the committing store" else other).read_inbox(0, 100)
+        }
         taken = {"s0", "s1", "s2", "s4", "s5", "s6", "s11"}
         writes = []
         for run in ("r0", "r1", "r2"):
@@ -233,11 +238,54 @@ async def test_a_commit_consumes_exactly_its_rows_among_others_of_many_shards(
         for run in runs:
             mine = [row.id for row in await store.read_inbox(0, 100, shards={shard_of(run)})]
             assert mine == [i for i in left if shard_of(run_of[i]) == shard_of(run)]
-        assert sorted(await raw.hkeys(f"{{{prefix}}}:inbox:ids")) == sorted(i.encode() for i in left)
+        assert sorted(await _waiting_ids(raw, prefix)) == sorted(left)
         shard_ids = set()
         for run in runs:
             shard_ids |= set(await raw.zrange(f"{{{prefix}:{shard_of(run)}}}:inbox", 0, -1))
         assert shard_ids == {i.encode() for i in left}
+
+
+async def test_an_id_committed_as_seen_while_its_row_waits_stays_seen_once_the_row_is_consumed(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # A signal id whose row waits in the inbox is committed as seen by a commit without that row
+    # (delivered another way); consuming the row later must not forget the id.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        await store.append_inbox([inbox_row("sig-x", "r1", SignalReceived("sig-x", "go", None, 0))])
+        (row,) = await store.read_inbox(0, 10)
+        assert await store.seen(["sig-x"]) == set()
+        direct = d.write("r1")
+        direct.seen.append("sig-x")
+        assert not (await d.commit(direct)).conflicts
+        assert await store.seen(["sig-x"]) == {"sig-x"}
+        later = d.write("r1")
+        later.consumed.append(row.seq)
+        assert not (await d.commit(later)).conflicts
+        assert await store.read_inbox(0, 10) == []
+        assert await store.seen(["sig-x"]) == {"sig-x"}
+        await store.append_inbox([inbox_row("sig-x", "r1", SignalReceived("sig-x", "go", None, 0))])
+        assert await store.read_inbox(0, 10) == []
+        assert await raw.hget(f"{{{prefix}}}:seen", "sig-x") == b"r1"
+
+
+async def _waiting_ids(raw: aioredis.Redis, prefix: str) -> list[str]:
+    """The ids the store holds as those of waiting inbox rows ("" in the seen hash)."""
+    return [text(i) for i, value in (await raw.hgetall(f"{{{prefix}}}:seen")).items() if value == b""]
+
+
+async def _seen_as_layout_4(raw: aioredis.Redis, prefix: str) -> None:
+    """Rewrite a prefix's ids and run indexes as layout 4 kept them: the ids of waiting rows in a
+    hash of their own (id -> seq), and an index of all runs beside the status indexes."""
+    g = f"{{{prefix}}}:"
+    for member, seq in await raw.zrange(g + "inbox", 0, -1, withscores=True):
+        row_id = orjson.loads(member[member.index(b"}:") + 2 :])[1]
+        await raw.hdel(g + "seen", row_id)
+        await raw.hset(g + "inbox:ids", row_id, int(seq))
+    for status in ("running", "succeeded", "failed", "cancelled"):
+        for key, created in await raw.zrange(g + f"runs:{status}", 0, -1, withscores=True):
+            await raw.zadd(g + "runs", {key: created})
 
 
 async def _inbox_as_layout_2(raw: aioredis.Redis, prefix: str) -> None:
@@ -279,6 +327,7 @@ async def test_a_layout_2_prefix_is_upgraded_and_its_inbox_reads_and_consumes_as
             ]
         )
         before = await store.read_inbox(0, 10)
+    await _seen_as_layout_4(raw, prefix)
     await _inbox_as_layout_2(raw, prefix)
     stale_push = f"{{{prefix}}}:inq:7"
     await raw.rpush(stale_push, b'["1","s1","r1","{}",false,false]')
@@ -297,11 +346,59 @@ async def test_a_layout_2_prefix_is_upgraded_and_its_inbox_reads_and_consumes_as
         write.consumed.append(before[0].seq)
         assert not (await d.commit(write, consumed=[before[1].seq])).conflicts
         assert [row.id for row in await store.read_inbox(0, 10)] == ["s3"]
-        assert await raw.hkeys(f"{{{prefix}}}:inbox:ids") == [b"s3"]
+        assert await _waiting_ids(raw, prefix) == ["s3"]
 
         # A consumed row's id may come again; a pending one's is still ignored.
         await store.append_inbox([inbox_row("s1", "r1", SignalReceived("s1", "go", None, 0)), rich])
         assert [row.id for row in await store.read_inbox(0, 10)] == ["s3", "s1"]
+        assert await raw.hget(f"{{{prefix}}}:meta", "layout") == str(LAYOUT_VERSION).encode()
+
+
+async def test_a_layout_4_prefix_is_upgraded_and_its_ids_and_runs_serve_as_before(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Given a prefix as covey wrote it at layout 4: two rows waiting in the inbox, their ids in a hash
+    # of their own, a signal id committed as seen, and three runs, one finished, in the index of all.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        for run in ("r1", "r2", "r3"):
+            await d.start_run(run)
+        done = d.write("r1")
+        done.status, done.finished_ms = "succeeded", 5
+        done.seen.append("sig-0")
+        assert not (await d.commit(done)).conflicts
+        await store.append_inbox(
+            [inbox_row(f"s{n}", "r2", SignalReceived(f"s{n}", "go", None, 0)) for n in (1, 2)]
+        )
+        waiting = await store.read_inbox(0, 10)
+        runs = await store.list_runs(limit=-1)
+    await _seen_as_layout_4(raw, prefix)
+    await raw.hset(f"{{{prefix}}}:meta", "layout", 4)
+    assert await raw.hlen(f"{{{prefix}}}:inbox:ids") == 2
+    assert await raw.zcard(f"{{{prefix}}}:runs") == 3
+
+    # When covey opens it: waiting ids and the seen one are still refused, the old keys are gone,
+    # runs list as before, and a consumed row's id may come again.
+    async with RedisStore(url, prefix=prefix) as store:
+        assert not await raw.exists(f"{{{prefix}}}:inbox:ids", f"{{{prefix}}}:runs")
+        assert sorted(await _waiting_ids(raw, prefix)) == ["s1", "s2"]
+        assert await store.seen(["sig-0", "s1", "s9"]) == {"sig-0"}
+        await store.append_inbox(
+            [inbox_row(i, "r2", SignalReceived(i, "go", None, 0)) for i in ("s1", "sig-0", "s3")]
+        )
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s1", "s2", "s3"]
+        assert await store.list_runs(limit=-1) == runs
+        assert [r.run_id for r in await store.list_runs(limit=1)] == [runs[0].run_id]
+        assert [r.run_id for r in await store.list_runs(status="succeeded")] == ["r1"]
+
+        d = await Driver.start(store)
+        d.seqs.update({"r1": 2, "r2": 1, "r3": 1})
+        write = d.write("r2")
+        write.consumed.append(waiting[0].seq)
+        assert not (await d.commit(write)).conflicts
+        assert sorted(await _waiting_ids(raw, prefix)) == ["s2", "s3"]
+        await store.append_inbox([inbox_row("s1", "r2", SignalReceived("s1", "go", None, 0))])
+        assert [row.id for row in await store.read_inbox(0, 10)] == ["s2", "s3", "s1"]
         assert await raw.hget(f"{{{prefix}}}:meta", "layout") == str(LAYOUT_VERSION).encode()
 
 

@@ -16,6 +16,7 @@ from covey.spec.expr import Path
 
 __all__ = [
     "FINAL_STEP",
+    "RUN_STATUSES",
     "RunState",
     "StepState",
     "TaskState",
@@ -23,6 +24,9 @@ __all__ = [
     "rebuild",
     "task_id_of",
 ]
+
+#: Every status a run may have (``RunState.status``).
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
 
 #: Step statuses after which nothing changes.
 FINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})

@@ -220,8 +220,8 @@ class Commit(Tasks):
             ]
         if w.outputs:
             p["outs"] = [[step, index, blobs.add(body)] for step, index, body in w.outputs]
-        if w.consumed:
-            p["cons"] = list(w.consumed)
+        if w.consumed:  # each row by [seq, id] where its id is known here, else by seq
+            p["cons"] = [seq if (row_id := self.row_id(seq)) is None else [seq, row_id] for seq in w.consumed]
         if w.seen:
             p["seen"] = list(w.seen)
         if w.drop_namespace is not None:

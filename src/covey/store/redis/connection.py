@@ -93,6 +93,8 @@ MIGRATIONS: list[str] = [
     # number); entries of one event (field e) are as before, so nothing is converted. Layout 3 code
     # would misread the new entries: the version keeps it off.
     "",
+    # 5: the ids of waiting inbox rows join the seen ids in one hash; no index of all runs.
+    (_LUA / "migrate_5_seen.lua").read_text(),
 ]
 #: The layout version this covey writes.
 LAYOUT_VERSION = len(MIGRATIONS)

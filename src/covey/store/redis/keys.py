@@ -12,7 +12,7 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G meta                     hash: layout (version), epoch (last one given)
     G shards                   hash: shard -> "epoch:until_ms"
     G specs                    hash: spec hash -> pinned spec JSON
-    G runs, G runs:<status>    zset: run keys by created_ms (all runs, and by status)
+    G runs:<status>            zset: run keys by created_ms, each run in its status's
     G ready:<target>           zset: ready task keys that need no label, by claim score
     G readyl:<target>\\n<set>   zset: ready task keys needing the label set <set> (canonical JSON)
     G labelsets:<target>       set: the label sets of <target> that have ready tasks
@@ -20,9 +20,9 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G timers                   zset: timer ids by due_ms
     G timer                    hash: timer id -> JSON [run id, shard tag, kind, task id, lease no]
     G inbox                    zset: inbox rows by seq, each "<shard tag>[seq, id, run id, event, output, ops]"
-    G inbox:seq                counter: the last inbox row's seq
-    G inbox:ids                hash: inbox row id -> seq
-    G seen                     hash: client-chosen id -> run id
+    G inbox:seq                counter: the last seq given out (reserved in blocks: gaps are allowed)
+    G seen                     hash: id -> "" while its inbox row waits, a client-chosen id -> its
+                               run id once committed (an id in it is not appended again)
     G workers, G workers:hb    hash: worker id -> JSON, and -> heartbeat_ms
     G waiter                   hash: worker id -> its standing claim (JSON: token, labels, lease_ms, until)
     G waiting:<target>         list: "worker|token" of the standing claims that serve <target>, oldest first
@@ -60,6 +60,7 @@ from functools import lru_cache
 
 import orjson
 
+from covey.engine.state import RUN_STATUSES
 from covey.errors import ConfigError
 from covey.store.base import SHARDS, shard_of
 
@@ -117,9 +118,9 @@ class Keys:
         """The outputs of one step of a run."""
         return f"{self.run_tag(run_id)}out:{run_id}/{step}"
 
-    def runs(self, status: str | None) -> str:
-        """The index of all runs, or of the runs with one status."""
-        return f"{self.g}runs" if status is None else f"{self.g}runs:{status}"
+    def runs(self, status: str | None) -> list[str]:
+        """The index of the runs with one status; for all runs, every status's (each run is in one)."""
+        return [f"{self.g}runs:{s}" for s in (RUN_STATUSES if status is None else (status,))]
 
     def ns_tag(self, namespace: str) -> str:
         """The tag of a namespace's keys: its run's shard for ``run:<id>``, else the global one."""

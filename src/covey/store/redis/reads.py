@@ -36,8 +36,36 @@ def _int(value: bytes | int | None) -> int | None:
     return None if value is None else int(value)
 
 
+#: Inbox row ids a store object remembers (see ``Reads.inbox_rows``); the oldest go first past this.
+ROW_IDS_KEPT = 65_536
+
+
 class Reads(Connection):
     """Runs, histories, task rows, outputs, shared state, the inbox, workers and shards."""
+
+    def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
+        super().__init__(url, prefix=prefix, check_eviction=check_eviction)
+        self._row_ids: dict[int, str] = {}
+
+    def inbox_rows(self, members: Sequence[bytes]) -> list[InboxRow]:
+        """Inbox rows from their members, each one's id remembered by its seq.
+
+        A commit that consumes a row this store object read names its id
+        (``row_id``), which saves the commit script a lookup per row. An id
+        not remembered (another object read it, or it was forgotten) is looked
+        up; a seq names one row for good, so a remembered id is never wrong.
+        """
+        rows = [inbox_row(member) for member in members]
+        ids = self._row_ids
+        for row in rows:
+            ids[row.seq] = row.id
+        while len(ids) > ROW_IDS_KEPT:
+            del ids[next(iter(ids))]
+        return rows
+
+    def row_id(self, seq: int) -> str | None:
+        """The id of the inbox row ``seq`` if this object read it (and forgets it: a row is consumed once)."""
+        return self._row_ids.pop(seq, None)
 
     _specs: dict[str, bytes]
 
@@ -52,7 +80,8 @@ class Reads(Connection):
             return set()
         ids = list(ids)
         found = await self.run(lambda r: r.hmget(self.keys.global_key("seen"), ids), idempotent=True)
-        return {i for i, value in zip(ids, found, strict=True) if value is not None}
+        # The hash also holds the ids of rows waiting in the inbox, as "" (``inbox_add`` in common.lua).
+        return {i for i, value in zip(ids, found, strict=True) if value}
 
     async def load_history(self, run_id: str) -> list[dict[str, Any]]:
         """A run's events as JSON objects, in order, the pinned spec filled in."""
@@ -121,7 +150,7 @@ class Reads(Connection):
 
     async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
         """Runs, newest first (ties by run id); a negative limit lists all."""
-        rows = await self.script("list_runs", [self.keys.runs(status), str(limit)], idempotent=True)
+        rows = await self.script("list_runs", [str(limit), *self.keys.runs(status)], idempotent=True)
         runs = sorted((self._run_info(row) for row in rows), key=lambda run: (-run.created_ms, run.run_id))
         return runs if limit < 0 else runs[:limit]
 
@@ -196,7 +225,7 @@ class Reads(Connection):
             if not tags:
                 return []
         rows = await self.script("read_inbox", [str(after_seq), str(limit), *tags], idempotent=True)
-        return [inbox_row(member) for member in rows]
+        return self.inbox_rows(rows)
 
     async def shard_leases(self) -> dict[int, tuple[int, int]]:
         """shard -> (epoch, lease end in ms)."""

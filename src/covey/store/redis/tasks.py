@@ -16,7 +16,7 @@ from covey.errors import CoveyError
 from covey.state.model import run_namespace
 from covey.store.base import SHARDS, ClaimRequest, InboxRow, Lease, WorkerInfo
 from covey.store.inputs import reads_input, reads_state, render_input, template_of
-from covey.store.redis.reads import assemble_output, from_json, inbox_row, text
+from covey.store.redis.reads import assemble_output, from_json, text
 from covey.store.redis.shared import Shared
 
 __all__ = ["FOREVER_MS", "MAX_STATE_KEYS", "Tasks", "lease_need"]
@@ -293,7 +293,7 @@ class Tasks(Shared):
         popped = await self.run(wait, idempotent=False)
         if not popped:
             return []
-        return [inbox_row(member) for member in popped[1]]
+        return self.inbox_rows(popped[1])
 
     async def stop_waiting_inbox(self, epoch: int) -> None:
         """Stop the pushes to ``epoch`` (its node stops): new rows are hinted and read again."""

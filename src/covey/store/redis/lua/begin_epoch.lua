@@ -13,8 +13,7 @@ for _, key in ipairs(redis.call('ZRANGE', G .. 'leases', 0, -1)) do
   local f = redis.call('HMGET', key, 'id', 'run', 'tag', 'ln')
   redis.call('HSET', key, 'st', 'expired')
   local row = 'void:' .. f[1] .. ':' .. f[4] .. ':' .. int(epoch)
-  inbox_add(row, f[2], f[3], timer_fired('void:' .. f[1], 'lease_voided', now, f[1], tonumber(f[4])), nil, nil,
-    false)
+  inbox_add(row, f[2], f[3], timer_fired('void:' .. f[1], 'lease_voided', now, f[1], tonumber(f[4])), nil, nil)
 end
 redis.call('DEL', G .. 'leases')
 return epoch

@@ -59,7 +59,6 @@ local function new_run(w, rk, fields)
     fields[#fields + 1] = f
   end
   if nr.parent then push(fields, 'parent', nr.parent) end
-  redis.call('ZADD', G .. 'runs', NOW, rk)
   if not w.st then redis.call('ZADD', G .. 'runs:running', NOW, rk) end
 end
 
@@ -120,7 +119,8 @@ local function enqueue(w, t)
   enqueued[#enqueued + 1] = {key, t[5], t[6]}
 end
 
-local consumed = {}  -- {seq, shard tag} of each inbox row this commit consumes (see inbox_consume)
+local consumed = {}  -- {seq, shard tag, id or nil} of each inbox row this commit consumes (see inbox_consume)
+local seen = {}  -- {client-chosen id, run id} to remember
 
 local function write_children(w)
   local tasks = w.tag .. 'tasks:' .. w.id
@@ -141,8 +141,14 @@ local function write_children(w)
   for _, o in ipairs(w.outs or {}) do  -- {step, index, ARGV index of the output}
     redis.call('HSET', w.tag .. 'out:' .. w.id .. '/' .. o[1], int(o[2]), ARGV[o[3]])
   end
-  for _, seq in ipairs(w.cons or {}) do consumed[#consumed + 1] = {seq, w.tag} end
-  for _, id in ipairs(w.seen or {}) do redis.call('HSETNX', G .. 'seen', id, w.id) end
+  for _, c in ipairs(w.cons or {}) do  -- a seq, or {seq, id}
+    if type(c) == 'table' then
+      consumed[#consumed + 1] = {c[1], w.tag, c[2]}
+    else
+      consumed[#consumed + 1] = {c, w.tag}
+    end
+  end
+  for _, id in ipairs(w.seen or {}) do seen[#seen + 1] = {id, w.id} end
 end
 
 for i, w in ipairs(P.runs) do
@@ -154,7 +160,7 @@ for i, w in ipairs(P.runs) do
   end
 end
 for _, seq in ipairs(P.cons or {}) do consumed[#consumed + 1] = {seq, false} end
-inbox_consume(consumed)
+inbox_consume(consumed, seen)
 
 -- Grants: each task made ready above goes to a standing claim that fits, if one waits.
 local ungranted = {}

@@ -41,16 +41,27 @@ local function inbox_member(seq, id, run, tag, event, output, ops)
     .. (output and cjson.encode(output) or 'false') .. ',' .. (ops and cjson.encode(ops) or 'false') .. ']'
 end
 
--- Appends a row unless its id is in the inbox already (or, with check_seen, was committed as
--- seen). Returns its seq and member, or nil.
-local function inbox_add(id, run, tag, event, output, ops, check_seen)
-  if redis.call('HEXISTS', G .. 'inbox:ids', id) == 1 then return nil end
-  if check_seen and redis.call('HEXISTS', G .. 'seen', id) == 1 then return nil end
-  local seq = redis.call('INCR', G .. 'inbox:seq')
+-- Sequence numbers for new inbox rows, taken from G..'inbox:seq' in one INCRBY per block:
+-- inbox_reserve(n) before appending up to n rows saves a call per row. A number reserved and not
+-- used (a duplicate row) leaves a gap; seqs only need to grow in the order rows are appended.
+local seq_next, seq_last = 1, 0
+
+local function inbox_reserve(n)
+  seq_last = redis.call('INCRBY', G .. 'inbox:seq', n)
+  seq_next = seq_last - n + 1
+end
+
+-- Appends a row unless its id is known. G..'seen' knows every id that may not come again: ''
+-- for a row that waits in the inbox, the run id for a client-chosen id once committed (see
+-- inbox_consume), so one HSETNX both checks and claims the id. Returns its seq and member, or nil.
+local function inbox_add(id, run, tag, event, output, ops)
+  if redis.call('HSETNX', G .. 'seen', id, '') == 0 then return nil end
+  if seq_next > seq_last then inbox_reserve(1) end
+  local seq = seq_next
+  seq_next = seq_next + 1
   local member = inbox_member(seq, id, run, tag, event, output, ops)
   redis.call('ZADD', G .. 'inbox', int(seq), member)
   redis.call('ZADD', tag .. 'inbox', int(seq), id)
-  redis.call('HSET', G .. 'inbox:ids', id, int(seq))
   return seq, member
 end
 
@@ -85,45 +96,67 @@ local function inbox_push(tag, member)
   return true
 end
 
--- Consumes inbox rows: rows is a list of {seq, shard tag or false}, the rows that are gone already
--- skipped. The commit knows the tag of the rows its runs decided (a row's id is then one lookup
--- away); for others (rows consumed without a decision) the tag and id are read from the member.
--- The removals are batched: each run of consecutive seqs leaves the global index in one call, each
--- shard's ids in one, and the ids' idempotency entries in one.
-local function inbox_consume(rows)
+-- Consumes inbox rows: rows is a list of {seq, shard tag or false, id or nil}, the rows that are
+-- gone already skipped. A row's id is what the caller read with it when it has it (the removal from
+-- its shard's index then says whether the row is still there); else one lookup away by its tag;
+-- for rows consumed without a decision, tag and id are read from the member. The removals from the
+-- global index are batched, one call per run of consecutive seqs, and the ids leave G..'seen' in
+-- one call. Then the client-chosen ids to remember (seen: {id, run id}) are written: the first
+-- commit of an id keeps it, whether or not a row of it waits.
+local function inbox_consume(rows, seen)
   local seqs, ids, by_tag = {}, {}, {}
   for _, row in ipairs(rows) do
-    local score, tag = int(row[1]), row[2]
-    local id = tag and redis.call('ZRANGEBYSCORE', tag .. 'inbox', score, score)[1]
-    if not id then
-      local member = redis.call('ZRANGEBYSCORE', G .. 'inbox', score, score)[1]
-      if member then
-        tag = string.match(member, '^(.-}:)')
-        id = cjson.decode(string.sub(member, #tag + 1))[2]
+    local score, tag, id = int(row[1]), row[2], row[3]
+    if id then
+      if redis.call('ZREM', tag .. 'inbox', id) == 0 then id = nil end
+    else
+      id = tag and redis.call('ZRANGEBYSCORE', tag .. 'inbox', score, score)[1]
+      if not id then
+        local member = redis.call('ZRANGEBYSCORE', G .. 'inbox', score, score)[1]
+        if member then
+          tag = string.match(member, '^(.-}:)')
+          id = cjson.decode(string.sub(member, #tag + 1))[2]
+        end
+      end
+      if id then
+        local shard = by_tag[tag]
+        if not shard then
+          shard = {}
+          by_tag[tag] = shard
+        end
+        shard[#shard + 1] = id
       end
     end
     if id then
       seqs[#seqs + 1] = tonumber(row[1])
       ids[#ids + 1] = id
-      local shard = by_tag[tag]
-      if not shard then
-        shard = {}
-        by_tag[tag] = shard
+    end
+  end
+  if #seqs > 0 then
+    table.sort(seqs)
+    local first = seqs[1]
+    for i = 2, #seqs + 1 do
+      if i > #seqs or seqs[i] ~= seqs[i - 1] + 1 then
+        redis.call('ZREMRANGEBYSCORE', G .. 'inbox', int(first), int(seqs[i - 1]))
+        first = seqs[i]
       end
-      shard[#shard + 1] = id
     end
-  end
-  if #seqs == 0 then return end
-  table.sort(seqs)
-  local first = seqs[1]
-  for i = 2, #seqs + 1 do
-    if i > #seqs or seqs[i] ~= seqs[i - 1] + 1 then
-      redis.call('ZREMRANGEBYSCORE', G .. 'inbox', int(first), int(seqs[i - 1]))
-      first = seqs[i]
+    for tag, shard in pairs(by_tag) do call_many('ZREM', tag .. 'inbox', shard) end
+    -- An id stays known if it was committed as seen meanwhile (by a commit that had no row of it).
+    local waiting = {}
+    for i = 1, #ids, 1000 do
+      local last = math.min(i + 999, #ids)
+      local found = redis.call('HMGET', G .. 'seen', unpack(ids, i, last))
+      for j = i, last do
+        if found[j - i + 1] == '' then waiting[#waiting + 1] = ids[j] end
+      end
     end
+    call_many('HDEL', G .. 'seen', waiting)
   end
-  for tag, shard in pairs(by_tag) do call_many('ZREM', tag .. 'inbox', shard) end
-  call_many('HDEL', G .. 'inbox:ids', ids)
+  for _, s in ipairs(seen or {}) do
+    local known = redis.call('HGET', G .. 'seen', s[1])
+    if not known or known == '' then redis.call('HSET', G .. 'seen', s[1], s[2]) end
+  end
 end
 
 -- A TimerFired event as covey.engine.events.event_to_json writes it.
