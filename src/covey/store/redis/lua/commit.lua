@@ -51,10 +51,16 @@ local function push(fields, name, value)
   fields[#fields + 1] = value
 end
 
--- A first commit: the run's row (the spec is sent only when this store object has not seen it yet).
+-- A first commit: the run's row (the spec is sent only when this store object has not seen it yet,
+-- and stored once per call, however many new runs pin it).
+local specs_stored = {}
+
 local function new_run(w, rk, fields)
   local nr = w.nr
-  if nr.spec then redis.call('HSETNX', G .. 'specs', nr.hash, ARGV[nr.spec]) end
+  if nr.spec and not specs_stored[nr.hash] then
+    specs_stored[nr.hash] = true
+    redis.call('HSETNX', G .. 'specs', nr.hash, ARGV[nr.spec])
+  end
   for _, f in ipairs({'id', w.id, 'wf', nr.wf, 'spec', nr.hash, 'st', 'running', 'in', ARGV[nr['in']], 'c', NOW}) do
     fields[#fields + 1] = f
   end
