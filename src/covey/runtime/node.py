@@ -11,8 +11,10 @@ It wakes on the bus's ``inbox`` hint, and also polls the inbox, backing off to
 :data:`POLL_MAX_S` when idle, so a lost hint delays work but never loses it
 (invariant 1). A store that hands new rows to their shard's node
 (:class:`~covey.store.base.PushesInbox`, Redis) saves it the hint and the read;
-the node then polls at :data:`POLL_MAX_S` only, since a poll that comes while
-rows are on their way reads them a second time.
+the node then polls at :data:`POLL_MAX_S` only, and skips a poll while rows
+keep being handed over (up to :data:`POLLS_SKIPPED_MAX` in a row): a read then
+finds the rows on their way, and under a backlog it would walk all of them
+beside their copies, parsing each twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from covey.runtime.shards import ShardKeeper
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import PushesInbox, Store
 
-__all__ = ["POLL_MAX_S", "EngineNode"]
+__all__ = ["POLLS_SKIPPED_MAX", "POLL_MAX_S", "EngineNode"]
 
 log = logging.getLogger("covey.node")
 
@@ -41,6 +43,9 @@ POLL_MAX_S = 1.0
 POLL_MIN_S = 0.01
 #: Longest wait for inbox rows a store hands over (``PushesInbox``), in seconds.
 PUSH_WAIT_S = 1.0
+#: Polls in a row a node skips while rows are handed over; the next one reads the inbox regardless,
+#: for a row that came with neither a push nor a hint that arrived.
+POLLS_SKIPPED_MAX = 9
 
 
 class EngineNode:
@@ -54,6 +59,8 @@ class EngineNode:
         self.keeper: ShardKeeper | None = None
         self.ready = asyncio.Event()
         """Set once the node holds its first shards (or found none free)."""
+        self.pushes = 0
+        """Batches of inbox rows the store has handed over so far."""
 
     async def run(self) -> None:
         """Serve until cancelled; a clean stop gives the shards back at once."""
@@ -79,9 +86,7 @@ class EngineNode:
             async with asyncio.TaskGroup() as group:
                 for part in parts:
                     group.create_task(part.run())
-                group.create_task(
-                    self._wake_on_inbox(subscription, loop, POLL_MAX_S if pusher is not None else POLL_MIN_S)
-                )
+                group.create_task(self._wake_on_inbox(subscription, loop, pushed=pusher is not None))
                 if pusher is not None:
                     group.create_task(self._take_pushed(pusher, loop))
                 try:
@@ -101,8 +106,7 @@ class EngineNode:
             with contextlib.suppress(Exception):
                 await asyncio.shield(keeper.release_all())
 
-    @staticmethod
-    async def _take_pushed(store: PushesInbox, loop: EngineLoop) -> None:
+    async def _take_pushed(self, store: PushesInbox, loop: EngineLoop) -> None:
         """Take the inbox rows the store hands over as they are appended (no hint, no read of the inbox)."""
         while not loop.stopped:
             try:
@@ -112,17 +116,29 @@ class EngineNode:
                 await asyncio.sleep(PUSH_WAIT_S)
                 continue
             if rows:
+                self.pushes += 1
                 loop.offer_inbox(rows)
                 # The engine loop decides these rows and sends their commit before the wait is
                 # armed again: arming is a pipeline call (about 100 µs of Python) that would
                 # otherwise sit on the hand-off's path.
                 await asyncio.sleep(0)
 
-    @staticmethod
-    async def _wake_on_inbox(subscription: Subscription, loop: EngineLoop, first_poll_s: float) -> None:
-        """Read the inbox on every hint, and on a poll when none comes, backing off from ``first_poll_s``."""
-        wait_s = first_poll_s
+    async def _wake_on_inbox(self, subscription: Subscription, loop: EngineLoop, *, pushed: bool) -> None:
+        """Read the inbox on every hint, and on a poll when none comes, backing off to :data:`POLL_MAX_S`.
+
+        With ``pushed`` (the store hands rows over), polls come every
+        :data:`POLL_MAX_S`, and one is skipped when rows were handed over since
+        the last, up to :data:`POLLS_SKIPPED_MAX` in a row.
+        """
+        first_poll_s = POLL_MAX_S if pushed else POLL_MIN_S
+        wait_s, pushes, skipped = first_poll_s, self.pushes, 0
         while not loop.stopped:
             topics = await wait_for_hints(subscription, wait_s)  # a closed subscription: a poll every wait_s
-            loop.poke_inbox()
-            wait_s = first_poll_s if topics and topics != {RESYNC} else min(POLL_MAX_S, wait_s * 2)
+            hinted = bool(topics) and topics != {RESYNC}
+            if topics or not pushed or self.pushes == pushes or skipped >= POLLS_SKIPPED_MAX:
+                loop.poke_inbox()
+                skipped = 0
+            else:
+                skipped += 1
+            pushes = self.pushes
+            wait_s = first_poll_s if hinted else min(POLL_MAX_S, wait_s * 2)
