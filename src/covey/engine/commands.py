@@ -7,8 +7,9 @@ only after that commit, into replies and bus hints (invariant 3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from covey.records import record
 
 __all__ = [
     "CancelTimer",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnqueueTask:
     """Insert or replace the task's row as ready to claim.
 
@@ -46,14 +47,14 @@ class EnqueueTask:
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DropTask:
     """Delete the task's row: it finished, failed or was cancelled (a running try then loses its lease)."""
 
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SetTimer:
     """Insert a timer row that fires TimerFired(kind, task_id, lease_no) at ``due_ms``."""
 
@@ -65,14 +66,14 @@ class SetTimer:
     lease_no: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelTimer:
     """Delete a timer row if it has not fired yet."""
 
     timer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeepOutput:
     """Store a task's output: the reported one, or ``value`` when ``literal`` (wait steps, empty maps)."""
 
@@ -83,7 +84,7 @@ class KeepOutput:
     value: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadState:
     """Read these keys of the run's shared state after this commit and decide StateRead with them."""
 
@@ -92,7 +93,7 @@ class ReadState:
     keys: list[str]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FinishRun:
     """Mark the run finished; the loop renders its output and answers whoever waits for it."""
 

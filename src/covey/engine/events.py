@@ -11,12 +11,13 @@ the two checks determinism (invariant 2). Time is always carried in ``at_ms``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any, ClassVar
 
 import orjson
 
 from covey.errors import InputError
+from covey.records import record
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
@@ -44,7 +45,7 @@ __all__ = [
 EVENT_SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunSubmitted:
     """A run was accepted: its workflow (the spec source, pinned) and its input."""
 
@@ -55,7 +56,7 @@ class RunSubmitted:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskSucceeded:
     """A worker reported success for one lease of a task.
 
@@ -72,7 +73,7 @@ class TaskSucceeded:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskFailed:
     """A worker reported failure: ``error`` has kind, message, retryable, retry_after_ms."""
 
@@ -83,7 +84,7 @@ class TaskFailed:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimerFired:
     """A timer came due. Kinds: retry, wait_timeout, run_deadline, lease_expired, try_timeout, lease_voided."""
 
@@ -95,7 +96,7 @@ class TimerFired:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SignalReceived:
     """A named signal arrived for the run."""
 
@@ -106,7 +107,7 @@ class SignalReceived:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelRequested:
     """Cancel the whole run (``step`` None) or one step with all its tasks."""
 
@@ -116,7 +117,7 @@ class CancelRequested:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StateRead:
     """The shared state a step's condition reads, as the engine loop found it.
 
@@ -131,7 +132,7 @@ class StateRead:
     is_input: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskReady:
     """A task may now be claimed, for its ``try_no``-th try."""
 
@@ -141,7 +142,7 @@ class TaskReady:
     is_input: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RetryScheduled:
     """A try failed and the task will be ready again at ``due_ms``."""
 
@@ -153,7 +154,7 @@ class RetryScheduled:
     is_input: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepsAdded:
     """An agent's hand-off added steps to the run."""
 
@@ -163,7 +164,7 @@ class StepsAdded:
     is_input: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepFinished:
     """A step reached a final status: succeeded, failed, skipped or cancelled."""
 
@@ -174,7 +175,7 @@ class StepFinished:
     is_input: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rejected:
     """An input changed nothing: a stale or repeated report, an unknown signal..."""
 
@@ -184,7 +185,7 @@ class Rejected:
     is_input: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunFinished:
     """The run ended: succeeded, failed or cancelled."""
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from covey.engine.commands import EnqueueTask, SetTimer
+from covey.records import record
 from covey.state.model import StateChange, StateEntry, StateOp
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def shard_of(run_id: str) -> int:
     return zlib.crc32(run_id.encode()) % SHARDS
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboxRow:
     """Something for a run waiting to be decided: a report, a signal, a fired timer, a submit, a cancel.
 
@@ -146,7 +147,7 @@ class RunWrite:
     """
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClaimRequest:
     """A worker with free slots asks for up to ``limit`` tasks it can run."""
 
@@ -171,7 +172,7 @@ class CommitBatch:
     """Bus topics this batch concerns, published by the commit itself when the store carries hints."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lease:
     """A task handed to one worker until a deadline; ``lease_no`` is its fencing token."""
 
@@ -203,7 +204,7 @@ class CommitResult:
     """By run id: the rendered output of each run this batch finished (saves a read per finished run)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunInfo:
     """A run as listed and shown."""
 
@@ -219,7 +220,7 @@ class RunInfo:
     error: Any
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskInfo:
     """A task row: ready, leased or expired (finished tasks have no row)."""
 
@@ -233,7 +234,7 @@ class TaskInfo:
     lease_until_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WorkerInfo:
     """A registered worker: what it serves and when it was last heard from."""
 
