@@ -20,12 +20,12 @@ from typing import Any, Self
 
 from covey.bus.base import Bus, Subscription, topic_finished, topic_inbox, topic_state
 from covey.codec import check_payload
-from covey.engine.events import CancelRequested, RunSubmitted, SignalReceived, event_to_json
+from covey.engine.events import CancelRequested, SignalReceived, event_to_json
 from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
-from covey.runtime.submit import WorkflowLike, prepare_submission
+from covey.runtime.submit import WorkflowLike, prepare_submission, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.store.base import InboxRow, RunInfo, Store
 from covey.store.open import open_bus_for, open_store, sqlite_path
@@ -101,9 +101,13 @@ class StoreClient:
         """Send a command to a running engine that takes them directly; ``_NO_RUNNER`` if there is none."""
         return _NO_RUNNER
 
-    async def _append(self, row: InboxRow) -> None:
+    async def _append(self, row_at: Callable[[int], InboxRow]) -> None:
+        """Append the inbox row ``row_at`` builds for the store's clock now, then hint the engine nodes.
+
+        An event carries the store's time (a deadline or a step's timeout counts from it), never a client's.
+        """
         async with self.writer() as store:
-            await store.append_inbox([row])
+            await store.append_inbox([row_at(await store.now_ms())])
         await self.hint_inbox()
 
     async def hint_inbox(self) -> None:
@@ -131,10 +135,7 @@ class StoreClient:
             "submit", workflow=dict(submission.workflow.source), input=run_input, run_id=submission.run_id
         )
         if answer is _NO_RUNNER:
-            event = RunSubmitted(submission.run_id, dict(submission.workflow.source), run_input, 0)
-            await self._append(
-                InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event))
-            )
+            await self._append(lambda at_ms: submit_row(submission, at_ms))
         return submission.run_id
 
     async def signal(
@@ -151,8 +152,11 @@ class StoreClient:
                     f"run {run_id} accepts no signal {name!r}; it declares {declared}", field="name"
                 )
             seen_id = f"signal:{run_id}:{chosen}"
-            event = SignalReceived(seen_id, name, payload, 0)
-            await self._append(InboxRow(seen_id, run_id, event_to_json(event)))
+            await self._append(
+                lambda at_ms: InboxRow(
+                    seen_id, run_id, event_to_json(SignalReceived(seen_id, name, payload, at_ms))
+                )
+            )
 
     async def cancel(
         self, run_id: str, *, step: str | None = None, reason: str = "cancelled by request"
@@ -161,8 +165,10 @@ class StoreClient:
         answer = await self._command("cancel", run_id=run_id, step=step, reason=reason)
         if answer is _NO_RUNNER:
             await self._signals_of(run_id)
-            event = CancelRequested(0, step, reason)
-            await self._append(InboxRow(f"cancel:{run_id}:{new_id()}", run_id, event_to_json(event)))
+            row_id = f"cancel:{run_id}:{new_id()}"
+            await self._append(
+                lambda at_ms: InboxRow(row_id, run_id, event_to_json(CancelRequested(at_ms, step, reason)))
+            )
 
     async def _signals_of(self, run_id: str) -> list[str]:
         async with self.reader() as store:

@@ -171,3 +171,41 @@ async def test_a_client_whose_bus_is_unreachable_still_sees_the_run_finish(
             async with asyncio.timeout(30):
                 info = await client.wait(run_id, poll_s=0.2)
             assert (info.status, info.output) == ("succeeded", expected_output(1))
+
+
+async def test_a_run_submitted_through_the_inbox_counts_its_deadline_from_its_submit(
+    backend: Backend,
+) -> None:
+    # A run's created time (its deadline counts from it) is the store's clock at submit, also when the
+    # submit goes through the store's inbox with no runner to take it.
+    gated = {
+        "name": "gated",
+        "timeout_s": 60,
+        "signals": ["go"],
+        "steps": {"gate": {"wait": {"signal": "go"}}},
+    }
+    async with (
+        open_store(backend.store) as store,
+        open_bus_for(backend.store, backend.bus) as bus,
+        StoreClient(backend.store, backend.bus) as client,
+    ):
+        before = await store.now_ms()
+        run_id = await client.submit(gated)
+        async with _one_node_and_worker(store, bus):
+
+            async def decided() -> list[dict[str, object]]:
+                return await store.load_history(run_id)
+
+            history = await wait_for(decided, 20.0, 0.05, message="the submit to be decided")
+            assert history[0]["type"] == "RunSubmitted"
+            assert before <= int(history[0]["at_ms"]) <= await store.now_ms()  # type: ignore[call-overload]
+            await client.signal(run_id, "go")
+
+            async def succeeded() -> bool:
+                info = await store.get_run(run_id)
+                return info is not None and info.status == "succeeded"
+
+            await wait_for(succeeded, 20.0, 0.05, message="the run to finish before its deadline")
+            signalled = [e for e in await store.load_history(run_id) if e["type"] == "SignalReceived"]
+            assert len(signalled) == 1
+            assert before <= int(signalled[0]["at_ms"]) <= await store.now_ms()  # type: ignore[call-overload]

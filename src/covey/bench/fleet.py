@@ -28,10 +28,9 @@ from typing import Any
 from covey.bench.backends import Backend, fresh_namespace
 from covey.bench.config import BenchError
 from covey.client import StoreClient
-from covey.engine.events import RunSubmitted, event_to_json
 from covey.runtime.shards import ENGINE_PREFIX
-from covey.runtime.submit import prepare_submission
-from covey.store.base import InboxRow, RunInfo
+from covey.runtime.submit import prepare_submission, submit_row
+from covey.store.base import RunInfo
 from covey.store.open import split_option
 
 __all__ = ["POLL_MANY_S", "POLL_ONE_S", "SharedCovey", "shared_covey"]
@@ -73,12 +72,10 @@ class SharedCovey:
 
     async def submit_many(self, runs: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:
         """Submit every run: inbox rows appended in chunks, one hint at the end."""
-        rows = []
-        for workflow, run_input in runs:
-            submission = prepare_submission(workflow, run_input)
-            event = RunSubmitted(submission.run_id, dict(submission.workflow.source), run_input, 0)
-            rows.append(InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event)))
+        submissions = [prepare_submission(workflow, run_input) for workflow, run_input in runs]
         async with self.client.writer() as store:
+            at_ms = await store.now_ms()
+            rows = [submit_row(submission, at_ms) for submission in submissions]
             for start in range(0, len(rows), SUBMIT_CHUNK):
                 await store.append_inbox(rows[start : start + SUBMIT_CHUNK])
         await self.client.hint_inbox()

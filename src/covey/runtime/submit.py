@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from covey.codec import check_payload
+from covey.engine.events import RunSubmitted, event_to_json
 from covey.errors import InputError
 from covey.ids import check_run_id, new_id
 from covey.runtime.batch import Submission
 from covey.schema import schema_problem
 from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
+from covey.store.base import InboxRow
 
-__all__ = ["WorkflowLike", "as_compiled", "prepare_submission"]
+__all__ = ["WorkflowLike", "as_compiled", "prepare_submission", "submit_row"]
 
 WorkflowLike = CompiledWorkflow | WorkflowSpec | Mapping[str, Any] | Any
 
@@ -56,3 +58,13 @@ def prepare_submission(
     if problem is not None:
         raise problem
     return Submission(chosen, compiled, run_input, data)
+
+
+def submit_row(submission: Submission, at_ms: int) -> InboxRow:
+    """A checked submission as an inbox row, for the engine nodes to decide (no runner takes it directly).
+
+    ``at_ms`` is the store's clock when the row is appended: the run's created
+    time, which its deadline (``timeout_s``) counts from.
+    """
+    event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
+    return InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event))
