@@ -19,6 +19,13 @@ registry = Registry()
 TRACE = Path(os.environ.get("COVEY_TEST_TRACE", "."))
 
 
+def _announce(name: str, text: str) -> None:
+    """Write a trace file whole: a test that sees the file never reads it half written."""
+    partial = TRACE / f".{name}.{os.getpid()}"
+    partial.write_text(text)
+    partial.replace(TRACE / name)
+
+
 def _until_released() -> None:
     """The agent's own slow work: the test pauses the process while it runs."""
     while not (TRACE / "release").exists():
@@ -28,7 +35,7 @@ def _until_released() -> None:
 @agent(skills=["guarded"], registry=registry)
 async def guarded(value: Any, ctx: Context) -> dict[str, Any]:
     async with ctx.lock("report", ttl_s=1.0) as held:
-        await asyncio.to_thread((TRACE / f"holding-{held.token}").write_text, str(os.getpid()))
+        await asyncio.to_thread(_announce, f"holding-{held.token}", str(os.getpid()))
         if held.token == 1:
             await asyncio.to_thread(_until_released)
         try:
