@@ -23,11 +23,20 @@ from covey.bus.redis import RedisBus
 from covey.engine.events import RunFinished, SignalReceived, TaskSucceeded, event_to_json
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import AGING_MS, SHARDS, ClaimRequest, CommitBatch, InboxRow, Lease, shard_of
+from covey.store.base import (
+    AGING_MS,
+    SHARDS,
+    ClaimRequest,
+    CommitBatch,
+    InboxRow,
+    Lease,
+    report_row_id,
+    shard_of,
+)
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.store.redis.tasks import FOLLOW_UP_AFTER_S
 from covey.testing import wait_for
-from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task
+from covey.testing.conformance.driver import Driver, claim_request, inbox_row, task, wait_past
 from covey.testing.servers import redis_url
 from tests.store.backend_redis import delete_prefix
 
@@ -1015,3 +1024,33 @@ async def test_a_granted_lease_is_short_until_its_worker_confirms_it(
 
         await wait_for(confirmed, 5.0, 0.01, message="the grant's lease to be confirmed")
         assert lease.lease_no == 1
+
+
+async def test_a_lease_whose_report_waits_in_the_inbox_is_not_ended_while_it_waits(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # A report stuck behind a backlog would be decided before an end of its lease appended after it,
+    # which would only be stale: the lease's deadline moves on instead, until the row is gone.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1", enqueue=[task("r1", "a")])
+        (lease,) = (await d.commit(claims=[claim_request(lease_ms=100)])).leases["w1"]
+        report = TaskSucceeded("r1/a", lease.lease_no, 0)
+        await store.append_inbox(
+            [InboxRow(report_row_id("r1/a", lease.lease_no), "r1", event_to_json(report))]
+        )
+        (row,) = await store.read_inbox(0, 10)
+        now = await wait_past(store, lease.lease_until_ms)
+
+        assert await store.fire_due(10) == 0
+        key, leases = store.keys.task("r1/a"), f"{{{prefix}}}:leases"
+        assert await raw.zscore(leases, key) >= now + 2_000
+        assert await raw.hget(key, "st") == b"leased"
+
+        # Once the row goes without a decision, the lease ends when its time comes.
+        assert not (await d.commit(consumed=[row.seq])).conflicts
+        await raw.zadd(leases, {key: now})
+        assert await store.fire_due(10) == 1
+        (expired,) = await store.read_inbox(0, 10)
+        assert expired.event["type"] == "TimerFired"
+        assert expired.event["kind"] == "lease_expired"

@@ -63,6 +63,7 @@ __all__ = [
     "TaskInfo",
     "WaitingClaims",
     "WorkerInfo",
+    "report_row_id",
     "shard_of",
 ]
 
@@ -76,6 +77,15 @@ SHARDS = 256
 def shard_of(run_id: str) -> int:
     """The shard a run belongs to: a stable hash, the same on every machine and release."""
     return zlib.crc32(run_id.encode()) % SHARDS
+
+
+def report_row_id(task_id: str, lease_no: int) -> str:
+    """The inbox row id of a worker's report on one lease of a task (a repeated report is the same row).
+
+    The Redis timekeeper spells it too (``fire_due.lua``): a lease whose
+    report waits in the inbox is not ended while it waits.
+    """
+    return f"report:{task_id}:{lease_no}"
 
 
 @record

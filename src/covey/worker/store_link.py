@@ -25,7 +25,7 @@ from covey.bus.base import Bus, topic_inbox, topic_ready, topic_state
 from covey.engine.events import TaskSucceeded, event_to_json
 from covey.runtime.hints import HintRouter
 from covey.state.model import StateChange, StateEntry, StateOp
-from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WaitingClaims
+from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WaitingClaims, report_row_id
 from covey.worker.link import StoreCalls, result_event
 
 __all__ = ["POLL_MAX_S", "StoreLink"]
@@ -137,7 +137,7 @@ class StoreLink(StoreCalls):
             output = orjson.dumps(result.get("output")) if isinstance(event, TaskSucceeded) else None
             rows.append(
                 InboxRow(
-                    f"report:{task_id}:{lease_no}",
+                    report_row_id(task_id, lease_no),
                     str(result["run_id"]),
                     event_to_json(event),
                     output=output,
