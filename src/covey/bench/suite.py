@@ -10,13 +10,17 @@ The throughput workloads (W1, W1b, W4) run ``sizes.throughput_runs`` times
 for covey and for each peer alike, and the best rate counts, as ``timeit``
 takes the best of its repeats: on a shared machine noise only ever slows a
 run down, and one slowed run of one system would otherwise decide a ratio.
-Each figure's note lists every rate measured. The latency workloads (W2, W3)
-already summarize hundreds of hand-offs or twenty runs.
+The repeats go in rounds, each system once per round (:func:`in_rounds`), so
+the systems compared meet the same slow and fast spells of the machine
+instead of one system's repeats all falling in one spell. Each figure's note
+lists every rate measured. The latency workloads (W2, W3) already summarize
+hundreds of hand-offs or twenty runs; they run once each, before the rounds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +40,16 @@ from covey.bench.workloads import COVEY_WORKLOADS, covey_persists
 from covey.errors import ConfigError
 from covey.runtime.eventloop import run_async
 
-__all__ = ["THROUGHPUT", "Peer", "best_of", "parse_only", "persists", "run_suite", "wanted_peers"]
+__all__ = [
+    "THROUGHPUT",
+    "Job",
+    "Peer",
+    "in_rounds",
+    "parse_only",
+    "persists",
+    "run_suite",
+    "wanted_peers",
+]
 
 
 def parse_only(text: str | None) -> list[str]:
@@ -162,36 +175,61 @@ def run_suite(
         yield from run_async(redis_ping(env))
     if "postgres" in kinds:
         yield from run_async(postgres_commit(env))
+    jobs: list[Job] = []
     for backend in backends:
         on = dataclasses.replace(env, backend=backend)
         for name in workloads:
-            yield from best_of(env, name, lambda: run_async(COVEY_WORKLOADS[name](on)))  # noqa: B023
-    if not with_peers:
-        return
-    for peer in wanted_peers(backends):
-        if peer.available() is None:
-            continue
-        table = peer.workloads()
-        for name in workloads:
-            if name in table:
-                yield from best_of(env, name, lambda: table[name](env))  # noqa: B023
+            jobs.append(Job(name, functools.partial(_covey_workload, name, on)))
+    if with_peers:
+        for peer in wanted_peers(backends):
+            if peer.available() is None:
+                continue
+            table = peer.workloads()
+            for name in workloads:
+                if name in table:
+                    jobs.append(Job(name, functools.partial(table[name], env)))
+    yield from in_rounds(env, jobs)
+
+
+def _covey_workload(name: str, env: Env) -> list[Figure]:
+    return run_async(COVEY_WORKLOADS[name](env))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One system's measurement of one workload."""
+
+    workload: str
+    measure: Callable[[], Iterable[Figure]]
+
+
+def in_rounds(env: Env, jobs: Sequence[Job]) -> Iterator[Figure]:
+    """Every job's figures: each one that runs once in the order given, then each throughput workload
+    in ``throughput_runs`` rounds of all its jobs, the best of each job's runs kept."""
+    rounds = env.sizes.throughput_runs
+    repeated = [job for job in jobs if job.workload in THROUGHPUT and rounds > 1]
+    for job in jobs:
+        if job not in repeated:
+            yield from job.measure()
+    for name in dict.fromkeys(job.workload for job in repeated):
+        mine = [job for job in repeated if job.workload == name]
+        runs: list[list[Figure]] = [[] for _ in mine]
+        for _ in range(rounds):
+            for job, figures in zip(mine, runs, strict=True):
+                figures.extend(job.measure())
+        for figures in runs:
+            yield from _best(figures)
 
 
 #: The workloads that measure a rate, run ``throughput_runs`` times.
 THROUGHPUT = frozenset({"W1", "W1b", "W4"})
 
 
-def best_of(env: Env, name: str, measure: Callable[[], Iterable[Figure]]) -> list[Figure]:
-    """``measure()``'s figures; for a throughput workload, the best of ``throughput_runs`` runs of it."""
-    runs = env.sizes.throughput_runs if name in THROUGHPUT else 1
-    if runs <= 1:
-        return list(measure())
+def _best(figures: Iterable[Figure]) -> list[Figure]:
+    """The best of each kind of figure (a rate's highest, a time's lowest), its note listing them all."""
     samples: dict[tuple[str, str, str, str], list[Figure]] = {}
-    for _ in range(runs):
-        for figure in measure():
-            samples.setdefault((figure.workload, figure.system, figure.store, figure.metric), []).append(
-                figure
-            )
+    for figure in figures:
+        samples.setdefault((figure.workload, figure.system, figure.store, figure.metric), []).append(figure)
     best = []
     for (_, _, _, metric), figures in samples.items():
         pick = max if metric.endswith("/s") else min  # a rate, or a time
