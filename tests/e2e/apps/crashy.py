@@ -13,23 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trace_files import announce
+
 from covey import Context, Registry, agent
 
 registry = Registry()
 TRACE = Path(os.environ.get("COVEY_TEST_TRACE", "."))
 
 
-def _announce(name: str, text: str) -> None:
-    """Write a trace file whole: a test that sees the file never reads it half written."""
-    partial = TRACE / f".{name}.{os.getpid()}"
-    partial.write_text(text)
-    partial.replace(TRACE / name)
-
-
 @agent(skills=["hold"], registry=registry)
 def hold(value: Any, ctx: Context) -> dict[str, Any]:
     """First try: announce pid and lease, then block until released. Later tries: return at once."""
-    _announce(f"started-{ctx.lease_no}", f"{os.getpid()} {ctx.try_no}")
+    announce(TRACE, f"started-{ctx.lease_no}", f"{os.getpid()} {ctx.try_no}")
     if ctx.try_no == 1:
         while not (TRACE / "release").exists():
             time.sleep(0.01)  # the agent's own "work": a paused or killed process stops here

@@ -13,17 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trace_files import announce
+
 from covey import Context, Registry, StaleLease, agent
 
 registry = Registry()
 TRACE = Path(os.environ.get("COVEY_TEST_TRACE", "."))
-
-
-def _announce(name: str, text: str) -> None:
-    """Write a trace file whole: a test that sees the file never reads it half written."""
-    partial = TRACE / f".{name}.{os.getpid()}"
-    partial.write_text(text)
-    partial.replace(TRACE / name)
 
 
 def _until_released() -> None:
@@ -35,7 +30,7 @@ def _until_released() -> None:
 @agent(skills=["guarded"], registry=registry)
 async def guarded(value: Any, ctx: Context) -> dict[str, Any]:
     async with ctx.lock("report", ttl_s=1.0) as held:
-        await asyncio.to_thread(_announce, f"holding-{held.token}", str(os.getpid()))
+        await asyncio.to_thread(announce, TRACE, f"holding-{held.token}", str(os.getpid()))
         if held.token == 1:
             await asyncio.to_thread(_until_released)
         try:
