@@ -207,10 +207,10 @@ def in_rounds(env: Env, jobs: Sequence[Job]) -> Iterator[Figure]:
     """Every job's figures: each one that runs once in the order given, then each throughput workload
     in ``throughput_runs`` rounds of all its jobs, the best of each job's runs kept."""
     rounds = env.sizes.throughput_runs
+    once = [job for job in jobs if job.workload not in THROUGHPUT or rounds <= 1]
     repeated = [job for job in jobs if job.workload in THROUGHPUT and rounds > 1]
-    for job in jobs:
-        if job not in repeated:
-            yield from job.measure()
+    for job in once:
+        yield from job.measure()
     for name in dict.fromkeys(job.workload for job in repeated):
         mine = [job for job in repeated if job.workload == name]
         runs: list[list[Figure]] = [[] for _ in mine]

@@ -43,6 +43,8 @@ ROW_IDS_KEPT = 65_536
 class Reads(Connection):
     """Runs, histories, task rows, outputs, shared state, the inbox, workers and shards."""
 
+    _specs: dict[str, bytes]
+
     def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
         super().__init__(url, prefix=prefix, check_eviction=check_eviction)
         self._row_ids: dict[int, str] = {}
@@ -66,8 +68,6 @@ class Reads(Connection):
     def row_id(self, seq: int) -> str | None:
         """The id of the inbox row ``seq`` if this object read it (and forgets it: a row is consumed once)."""
         return self._row_ids.pop(seq, None)
-
-    _specs: dict[str, bytes]
 
     async def now_ms(self) -> int:
         """The store's clock: the Redis server's (``TIME``), shared by every covey process."""
