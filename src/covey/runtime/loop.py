@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
@@ -527,15 +527,19 @@ class EngineLoop:
         counted on to take; if labels keep them from some, :meth:`_grant`
         wakes the rest.
         """
-        ready: Counter[str] = Counter()
+        ready: dict[str, int] = {}
         for entry in writes.values():
-            ready.update(task.target for task in entry.tasks.values() if task is not None)
+            for task in entry.tasks.values():
+                if task is not None:
+                    ready[task.target] = ready.get(task.target, 0) + 1
         if not ready:
             return [], 0
         counted = sum(_take(ready, pending.request) for pending in fresh)
+        if not ready or not self._parked:
+            return [], counted
         chosen: list[PendingClaim] = []
         for pending in sorted(self._parked, key=lambda c: c.request.worker_id not in reporters):
-            if not +ready:
+            if not ready:
                 break
             taken = _take(ready, pending.request)
             if taken:
@@ -687,13 +691,21 @@ def _topics_of(writes: dict[str, RunDelta], leased: set[str], touched: set[str])
     return topics
 
 
-def _take(ready: Counter[str], request: ClaimRequest) -> int:
-    """Count ``request``'s free slots against the ``ready`` tasks of its targets; how many it would take."""
+def _take(ready: dict[str, int], request: ClaimRequest) -> int:
+    """Count ``request``'s free slots against the ``ready`` tasks of its targets; how many it would take.
+
+    Targets whose tasks are all taken leave ``ready``, so an empty ``ready`` means nothing is left.
+    """
     room = request.limit
-    for target in request.targets:
+    for target in [t for t in ready if t in request.targets]:
+        if room <= 0:
+            break
         taken = min(ready[target], room)
-        ready[target] -= taken
         room -= taken
+        if taken == ready[target]:
+            del ready[target]
+        else:
+            ready[target] -= taken
     return request.limit - room
 
 
