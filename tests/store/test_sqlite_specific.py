@@ -193,3 +193,39 @@ async def test_a_long_wait_outranks_a_higher_priority(db_path: Path, monkeypatch
 
     # then the old task overtakes priority 2 but not priority 3.
     assert order == [["p3"], ["old"], ["p2"]]
+
+
+async def test_a_commit_rereads_what_another_connection_changed_since_its_own_writes(db_path: Path) -> None:
+    """The runner's connection skips re-reading run sequence numbers and held shards it wrote or read
+    itself, but only while no other connection commits (``PRAGMA data_version``): a foreign write to the
+    same file makes the next commit read both again, so a stale write is still refused."""
+    async with SQLiteStore(db_path) as first:
+        d1 = await Driver.start(first)
+        await d1.start_run("r1")
+        assert not (await d1.commit(d1.write("r1"))).conflicts  # r1's seq is now known without a read
+
+        async with SQLiteStore(db_path) as second:
+            d2 = Driver(second, d1.epoch)
+            d2.seqs = dict(d1.seqs)
+            assert not (await d2.commit(d2.write("r1"))).conflicts  # another connection moves r1 on
+
+            stale = await d1.commit(d1.write("r1"))
+            assert stale.conflicts == {"r1"}
+            assert len(await first.load_history("r1")) == d2.seqs["r1"]
+
+            await second.begin_epoch()  # another connection takes every shard
+            with pytest.raises(CoveyError, match="no longer holds"):
+                await d1.commit(d1.write("r1"))
+            assert len(await first.load_history("r1")) == d2.seqs["r1"]
+
+
+async def test_a_commit_after_its_own_epoch_change_checks_the_shards_again(db_path: Path) -> None:
+    """Shards the connection itself gives up are not taken as still held."""
+    async with SQLiteStore(db_path) as store:
+        d = await Driver.start(store)
+        await d.start_run("r1")  # the epoch's shards are now known as held
+        await store.release_shards(d.epoch, list(range(256)))
+        fresh = await store.join_epoch()
+        assert await store.take_shards(fresh, list(range(256)), 60_000) == set(range(256))
+        with pytest.raises(CoveyError, match="no longer holds"):
+            await d.commit(d.write("r1"))

@@ -22,6 +22,7 @@ from covey.store.base import (
 )
 from covey.store.inputs import render_input, template_of
 from covey.store.sqlite.connection import chunks, from_json, qmarks
+from covey.store.sqlite.own_writes import OwnWrites
 from covey.store.sqlite.tasks import InputResolver, Tasks, offers
 
 __all__ = ["Commit"]
@@ -33,8 +34,14 @@ FOREVER_MS = 2**62
 class Commit(Tasks):
     """``commit``: every run of a batch in one transaction, then its claims."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own = OwnWrites()
+        """Shards and run sequence numbers known without a read while no other connection writes."""
+
     def begin_epoch(self) -> int:
         """Bump the epoch and void every lease granted under an earlier one."""
+        self._own.forget()
         return int(self._write(self._begin_epoch))
 
     def _next_epoch(self) -> int:
@@ -44,10 +51,12 @@ class Commit(Tasks):
 
     def join_epoch(self) -> int:
         """A new epoch holding no shard."""
+        self._own.forget()
         return int(self._write(self._next_epoch))
 
     def take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
         """Lease free, ended or own shards to ``epoch``; returns those it holds."""
+        self._own.forget()
         return self._write(self._take_shards, epoch, shards, ttl_ms)  # type: ignore[no-any-return]
 
     def _take_shards(self, epoch: int, shards: Sequence[int], ttl_ms: int) -> set[int]:
@@ -74,6 +83,7 @@ class Commit(Tasks):
 
     def release_shards(self, epoch: int, shards: Sequence[int]) -> None:
         """End ``epoch``'s leases of ``shards`` now (the epoch stays on them until someone takes them)."""
+        self._own.forget()
         self._write(
             lambda: self.db.executemany(
                 "UPDATE shards SET until_ms = 0 WHERE shard = ? AND epoch = ?",
@@ -91,7 +101,11 @@ class Commit(Tasks):
         A batch that writes no run (claims only) needs no shard.
         """
         needed = {shard_of(w.run_id) for w in batch.runs}
-        lost = needed - self._held(batch.epoch, sorted(needed))
+        if self._own.holds(batch.epoch, needed):
+            return
+        held = self._held(batch.epoch, sorted(needed))
+        self._own.held(batch.epoch, held)
+        lost = needed - held
         if lost:
             raise Conflict(
                 f"epoch {batch.epoch} no longer holds shard(s) {sorted(lost)[:5]}; another engine loop took over"
@@ -120,9 +134,12 @@ class Commit(Tasks):
 
     def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims."""
-        return self._write(self._commit, batch)  # type: ignore[no-any-return]
+        result: CommitResult = self._write(self._commit, batch)
+        self._own.committed({w.run_id: w.new_seq for w in batch.runs if w.run_id not in result.conflicts})
+        return result
 
     def _commit(self, batch: CommitBatch) -> CommitResult:
+        self._own.check(self.db)
         self._check_epoch(batch)
         result = CommitResult()
         current = self._current_seqs([w.run_id for w in batch.runs])
@@ -220,10 +237,13 @@ class Commit(Tasks):
         direct: dict[str, int] = {}
         served: list[int] = []
         pool = sorted(tasks, key=lambda task: -task.priority)
+        any_ready: bool | None = None  # whether the store has any ready task at all, read once if needed
         for i, request in enumerate(claims):
             if request.limit <= 0 or not any(task.target in request.targets for task in pool):
                 continue
-            if self._ready_exists(sorted(request.targets)):
+            if any_ready is None:
+                any_ready = self._ready_exists(None)
+            if any_ready and self._ready_exists(sorted(request.targets)):
                 continue
             served.append(i)
             room, kept = request.limit, []
@@ -236,14 +256,28 @@ class Commit(Tasks):
             pool = kept
         return direct, served
 
-    def _ready_exists(self, targets: list[str]) -> bool:
-        """Whether any task of ``targets`` is ready in the store (before this batch's are inserted)."""
+    def _ready_exists(self, targets: list[str] | None) -> bool:
+        """Whether any task of ``targets`` (None: of any target) is ready in the store, before this batch's
+        are inserted. With no target named, it is one step into the ready index, under half the cost of
+        one step per target; when no task at all is ready (a quiet store) that answers every claim."""
+        if targets is None:
+            return (
+                self.db.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is not None
+            )
         sql = f"SELECT 1 FROM tasks WHERE status = 'ready' AND target IN ({qmarks(len(targets))}) LIMIT 1"
         return self.db.execute(sql, targets).fetchone() is not None
 
     def _current_seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Each existing run's sequence number: remembered from this connection's commits, else read."""
         found: dict[str, int] = {}
-        for part in chunks(run_ids):
+        unknown = []
+        for run_id in run_ids:
+            seq = self._own.seq(run_id)
+            if seq is None:
+                unknown.append(run_id)
+            else:
+                found[run_id] = seq
+        for part in chunks(unknown):
             sql = f"SELECT run_id, seq FROM runs WHERE run_id IN ({qmarks(len(part))})"
             found.update(self.db.execute(sql, part).fetchall())
         return found
