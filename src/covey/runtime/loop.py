@@ -127,6 +127,8 @@ class EngineLoop:
         """Told which namespaces a commit's staged state writes touched (wakes watchers)."""
         self.on_hints: Callable[[set[str]], None] | None = None
         """Told, after each commit, the bus topics it concerns: targets with unleased ready tasks, namespaces."""
+        self.on_answered: Callable[[], None] | None = None
+        """Called once a commit's answers are all given (the runner's socket sends their frames then)."""
         self.hints_in_commit = False
         """The store publishes a batch's hints as part of its commit (``Store.carry_hints``): skip on_hints."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
@@ -455,6 +457,8 @@ class EngineLoop:
         for run_id, problems in result.state_errors.items():
             log.warning("run %s: staged state writes skipped: %s", run_id, "; ".join(problems))
         self._after_commit(result, prepared)
+        if self.on_answered is not None:
+            self.on_answered()
         return True
 
     def _remember_consumed(self, seqs: Sequence[int]) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_FRAME",
     "FrameWriter",
     "encode_frame",
+    "flush_queued_frames",
     "lease_from_json",
     "lease_to_json",
     "read_frame",
@@ -55,6 +56,26 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+#: Frame writers holding queued frames, so the runner can send them before the turn ends.
+_QUEUED: set[FrameWriter] = set()
+
+
+def flush_queued_frames() -> None:
+    """Write every queued frame now, rather than on the next turn of the event loop.
+
+    The engine loop calls it once a commit's answers are all queued: the
+    answer to a report and the lease the same commit granted still leave in
+    one write, without waiting for the loop to come round (tens of µs on a
+    hand-off).
+    """
+    loop = asyncio.get_running_loop()
+    for writer in list(_QUEUED):
+        if writer.loop is loop:
+            writer.flush()
+        elif writer.loop is None or writer.loop.is_closed():
+            _QUEUED.discard(writer)  # its loop is gone, and its frames with it
+
+
 class FrameWriter:
     """One side's frames, written together once per turn of the event loop.
 
@@ -66,6 +87,8 @@ class FrameWriter:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop whose next turn writes the queued frames."""
         self._frames: list[bytes] = []
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -80,10 +103,14 @@ class FrameWriter:
         if self.writer.is_closing():
             return
         if not self._frames:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop = asyncio.get_running_loop()
+            self.loop.call_soon(self.flush)
+            _QUEUED.add(self)
         self._frames.append(encode_frame(message))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the queued frames now (it runs by itself on the next turn of the event loop)."""
+        _QUEUED.discard(self)
         frames, self._frames = self._frames, []
         if frames and not self.writer.is_closing():
             self.writer.write(b"".join(frames))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
 from covey.runtime.answer import Reply
-from covey.runtime.protocol import FrameWriter, lease_to_json, read_frame
+from covey.runtime.protocol import FrameWriter, flush_queued_frames, lease_to_json, read_frame
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -35,7 +35,8 @@ Handler = Callable[["Runner", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
-    """Listen on ``path`` for the runner."""
+    """Listen on ``path`` for the runner; a commit's answers leave as soon as they are given."""
+    runner.engine.on_answered = flush_queued_frames
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _connection(runner, reader, writer)

@@ -1,0 +1,66 @@
+"""The runner's frames: queued for one write per turn, or written at once when a commit's answers are in."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import orjson
+
+from covey.runtime.protocol import FrameWriter, flush_queued_frames
+
+
+def _received_now(sock: socket.socket) -> bytes:
+    """What has arrived on ``sock`` without waiting (b"" if nothing)."""
+    try:
+        return sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def _frames(data: bytes) -> list[dict[str, object]]:
+    found = []
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        found.append(orjson.loads(data[4 : 4 + size]))
+        data = data[4 + size :]
+    return found
+
+
+async def test_queued_frames_leave_together_on_the_next_turn() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        _, writer = await asyncio.open_connection(sock=ours)
+        frames = FrameWriter(writer)
+        frames.queue({"id": 1, "ok": {}})
+        frames.queue({"id": 2, "ok": {"leases": []}})
+        assert _received_now(theirs) == b""  # nothing is written inside the turn that queued
+
+        await asyncio.sleep(0)
+        assert _frames(_received_now(theirs)) == [{"id": 1, "ok": {}}, {"id": 2, "ok": {"leases": []}}]
+        writer.close()
+
+
+async def test_flushing_writes_every_queued_frame_before_the_turn_ends() -> None:
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        writers = []
+        for ours, _ in pairs:
+            _, writer = await asyncio.open_connection(sock=ours)
+            writers.append(writer)
+            FrameWriter(writer).queue({"id": len(writers), "ok": {}})
+
+        flush_queued_frames()
+
+        assert [_frames(_received_now(theirs)) for _, theirs in pairs] == [
+            [{"id": 1, "ok": {}}],
+            [{"id": 2, "ok": {}}],
+        ]
+        await asyncio.sleep(0)  # the turn's own flush then finds nothing left to write
+        assert [_received_now(theirs) for _, theirs in pairs] == [b"", b""]
+        for writer in writers:
+            writer.close()
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
