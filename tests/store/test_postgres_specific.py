@@ -207,6 +207,38 @@ async def test_closing_cuts_off_a_hung_call(where: tuple[str, str], monkeypatch:
         await asyncio.wait_for(hung, 5)
 
 
+@pytest.mark.parametrize("step", ["start", "commit"])
+async def test_a_transaction_cancelled_mid_begin_or_commit_on_purpose_logs_nothing_and_the_store_goes_on(
+    where: tuple[str, str], monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """What a shutdown does to a call caught in its ``BEGIN`` or ``COMMIT``, made to happen on purpose:
+    the driver's transaction step cancels its own task as it starts. The connection is dropped rather
+    than handed back mid-transaction, where the pool's reset would log an error about it."""
+    url, schema = where
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    original = getattr(asyncpg.transaction.Transaction, step)
+
+    async def cancelled_as_it_starts(self: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # delivered at the step's first wait, with its statement in flight
+        await original(self)
+
+    try:
+        async with PostgresStore(url, schema=schema, pool_size=1) as store:
+            monkeypatch.setattr(asyncpg.transaction.Transaction, step, cancelled_as_it_starts)
+            with pytest.raises(asyncio.CancelledError):
+                await store._db.run(lambda conn: conn.execute("SELECT 1"), transaction=True)
+            monkeypatch.undo()
+
+            assert await store.now_ms() > 0  # the pool's one connection was replaced and works
+        assert [c.get("message") for c in reported] == []
+    finally:
+        loop.set_exception_handler(None)
+
+
 async def _running(url: str, schema: str) -> bool:
     rows = await _sql(
         url,

@@ -99,6 +99,10 @@ class Conn(Protocol):
         """True once the connection is gone."""
         ...
 
+    def terminate(self) -> None:
+        """Close the connection at once, without waiting for what is in flight."""
+        ...
+
 
 Work = Callable[[Conn], Awaitable[T]]
 
@@ -270,10 +274,12 @@ class Database:
             raise self._failure(exc, "connect", idempotent=idempotent) from None
         conn = cast(Conn, proxy)
         stage = "statement"
+        settled = True  # False while a transaction of ours is open or its end is unknown
         try:
             if not transaction:
                 return await work(conn)
             stage = "begin"
+            settled = False
             tx = conn.transaction()
             await tx.start()
             stage = "work"
@@ -283,13 +289,20 @@ class Database:
                 if not _gone(conn):
                     with contextlib.suppress(Exception):
                         await tx.rollback()
+                        settled = True
                 raise
             stage = "commit"
             await tx.commit()
+            settled = True
             return result
         except _DRIVER_ERRORS as exc:
             raise self._failure(exc, stage, idempotent=idempotent) from None
         finally:
+            if not settled and not _gone(conn):
+                # Interrupted inside its transaction (a cancellation at shutdown, mid BEGIN or COMMIT): the
+                # connection is dropped, and the server rolls back whatever it left open. Handed back as it
+                # is, the pool's reset would roll it back too, but would log an error about it first.
+                conn.terminate()
             # A connection that fails to reset is terminated by the pool, which opens a new one later.
             with contextlib.suppress(Exception):
                 await pool.release(proxy)
