@@ -56,8 +56,9 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-#: Frame writers holding queued frames, so the runner can send them before the turn ends.
-_QUEUED: set[FrameWriter] = set()
+#: Frame writers holding queued frames, with the event loop whose next turn writes them, so the
+#: runner can send them before the turn ends.
+_QUEUED: dict[FrameWriter, asyncio.AbstractEventLoop] = {}
 
 
 def flush_queued_frames() -> None:
@@ -68,12 +69,12 @@ def flush_queued_frames() -> None:
     one write, without waiting for the loop to come round (tens of µs on a
     hand-off).
     """
-    loop = asyncio.get_running_loop()
-    for writer in list(_QUEUED):
-        if writer.loop is loop:
+    running = asyncio.get_running_loop()
+    for writer, loop in list(_QUEUED.items()):
+        if loop is running:
             writer.flush()
-        elif writer.loop is None or writer.loop.is_closed():
-            _QUEUED.discard(writer)  # its loop is gone, and its frames with it
+        elif loop.is_closed():
+            del _QUEUED[writer]  # its loop is gone, and its frames with it
 
 
 class FrameWriter:
@@ -87,8 +88,6 @@ class FrameWriter:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
-        self.loop: asyncio.AbstractEventLoop | None = None
-        """The event loop whose next turn writes the queued frames."""
         self._frames: list[bytes] = []
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -103,14 +102,14 @@ class FrameWriter:
         if self.writer.is_closing():
             return
         if not self._frames:
-            self.loop = asyncio.get_running_loop()
-            self.loop.call_soon(self.flush)
-            _QUEUED.add(self)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+            _QUEUED[self] = loop
         self._frames.append(encode_frame(message))
 
     def flush(self) -> None:
         """Write the queued frames now (it runs by itself on the next turn of the event loop)."""
-        _QUEUED.discard(self)
+        _QUEUED.pop(self, None)
         frames, self._frames = self._frames, []
         if frames and not self.writer.is_closing():
             self.writer.write(b"".join(frames))

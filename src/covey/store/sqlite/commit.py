@@ -242,7 +242,7 @@ class Commit(Tasks):
             if request.limit <= 0 or not any(task.target in request.targets for task in pool):
                 continue
             if any_ready is None:
-                any_ready = self._ready_exists(None)
+                any_ready = self._any_ready()
             if any_ready and self._ready_exists(sorted(request.targets)):
                 continue
             served.append(i)
@@ -256,14 +256,16 @@ class Commit(Tasks):
             pool = kept
         return direct, served
 
-    def _ready_exists(self, targets: list[str] | None) -> bool:
-        """Whether any task of ``targets`` (None: of any target) is ready in the store, before this batch's
-        are inserted. With no target named, it is one step into the ready index, under half the cost of
-        one step per target; when no task at all is ready (a quiet store) that answers every claim."""
-        if targets is None:
-            return (
-                self.db.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is not None
-            )
+    def _any_ready(self) -> bool:
+        """Whether any task at all is ready in the store, before this batch's are inserted.
+
+        One step into the ready index, under half the cost of one step per target of
+        :meth:`_ready_exists`; on a quiet store, where none is, it answers for every claim of the batch.
+        """
+        return self.db.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is not None
+
+    def _ready_exists(self, targets: list[str]) -> bool:
+        """Whether any task of ``targets`` is ready in the store (before this batch's are inserted)."""
         sql = f"SELECT 1 FROM tasks WHERE status = 'ready' AND target IN ({qmarks(len(targets))}) LIMIT 1"
         return self.db.execute(sql, targets).fetchone() is not None
 
