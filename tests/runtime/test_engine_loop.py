@@ -15,9 +15,10 @@ import pytest
 
 from covey.engine.events import SignalReceived, TaskSucceeded, event_to_json
 from covey.errors import BackendError
+from covey.runtime.answer import Reply
 from covey.runtime.loop import PIPELINE_FROM, EngineLoop
 from covey.runtime.submit import prepare_submission
-from covey.store.base import ClaimRequest, CommitBatch, CommitResult, InboxRow
+from covey.store.base import ClaimRequest, CommitBatch, CommitResult, InboxRow, Lease
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 
@@ -43,6 +44,15 @@ class FailingCommitStore(SQLiteStore):
         if self.fail:
             raise BackendError("disk on fire (on purpose)")
         return await super().commit(batch)
+
+    def commit_now(self, batch: CommitBatch) -> CommitResult | None:
+        if self.gate is not None:
+            return None  # a commit held at the gate has to wait: take the awaited path
+        self.commits_started += 1
+        self.claimers.append([claim.worker_id for claim in batch.claims])
+        if self.fail:
+            raise BackendError("disk on fire (on purpose)")
+        return super().commit_now(batch)
 
     async def read_inbox(
         self, after_seq: int, limit: int, shards: Collection[int] | None = None
@@ -192,3 +202,86 @@ async def test_a_claim_that_comes_with_a_report_takes_the_task_the_report_makes_
     assert (b.step, b.input) == ("b", {"x": 1})
     assert store.claimers[-1] == ["reporter"]  # the parked claim was not woken for nothing
     assert not other.done()
+
+
+def _recording() -> tuple[list[object], Reply[object]]:
+    """A reply that records what it was given, and the list it records into."""
+    given: list[object] = []
+    return given, Reply(lambda result, error: given.append(error if error is not None else result))
+
+
+async def _handed_a(loop: EngineLoop, run_id: str) -> Lease:
+    await loop.submit(prepare_submission(CHAIN, None, run_id=run_id), 1_000)
+    (a,) = await loop.claim(_claim("reporter"))
+    return a
+
+
+async def test_iterate_now_decides_commits_and_answers_a_hand_off_within_the_callers_turn(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, store = loop_and_store
+    a = await _handed_a(loop, "r1")
+    reported, report_reply = _recording()
+    leased, claim_reply = _recording()
+    loop.deliver_to(
+        report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7, worker_id="reporter"
+    )
+    loop.claim_to(claim_reply, _claim("reporter"), wait_s=30.0)
+
+    assert loop.iterate_now() is True
+
+    # No await since the report was queued: the engine loop's own task never ran.
+    assert reported == [True]
+    ((b,),) = leased
+    assert isinstance(b, Lease)
+    assert (b.step, b.input) == ("b", 7)
+    assert {task.step: task.status for task in await store.list_tasks("r1")} == {"b": "leased"}
+    assert loop.iterate_now() is False  # nothing left
+
+
+async def test_iterate_now_leaves_a_run_it_would_have_to_load_to_the_engine_loop(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, _ = loop_and_store
+    a = await _handed_a(loop, "r1")
+    del loop.runs["r1"]  # as after a restart: the run is only in the store
+    reported, report_reply = _recording()
+    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+
+    assert loop.iterate_now() is False
+    assert reported == []
+    await wait_for(lambda: reported == [True], message="the engine loop decides the report")
+
+
+async def test_iterate_now_waits_for_the_iteration_in_progress(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, store = loop_and_store
+    a = await _handed_a(loop, "r1")
+    store.gate = asyncio.Event()
+    held = asyncio.create_task(_submit(loop, "r2"))
+    await wait_for(lambda: store.commits_started > 0 and "r2" in loop.runs, message="a commit to hold")
+    reported, report_reply = _recording()
+    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+
+    assert loop.iterate_now() is False  # the engine loop is inside an iteration: it takes the report next
+    store.gate.set()
+    assert await held is True
+    await wait_for(lambda: reported == [True], message="the engine loop decides the report")
+
+
+async def test_a_failed_inline_commit_answers_with_the_error_and_drops_the_cached_state(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, store = loop_and_store
+    a = await _handed_a(loop, "r1")
+    store.fail = True
+    reported, report_reply = _recording()
+    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+
+    assert loop.iterate_now() is True
+
+    (error,) = reported
+    assert isinstance(error, BackendError)
+    assert "r1" not in loop.runs
+    assert {task.step: task.status for task in await store.list_tasks("r1")} == {"a": "leased"}

@@ -134,6 +134,8 @@ class EngineLoop:
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.commits = 0
         self._failed_in_a_row = 0
+        self._iterating = False
+        """:meth:`run` is inside an iteration (it may be awaiting a load, a read or a commit)."""
         self.stopped = False
 
     # -- inputs ------------------------------------------------------------------------
@@ -296,7 +298,11 @@ class EngineLoop:
                     continue
             if self._failed_in_a_row:
                 await asyncio.sleep(min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (self._failed_in_a_row - 1)))
-            await self.iterate()
+            self._iterating = True
+            try:
+                await self.iterate()
+            finally:
+                self._iterating = False
 
     async def iterate(self) -> None:
         """One batch: take what is pending and decide it while the previous batch commits, then commit it.
@@ -329,6 +335,52 @@ class EngineLoop:
             await self._commit(prepared)  # a small batch: commit now, without a task hop on the hand-off path
         else:
             self._in_flight = asyncio.create_task(self._commit(prepared))
+
+    def iterate_now(self) -> bool:
+        """Decide and commit what is queued within the caller's turn of the event loop, if nothing waits.
+
+        The runner's socket calls it once it has read all a wake-up brought (a
+        worker's report and its next claim): the hand-off then skips the turn
+        in which :meth:`run` would wake up and take the batch. It declines,
+        leaving the work to :meth:`run`, when that must wait for something: an
+        iteration or a commit in progress, a run to load, the store's inbox to
+        read, a failed commit's pause. The batch commits inline only if the
+        store can write it without waiting (:meth:`Store.commit_now`); if not,
+        or if it is large, its commit goes in flight as in :meth:`iterate`.
+        Returns whether it took the queued work.
+        """
+        if (
+            self._iterating
+            or self._in_flight is not None
+            or self._failed_in_a_row
+            or self._read_inbox
+            or self.stopped
+            or not (self._items or self._claims)
+        ):
+            return False
+        if any(i.run_id not in self.runs and not isinstance(i.event, RunSubmitted) for i in self._items):
+            return False
+        items, self._items = self._items, []
+        claims, self._claims = self._claims, []
+        if self.shards is not None:
+            items = self._owned(items)
+        try:
+            prepared = self._build(items, claims)
+        except Exception as exc:
+            log.exception("deciding a batch failed; discarding the cached state of its runs")
+            self._abandon(items, claims, exc)
+            return True
+        if len(prepared.batch.runs) + len(prepared.batch.claims) < PIPELINE_FROM:
+            try:
+                result = self.store.commit_now(prepared.batch)
+            except Exception as exc:
+                self._commit_failed(prepared, exc)
+                return True
+            if result is not None:
+                self._committed(prepared, result)
+                return True
+        self._in_flight = asyncio.create_task(self._commit(prepared))
+        return True
 
     async def drain(self) -> None:
         """Wait for the commit in flight, if any (its answers are sent when it returns)."""
@@ -421,6 +473,10 @@ class EngineLoop:
         await self._load(
             [i.run_id for i in items if i.run_id not in self.runs and not isinstance(i.event, RunSubmitted)]
         )
+        return self._build(items, claims)
+
+    def _build(self, items: list[Input], claims: list[PendingClaim]) -> PreparedBatch:
+        """Decide a batch's inputs, their runs loaded, and build its commit (nothing is written yet)."""
         prepared = PreparedBatch(items, claims, CommitBatch(self.epoch, claims=[c.request for c in claims]))
         for item in items:
             self._decide_item(item, prepared.writes, prepared.batch, prepared.answers)
@@ -440,11 +496,19 @@ class EngineLoop:
         try:
             result = await self.store.commit(prepared.batch)
         except Exception as exc:
-            log.exception("commit failed; discarding the cached state of its runs")
-            self._failed_in_a_row += 1
-            self._drop_cache(prepared.writes)
-            self._abandon(prepared.items, prepared.claims, exc)
+            self._commit_failed(prepared, exc)
             return False
+        self._committed(prepared, result)
+        return True
+
+    def _commit_failed(self, prepared: PreparedBatch, exc: Exception) -> None:
+        log.exception("commit failed; discarding the cached state of its runs", exc_info=exc)
+        self._failed_in_a_row += 1
+        self._drop_cache(prepared.writes)
+        self._abandon(prepared.items, prepared.claims, exc)
+
+    def _committed(self, prepared: PreparedBatch, result: CommitResult) -> None:
+        """After a batch's commit: consume its inbox rows, answer everyone it concerns."""
         self._failed_in_a_row = 0
         self.commits += 1
         if self._inbox_pending:
@@ -459,7 +523,6 @@ class EngineLoop:
         self._after_commit(result, prepared)
         if self.on_answered is not None:
             self.on_answered()
-        return True
 
     def _remember_consumed(self, seqs: Sequence[int]) -> None:
         self._consumed.update(seqs)

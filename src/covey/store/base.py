@@ -316,6 +316,16 @@ class Store(Protocol):
         """Write a batch atomically, then grant its claims (see module docstring)."""
         ...
 
+    def commit_now(self, batch: CommitBatch) -> CommitResult | None:
+        """:meth:`commit`, within the caller's turn of the event loop, if this store can write without waiting.
+
+        An embedded file whose writer is idle can (the write blocks the loop
+        for its fsync, as one writer's commits would serialize anyway); a
+        server's store cannot. None, with nothing written, means: use
+        :meth:`commit`.
+        """
+        ...
+
     async def claim(self, request: ClaimRequest) -> list[Lease]:
         """Lease up to ``request.limit`` ready tasks, inputs resolved."""
         ...

@@ -106,6 +106,10 @@ class PostgresStore:
 
     # -- commits, claims and leases ----------------------------------------------------
 
+    def commit_now(self, batch: CommitBatch) -> CommitResult | None:
+        """Never: a commit is a round trip to the server (see ``Store.commit_now``)."""
+        return None
+
     async def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims."""
         # A batch that only claims once is one statement, atomic by itself.

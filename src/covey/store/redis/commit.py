@@ -54,6 +54,10 @@ class _Plan:
 class Commit(Tasks):
     """``commit``: every run of a batch in one script call, then its claims."""
 
+    def commit_now(self, batch: CommitBatch) -> CommitResult | None:
+        """Never: a commit is a round trip to the server (see ``Store.commit_now``)."""
+        return None
+
     async def commit(self, batch: CommitBatch) -> CommitResult:
         """Write a batch atomically, then grant its claims."""
         plan = self._plan(batch, None)

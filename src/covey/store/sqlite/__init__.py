@@ -166,6 +166,16 @@ class SQLiteStore:
         result: CommitResult = await self._call("commit", batch, inline=small)
         return result
 
+    def commit_now(self, batch: CommitBatch) -> CommitResult | None:
+        """Write a batch inline if the writer thread is idle (see :meth:`_call`); None if it is busy."""
+        if self._core is None or self._in_flight:
+            return None
+        try:
+            result: CommitResult = self._core.commit(batch)
+        except sqlite3.Error as exc:
+            raise self._backend_error(exc) from None
+        return result
+
     async def claim(self, request: ClaimRequest) -> list[Lease]:
         """Lease ready tasks."""
         leases: list[Lease] = await self._call("claim", request)
