@@ -6,8 +6,10 @@ import asyncio
 import socket
 
 import orjson
+import pytest
 
-from covey.runtime.protocol import FrameWriter, flush_queued_frames
+from covey.errors import CoveyError
+from covey.runtime.protocol import MAX_FRAME, FrameBuffer, FrameWriter, flush_queued_frames
 
 
 def _received_now(sock: socket.socket) -> bytes:
@@ -64,3 +66,37 @@ async def test_flushing_writes_every_queued_frame_before_the_turn_ends() -> None
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
+
+
+def _frame(message: dict[str, object]) -> bytes:
+    body = orjson.dumps(message)
+    return len(body).to_bytes(4, "big") + body
+
+
+def test_a_frame_buffer_cuts_frames_whichever_way_the_bytes_arrive() -> None:
+    stream = _frame({"id": 1, "op": "report"}) + _frame({"id": 2, "op": "claim"})
+    whole = FrameBuffer()
+    assert whole.feed(stream) == [{"id": 1, "op": "report"}, {"id": 2, "op": "claim"}]
+    assert whole.pending == 0
+
+    bytewise = FrameBuffer()
+    got = [frame for i in range(len(stream)) for frame in bytewise.feed(stream[i : i + 1])]
+    assert got == [{"id": 1, "op": "report"}, {"id": 2, "op": "claim"}]
+
+    split = FrameBuffer()
+    assert split.feed(stream[:7]) == []
+    assert split.pending == 7
+    assert split.feed(stream[7:]) == [{"id": 1, "op": "report"}, {"id": 2, "op": "claim"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ((MAX_FRAME + 1).to_bytes(4, "big"), "over the limit"),
+        (b"\x00\x00\x00\x03{x}", "not JSON"),
+        (b"\x00\x00\x00\x02[]", "must be a JSON object"),
+    ],
+)
+def test_a_frame_buffer_refuses_a_bad_frame_by_name(data: bytes, message: str) -> None:
+    with pytest.raises(CoveyError, match=message):
+        FrameBuffer().feed(data)

@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 from covey.errors import CoveyError
+from covey.runtime.protocol import encode_frame, read_frame
 from covey.runtime.runner import Runner
+from covey.runtime.socket_server import _Connection
+from covey.testing import wait_for
+from covey.worker.link import PROTOCOL_VERSION
 from covey.worker.socket_link import SocketLink
 
 PAIR = {"name": "pair", "steps": {"a": {"skill": "echo"}, "b": {"skill": "echo"}}}
@@ -65,3 +69,82 @@ async def test_a_malformed_claim_gets_an_error_and_the_connection_goes_on(tmp_pa
 
         await runner.submit(PAIR)
         assert len(await link.claim("w1", frozenset({"echo"}), {}, 10, 0)) == 2
+
+
+async def _closed_by_runner(reader: asyncio.StreamReader) -> bool:
+    """Whether the runner closed the connection: the read ends (EOF) before the deadline."""
+    return await asyncio.wait_for(reader.read(), 5) == b""
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xff\xff\xff", b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x02[]"],
+    ids=["huge", "text", "list"],
+)
+async def test_a_bad_frame_closes_its_connection_and_the_runner_serves_on(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    async with Runner(tmp_path / "covey.db") as runner:
+        reader, writer = await asyncio.open_unix_connection(str(runner.socket_path))
+        writer.write(garbage)
+        assert await _closed_by_runner(reader)
+        writer.close()
+
+        async with SocketLink(runner.socket_path or "") as link:
+            await runner.submit(PAIR)
+            assert len(await link.claim("w1", frozenset({"echo"}), {}, 10, 0)) == 2
+
+
+async def test_a_frame_arriving_a_byte_at_a_time_is_answered(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner:
+        reader, writer = await asyncio.open_unix_connection(str(runner.socket_path))
+        frame = encode_frame({"id": 1, "op": "hello", "protocol": PROTOCOL_VERSION})
+        for byte in frame:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        answer = await asyncio.wait_for(read_frame(reader), 5)
+        assert answer is not None
+        assert answer["id"] == 1
+        assert answer["ok"]["protocol"] == PROTOCOL_VERSION
+        writer.close()
+
+
+async def test_answers_to_a_client_that_stops_reading_all_arrive_once_it_reads(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner:
+        reader, writer = await asyncio.open_unix_connection(str(runner.socket_path))
+        count = 20_000  # about 1.5 MB of answers: more than the socket and the transport buffer
+        writer.write(
+            b"".join(
+                encode_frame({"id": i, "op": "hello", "protocol": PROTOCOL_VERSION}) for i in range(count)
+            )
+        )
+        await wait_for(lambda: len(runner.connections) == 1, 5, message="the runner to take the connection")
+        (connection,) = runner.connections
+        await wait_for(
+            lambda: getattr(connection, "is_paused", False),
+            10,
+            message="the runner to stop writing to a full socket",
+        )
+
+        ids = [
+            frame["id"]
+            for frame in [await asyncio.wait_for(read_frame(reader), 5) for _ in range(count)]
+            if frame
+        ]
+
+        assert sorted(ids) == list(range(count))
+        writer.close()
+
+
+async def test_a_paused_connection_holds_its_writers_until_the_transport_resumes(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner:
+        connection = _Connection(runner)
+        connection.pause_writing()
+        waiting = [asyncio.create_task(connection.drain()) for _ in range(2)]
+        for _ in range(3):
+            await asyncio.sleep(0)  # turns of the loop, not a wait for a condition
+        assert not any(task.done() for task in waiting)
+
+        connection.resume_writing()
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        await asyncio.wait_for(connection.drain(), 5)  # not paused: returns at once

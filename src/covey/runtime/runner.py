@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived
@@ -31,6 +31,12 @@ __all__ = ["DEFAULT_LEASE_MS", "Runner"]
 
 #: How long a lease lasts without a heartbeat, in milliseconds.
 DEFAULT_LEASE_MS = 30_000
+
+
+class Closable(Protocol):
+    """An open socket connection, as the runner sees it: something it can close."""
+
+    def close(self) -> None: ...
 
 
 class Runner:
@@ -65,7 +71,7 @@ class Runner:
         self._server: asyncio.AbstractServer | None = None
         self.loop: EngineLoop | None = None
         self.feed: StateFeed | None = None
-        self.connections: set[asyncio.StreamWriter] = set()
+        self.connections: set[Closable] = set()
         """Open socket connections (workers and commands)."""
         self.timekeeper: Timekeeper | None = None
 
@@ -102,6 +108,7 @@ class Runner:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+            self.drop_connections()  # a server waits for its connections to close (Python 3.12+)
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -128,8 +135,8 @@ class Runner:
     def drop_connections(self) -> int:
         """Close every socket connection (clients reconnect); returns how many were open."""
         dropped = list(self.connections)
-        for writer in dropped:
-            writer.close()
+        for connection in dropped:
+            connection.close()
         return len(dropped)
 
     @property

@@ -1,7 +1,11 @@
 """The runner's local socket: the worker protocol and commands, over frames.
 
-Each connection may carry many requests at once; each is handled in its own
-task so a long-poll claim never holds up a report on the same connection.
+Each connection may carry many requests at once. Frames are cut from the
+bytes as they arrive, in the read's own callback (an :class:`asyncio.Protocol`,
+no reader task): reports and claims are queued for the engine loop there and
+then, and decided at once when nothing else is in progress; every other
+request is answered from its own task, so a long-poll claim never holds up a
+report on the same connection.
 Errors a caller caused come back as ``{"error": {"type", "message", ...}}``
 and the caller re-raises them as the same covey error.
 """
@@ -9,17 +13,16 @@ and the caller re-raises them as the same covey error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
 from covey.runtime.answer import Reply
-from covey.runtime.protocol import FrameWriter, flush_queued_frames, lease_to_json, read_frame
+from covey.runtime.protocol import FrameBuffer, FrameWriter, flush_queued_frames, lease_to_json
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -37,42 +40,105 @@ Handler = Callable[["Runner", dict[str, Any]], Awaitable[dict[str, Any]]]
 async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
     """Listen on ``path`` for the runner; a commit's answers leave as soon as they are given."""
     runner.engine.on_answered = flush_queued_frames
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _connection(runner, reader, writer)
-
-    return await asyncio.start_unix_server(on_connect, path=str(path))
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: _Connection(runner), path=str(path))
 
 
-async def _connection(runner: Runner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    outbox = FrameWriter(writer)
-    pending: set[asyncio.Task[None]] = set()
-    runner.connections.add(writer)
-    try:
-        while True:
-            try:
-                message = await read_frame(reader)
-            except (CoveyError, ConnectionError) as exc:
-                log.warning("closing connection: %s", exc)
-                break
-            if message is None:
-                break
+class _Connection(asyncio.Protocol):
+    """One client's connection: frames are handled as they arrive, inside the read's own callback.
+
+    Reports and claims are queued for the engine loop at once; once every
+    frame a read brought is queued, :meth:`EngineLoop.iterate_now` decides
+    and commits them in the same callback, so a hand-off costs the runner no
+    task switch between reading the report and writing the lease. Every other
+    request is answered from its own task (a long-poll claim never holds up a
+    report on the same connection).
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.frames = FrameBuffer()
+        self.outbox = FrameWriter(self)
+        self.transport: asyncio.Transport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._writable: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, without the subclass
+        self.runner.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.frames.feed(data)
+        except CoveyError as exc:
+            log.warning("closing connection: %s", exc)
+            self.close()
+            return
+        queued = False
+        for message in messages:
             op = message.get("op")
             if op == "report":
-                _queue_report(runner, message, outbox)
+                _queue_report(self.runner, message, self.outbox)
+                queued = True
             elif op == "claim":
-                _queue_claim(runner, message, outbox)
+                _queue_claim(self.runner, message, self.outbox)
+                queued = True
             else:
-                task = asyncio.create_task(_answer(runner, message, outbox))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-    finally:
-        runner.connections.discard(writer)
-        for task in pending:
+                task = asyncio.get_running_loop().create_task(_answer(self.runner, message, self.outbox))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        if queued and not self.frames.pending:
+            self.runner.engine.iterate_now()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the connection: the client is done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.runner.connections.discard(self)
+        for task in self.tasks:
             task.cancel()
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writers()
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether writes wait: the client is slow to read what it was sent."""
+        return self._writable is not None
+
+    def _wake_writers(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # -- FrameSink, for the outbox
+
+    def is_closing(self) -> bool:
+        return self._closing or self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client is slow to read (the transport's buffer is over its high mark)."""
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+
+    def close(self) -> None:
+        """Close the connection (the client reconnects if it wants to)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def _answer(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:
