@@ -331,6 +331,13 @@ class LocalClient(StoreClient):
         if not self.path.exists():
             raise NotFound(f"no covey database at {self.path}")
         async with SQLiteStore(self.path, readonly=True) as store:
+            if not await store.journal_left() or find_runner_socket(self.path) is not None:
+                yield store
+                return
+        # A runner stopped before applying its last journal rows: apply them, as its successor would.
+        async with self.writer():
+            pass
+        async with SQLiteStore(self.path, readonly=True) as store:
             yield store
 
     @asynccontextmanager

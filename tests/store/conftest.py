@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from covey.store.base import Store
+from covey.store.base import CommitBatch, CommitResult, Store
 from covey.store.sqlite import SQLiteStore
 from covey.testing.conformance import StoreFactory
 from tests.store.backend_postgres import postgres_factory
@@ -30,8 +30,24 @@ async def sqlite_factory(tmp_path: Path) -> AsyncIterator[StoreFactory]:
     yield lambda: SQLiteStore(path)
 
 
+class JournalingSQLiteStore(SQLiteStore):
+    """SQLite committing as the runner's hand-off does: inline, small batches as journal rows."""
+
+    async def commit(self, batch: CommitBatch) -> CommitResult:
+        result = self.commit_now(batch)
+        return result if result is not None else await super().commit(batch)
+
+
+@asynccontextmanager
+async def sqlite_journal_factory(tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """A fresh SQLite file per test, written through journal rows where a batch allows."""
+    path = tmp_path / "covey.db"
+    yield lambda: JournalingSQLiteStore(path)
+
+
 FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StoreFactory]]] = {
     "sqlite": sqlite_factory,
+    "sqlite-journal": sqlite_journal_factory,
     "postgres": postgres_factory,
     "redis": redis_factory,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,8 @@ T = TypeVar("T")
 #: Commits touching at most this many runs and claims run on the event loop's thread (see ``_call``).
 INLINE_COMMIT_LIMIT = 8
 
+log = logging.getLogger("covey.store.sqlite")
+
 
 class SQLiteStore:
     """The :class:`~covey.store.base.Store` on one SQLite file.
@@ -59,6 +62,7 @@ class SQLiteStore:
         self._core: SQLiteCore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._in_flight = 0
+        self._settling = False
 
     async def __aenter__(self) -> Self:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
@@ -114,7 +118,7 @@ class SQLiteStore:
             raise BackendUnavailable(
                 f"SQLite database {self.path} is not open (use 'async with SQLiteStore(...)')"
             )
-        call = functools.partial(getattr(core, name), *args)
+        call = functools.partial(core.settled, name, *args)
         if inline and self._in_flight == 0:
             try:
                 return call()
@@ -167,14 +171,46 @@ class SQLiteStore:
         return result
 
     def commit_now(self, batch: CommitBatch) -> CommitResult | None:
-        """Write a batch inline if the writer thread is idle (see :meth:`_call`); None if it is busy."""
-        if self._core is None or self._in_flight:
+        """Write a batch inline if the writer thread is idle (see :meth:`_call`); None if it is busy.
+
+        A small batch commits as a journal row (:mod:`.journal`): durable when
+        this returns, in the tables from the event loop's next turn, after the
+        caller has sent its answers. Other connections see it from then on.
+        """
+        core = self._core
+        if core is None or self._in_flight:
             return None
         try:
-            result: CommitResult = self._core.commit(batch)
+            result: CommitResult = core.commit(batch, journal=True)
         except sqlite3.Error as exc:
             raise self._backend_error(exc) from None
+        self._settle_soon()
         return result
+
+    def _settle_soon(self) -> None:
+        """Apply a journaled commit's writes on the event loop's next turn: after its answers are sent.
+
+        If a call comes first, it applies them before it runs (``SQLiteCore.settled``).
+        """
+        core = self._core
+        if core is not None and core.unapplied and not self._settling:
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._settle)
+
+    def _settle(self) -> None:
+        self._settling = False
+        core = self._core
+        if core is None or not core.unapplied or self._in_flight:
+            return  # done already, or the writer thread is busy: its next call applies them
+        try:
+            core.settle()
+        except sqlite3.Error as exc:
+            # Nothing is lost (the rows are durable); the next call tries again, and reports it.
+            log.warning("applying journaled writes failed, retried on the next call: %s", exc)
+
+    async def journal_left(self) -> bool:
+        """Whether a writer that stopped left journal rows the tables lack (see ``.journal``)."""
+        return bool(await self._call("journal_left"))
 
     async def claim(self, request: ClaimRequest) -> list[Lease]:
         """Lease ready tasks."""

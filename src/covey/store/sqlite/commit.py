@@ -22,11 +22,14 @@ from covey.store.base import (
 )
 from covey.store.inputs import render_input, template_of
 from covey.store.sqlite.connection import chunks, from_json, qmarks
+from covey.store.sqlite.journal import encode_writes
 from covey.store.sqlite.own_writes import OwnWrites
 from covey.store.sqlite.tasks import InputResolver, Tasks, offers
 
 __all__ = ["Commit"]
 
+#: Largest batch, in runs, that commits as a journal row (larger ones are throughput's, not latency's).
+JOURNAL_RUNS = 2
 #: A lease end that never comes: the embedded runner holds its shards until another runner starts.
 FOREVER_MS = 2**62
 
@@ -37,6 +40,7 @@ class Commit(Tasks):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own = OwnWrites()
+        self._journal_seq = 0
         """Shards and run sequence numbers known without a read while no other connection writes."""
 
     def begin_epoch(self) -> int:
@@ -132,11 +136,54 @@ class Commit(Tasks):
         )
         return epoch
 
-    def commit(self, batch: CommitBatch) -> CommitResult:
-        """Write a batch atomically, then grant its claims."""
-        result: CommitResult = self._write(self._commit, batch)
+    def commit(self, batch: CommitBatch, *, journal: bool = False) -> CommitResult:
+        """Write a batch atomically, then grant its claims.
+
+        With ``journal``, a small batch that reads nothing it writes commits as
+        a journal row (:mod:`.journal`), and its writes wait in
+        :attr:`unapplied` for :meth:`settle`: until then only this connection
+        sees them.
+        """
+        self.settle()
+        self._recording = [] if journal and self._journal_eligible(batch) else None
+        try:
+            result: CommitResult = self._write(self._commit, batch)
+            if self._recording:
+                self.unapplied.append((self._journal_seq, self._recording))
+        finally:
+            self._recording = None
         self._own.committed({w.run_id: w.new_seq for w in batch.runs if w.run_id not in result.conflicts})
         return result
+
+    def _journal_eligible(self, batch: CommitBatch) -> bool:
+        """Whether ``batch`` may commit as a journal row: a few runs, and no read of what it writes.
+
+        Writes are held until the end of the transaction, so nothing the batch
+        does may read them back: staged state writes and dropped namespaces
+        (read and written together), a run's output (rendered from its stored
+        outputs), a map element's output (a join's input is read from all the
+        stored elements). A claim the batch's own tasks cannot serve reads the
+        ready tasks, this batch's among them: the held writes are executed
+        before it (:meth:`_stop_recording`). Without durability a row saves
+        nothing.
+        """
+        return (
+            self.durable
+            and 0 < len(batch.runs) <= JOURNAL_RUNS
+            and all(
+                not w.state_ops
+                and w.drop_namespace is None
+                and w.output_template is None
+                and all(index < 0 for _, index, _ in w.outputs)
+                for w in batch.runs
+            )
+        )
+
+    def _stop_recording(self) -> None:
+        """Execute the writes held so far and write directly from now on (the batch has to read them)."""
+        held, self._recording = self._recording, None
+        for sql, rows in held or ():
+            self.db.executemany(sql, rows)
 
     def _commit(self, batch: CommitBatch) -> CommitResult:
         self._own.check(self.db)
@@ -156,8 +203,7 @@ class Commit(Tasks):
         now = self.now_ms()
         self._write_runs(ok, now)
         self._write_children(ok, now)
-        if batch.consumed:
-            self.db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
+        self._many("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in batch.consumed])
         for write in ok:
             if write.state_ops:
                 self._apply_staged(write, result)
@@ -170,8 +216,14 @@ class Commit(Tasks):
         # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
         for request, leases in served:
             result.leases.setdefault(request.worker_id, []).extend(leases)
+        if rest:
+            self._stop_recording()
         for request in rest:
             result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
+        if self._recording:
+            self._journal_seq = self.db.execute(
+                "INSERT INTO journal (body) VALUES (?)", (encode_writes(self._recording),)
+            ).lastrowid or 0
         return result
 
     def _enqueue(

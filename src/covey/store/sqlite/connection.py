@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from covey.errors import BackendError, CoveyError
+from covey.store.sqlite.journal import Writes, decode_writes
 from covey.store.sqlite.schema import MIGRATIONS
 
 __all__ = ["Connection", "chunks", "from_json", "qmarks"]
@@ -52,6 +53,11 @@ class Connection:
     def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
         self.path = str(path)
         self.readonly = readonly
+        self.durable = durable
+        self._recording: Writes | None = None
+        """Writes held for a journal row instead of executed (see :mod:`.journal`), while a commit records."""
+        self.unapplied: list[tuple[int, Writes]] = []
+        """Journal rows this connection committed whose writes the tables do not have yet."""
         try:
             if readonly:
                 uri = f"file:{Path(self.path).resolve()}?mode=ro"
@@ -66,6 +72,7 @@ class Connection:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._migrate()
+                self.replay_journal()
             else:
                 self._check_version()
         except BaseException:
@@ -73,7 +80,11 @@ class Connection:
             raise
 
     def close(self) -> None:
-        """Close the connection."""
+        """Apply journaled writes (readers then find them in the tables), and close the connection."""
+        try:
+            self.settle()
+        except sqlite3.Error:
+            pass  # the rows stay in the journal: the next writer to open the file replays them
         self.db.close()
 
     @staticmethod
@@ -127,6 +138,71 @@ class Connection:
         return result
 
     def _many(self, sql: str, rows: list[Any]) -> None:
-        """executemany, skipped when there is nothing to write (most batches touch few tables)."""
-        if rows:
+        """executemany, skipped when there is nothing to write (most batches touch few tables).
+
+        While a commit records (:mod:`.journal`), the write is held in order instead.
+        """
+        if not rows:
+            return
+        if self._recording is not None:
+            self._recording.append((sql, rows))
+        else:
             self.db.executemany(sql, rows)
+
+    # -- the journal (see :mod:`covey.store.sqlite.journal`) ----------------------------
+
+    def settle(self) -> None:
+        """Apply the journal rows this connection committed and has not applied, in one transaction.
+
+        Its commit does not wait for an fsync: the rows it applies are durable
+        already, and a crash before the next fsync'd commit loses only work
+        that :meth:`replay_journal` redoes.
+        """
+        if not self.unapplied:
+            return
+        pending = self.unapplied
+        if self.durable:
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            self._write(self._apply, pending)
+        finally:
+            if self.durable:
+                self.db.execute("PRAGMA synchronous = FULL")
+        self.unapplied = []
+
+    def replay_journal(self) -> None:
+        """Apply the journal rows a stopped writer left (before anything reads the tables)."""
+        if self.journal_left():
+            self._write(self._replay)
+
+    def _replay(self) -> None:
+        # Read inside the write transaction: two processes opening the file at once apply a row once.
+        rows = self.db.execute("SELECT seq, body FROM journal ORDER BY seq").fetchall()
+        self._apply([(seq, decode_writes(body)) for seq, body in rows])
+
+    def _apply(self, pending: list[tuple[int, Writes]]) -> None:
+        """Apply journal rows still in the journal, and delete them (inside a write transaction).
+
+        A row gone from the journal was applied already, by a process that
+        opened the file for writing meanwhile (``LocalClient`` does, with no
+        runner up): applying it twice would write its rows twice.
+        """
+        seqs = [seq for seq, _ in pending]
+        present = {
+            seq
+            for part in chunks(seqs)
+            for (seq,) in self.db.execute(f"SELECT seq FROM journal WHERE seq IN ({qmarks(len(part))})", part)
+        }
+        for seq, writes in pending:
+            if seq in present:
+                for sql, rows in writes:
+                    self.db.executemany(sql, rows)
+        self.db.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in present])
+
+    def journal_left(self) -> bool:
+        """Whether the journal holds rows not applied to the tables (left by a writer that stopped).
+
+        False on a file of a schema from before the journal.
+        """
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal'").fetchone()
+        return bool(exists and self.db.execute("SELECT 1 FROM journal LIMIT 1").fetchone())

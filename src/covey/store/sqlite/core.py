@@ -6,6 +6,8 @@ the layers stack.
 
 from __future__ import annotations
 
+from typing import Any
+
 from covey.store.sqlite.commit import Commit
 
 __all__ = ["SQLiteCore"]
@@ -13,3 +15,8 @@ __all__ = ["SQLiteCore"]
 
 class SQLiteCore(Commit):
     """All SQL of the embedded store; not thread-safe, callers keep it on one thread."""
+
+    def settled(self, name: str, *args: Any) -> Any:
+        """Call method ``name`` once the journaled writes are applied: it then sees every commit."""
+        self.settle()
+        return getattr(self, name)(*args)

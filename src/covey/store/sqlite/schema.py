@@ -91,4 +91,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_ready ON tasks (target, prio_key) WHERE status = 'ready';
     CREATE INDEX tasks_leased ON tasks (lease_until_ms) WHERE status = 'leased';
     """,
+    # 6: the journal: a small commit's writes as one row, made durable first and applied to the
+    # tables just after (see covey.store.sqlite.journal). A later migration that changes a table a
+    # journal row writes must run after the rows are replayed.
+    """
+    CREATE TABLE journal (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+    """,
 ]
