@@ -219,3 +219,30 @@ def test_the_journal_table_exists_in_a_new_file(tmp_path: Path) -> None:
         ("journal",)
     ]
     assert os.path.exists(tmp_path / "covey.db")
+
+
+def _open_wal_files(path: Path) -> list[str]:
+    """This process's open file descriptors on ``path``'s WAL (Linux's /proc)."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed while listing
+        if target == f"{path}-wal":
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc to list open files")
+async def test_the_wal_is_flushed_behind_applied_writes_and_let_go_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    async with SQLiteStore(path) as store:
+        d = await Driver.start(store)
+        before = len(_open_wal_files(path))  # SQLite's own connection holds one
+        assert store.commit_now(CommitBatch(d.epoch, [d.submit("r1")], [])) is not None
+        await asyncio.sleep(0)  # applied, and the WAL handed to the flushing thread
+        assert _runs(path) == ["r1"]
+        assert len(_open_wal_files(path)) == before + 1
+    assert _open_wal_files(path) == []

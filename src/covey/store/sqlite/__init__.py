@@ -9,8 +9,10 @@ keeps accepting work, which becomes the next (larger) group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +65,9 @@ class SQLiteStore:
         self._thread: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._settling = False
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing = False
+        self._wal_fd = -1
 
     async def __aenter__(self) -> Self:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
@@ -92,6 +97,10 @@ class SQLiteStore:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=True)
+            self._flusher = None
+            os.close(self._wal_fd)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         assert self._thread is not None, "use 'async with SQLiteStore(...)'"
@@ -207,6 +216,31 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             # Nothing is lost (the rows are durable); the next call tries again, and reports it.
             log.warning("applying journaled writes failed, retried on the next call: %s", exc)
+            return
+        self._flush_wal_behind()
+
+    def _flush_wal_behind(self) -> None:
+        """fsync the WAL on a thread of its own, so the next durable commit finds the applied pages on disk.
+
+        The applied writes need no fsync (their journal row is durable), but the
+        next durable commit's fsync would otherwise write their pages too, on
+        the path of the hand-off that waits for it. Nothing depends on this
+        one finishing: it only moves disk work off that path.
+        """
+        if self._flusher is None:
+            try:
+                self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            except OSError:
+                return
+            self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite-flush")
+        if not self._flushing:
+            self._flushing = True
+            self._flusher.submit(self._fsync_wal)
+
+    def _fsync_wal(self) -> None:
+        self._flushing = False
+        with contextlib.suppress(OSError):
+            os.fsync(self._wal_fd)
 
     async def journal_left(self) -> bool:
         """Whether a writer that stopped left journal rows the tables lack (see ``.journal``)."""
