@@ -216,16 +216,21 @@ async def _handed_a(loop: EngineLoop, run_id: str) -> Lease:
     return a
 
 
+def _report(loop: EngineLoop, lease: Lease, worker_id: str | None = None) -> list[object]:
+    """Queue the report that ``lease``'s try returned 7; what its reply is given lands in the list."""
+    reported, reply = _recording()
+    event = TaskSucceeded(lease.task_id, lease.lease_no, 2_000)
+    loop.deliver_to(reply, event, lease.run_id, output=7, worker_id=worker_id)
+    return reported
+
+
 async def test_iterate_now_decides_commits_and_answers_a_hand_off_within_the_callers_turn(
     loop_and_store: tuple[EngineLoop, FailingCommitStore],
 ) -> None:
     loop, store = loop_and_store
     a = await _handed_a(loop, "r1")
-    reported, report_reply = _recording()
+    reported = _report(loop, a, "reporter")
     leased, claim_reply = _recording()
-    loop.deliver_to(
-        report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7, worker_id="reporter"
-    )
     loop.claim_to(claim_reply, _claim("reporter"), wait_s=30.0)
 
     assert loop.iterate_now() is True
@@ -245,8 +250,7 @@ async def test_iterate_now_leaves_a_run_it_would_have_to_load_to_the_engine_loop
     loop, _ = loop_and_store
     a = await _handed_a(loop, "r1")
     del loop.runs["r1"]  # as after a restart: the run is only in the store
-    reported, report_reply = _recording()
-    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+    reported = _report(loop, a)
 
     assert loop.iterate_now() is False
     assert reported == []
@@ -261,8 +265,7 @@ async def test_iterate_now_waits_for_the_iteration_in_progress(
     store.gate = asyncio.Event()
     held = asyncio.create_task(_submit(loop, "r2"))
     await wait_for(lambda: store.commits_started > 0 and "r2" in loop.runs, message="a commit to hold")
-    reported, report_reply = _recording()
-    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+    reported = _report(loop, a)
 
     assert loop.iterate_now() is False  # the engine loop is inside an iteration: it takes the report next
     store.gate.set()
@@ -276,8 +279,7 @@ async def test_a_failed_inline_commit_answers_with_the_error_and_drops_the_cache
     loop, store = loop_and_store
     a = await _handed_a(loop, "r1")
     store.fail = True
-    reported, report_reply = _recording()
-    loop.deliver_to(report_reply, TaskSucceeded(a.task_id, a.lease_no, 2_000), "r1", output=7)
+    reported = _report(loop, a)
 
     assert loop.iterate_now() is True
 
