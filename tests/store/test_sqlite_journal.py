@@ -246,3 +246,19 @@ async def test_the_wal_is_flushed_behind_applied_writes_and_let_go_on_close(tmp_
         assert _runs(path) == ["r1"]
         assert len(_open_wal_files(path)) == before + 1
     assert _open_wal_files(path) == []
+
+
+async def test_a_batch_with_a_large_output_is_written_to_the_tables_directly(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    async with SQLiteStore(path) as store:
+        d = await Driver.start(store)
+        small, large = d.submit("small"), d.submit("large")
+        small.outputs.append(("a", -1, b'"' + b"x" * 1_000 + b'"'))
+        large.outputs.append(("a", -1, b'"' + b"x" * 100_000 + b'"'))
+
+        assert not await _visible_at_once(path, store, CommitBatch(d.epoch, [small], []))
+        assert await _visible_at_once(path, store, CommitBatch(d.epoch, [large], []))
+        assert _sql(path, "SELECT run_id, length(body) FROM outputs ORDER BY run_id") == [
+            ("large", 100_002),
+            ("small", 1_002),
+        ]

@@ -30,6 +30,8 @@ __all__ = ["Commit"]
 
 #: Largest batch, in runs, that commits as a journal row (larger ones are throughput's, not latency's).
 JOURNAL_RUNS = 2
+#: Largest journal row: a batch whose writes take more (a large output) writes the tables directly.
+JOURNAL_MAX_BYTES = 64 * 1024
 #: A lease end that never comes: the embedded runner holds its shards until another runner starts.
 FOREVER_MS = 2**62
 
@@ -185,6 +187,16 @@ class Commit(Tasks):
         for sql, rows in held or ():
             self.db.executemany(sql, rows)
 
+    def _finish_recording(self) -> None:
+        """End a recording commit: its writes become one journal row, or, if large, go into the tables."""
+        if not self._recording:
+            return
+        body = encode_writes(self._recording)
+        if len(body) > JOURNAL_MAX_BYTES:
+            self._stop_recording()  # a large output: one copy in the tables beats two in the WAL
+            return
+        self._journal_seq = self.db.execute("INSERT INTO journal (body) VALUES (?)", (body,)).lastrowid or 0
+
     def _commit(self, batch: CommitBatch) -> CommitResult:
         self._own.check(self.db)
         self._check_epoch(batch)
@@ -220,10 +232,7 @@ class Commit(Tasks):
             self._stop_recording()
         for request in rest:
             result.leases.setdefault(request.worker_id, []).extend(self._claim(request, now))
-        if self._recording:
-            self._journal_seq = self.db.execute(
-                "INSERT INTO journal (body) VALUES (?)", (encode_writes(self._recording),)
-            ).lastrowid or 0
+        self._finish_recording()
         return result
 
     def _enqueue(
