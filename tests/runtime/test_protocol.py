@@ -100,3 +100,16 @@ def test_a_frame_buffer_cuts_frames_whichever_way_the_bytes_arrive() -> None:
 def test_a_frame_buffer_refuses_a_bad_frame_by_name(data: bytes, message: str) -> None:
     with pytest.raises(CoveyError, match=message):
         FrameBuffer().feed(data)
+
+
+async def test_a_frame_sent_at_once_leaves_before_the_turn_ends_with_those_queued_before_it() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        _, writer = await asyncio.open_connection(sock=ours)
+        frames = FrameWriter(writer)
+        frames.queue({"id": 1, "ok": {}})
+
+        await frames.send({"id": 2, "op": "report"}, at_once=True)  # returns without a turn: nothing to drain
+
+        assert _frames(_received_now(theirs)) == [{"id": 1, "ok": {}}, {"id": 2, "op": "report"}]
+        writer.close()

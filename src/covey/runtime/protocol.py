@@ -141,9 +141,15 @@ class FrameWriter:
         self.writer = writer
         self._frames: list[bytes] = []
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Queue a frame for this turn's write, then wait while the peer is slow to read (backpressure)."""
+    async def send(self, message: dict[str, Any], *, at_once: bool = False) -> None:
+        """Queue a frame for this turn's write, then wait while the peer is slow to read (backpressure).
+
+        ``at_once`` writes it now, with whatever is queued before it: the caller
+        knows nothing will join it in this turn.
+        """
         self.queue(message)
+        if at_once:
+            self.flush()
         if not self.writer.is_closing():
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()

@@ -48,8 +48,12 @@ class WorkerLink(Protocol):
         """Lease up to ``limit`` tasks, waiting up to ``wait_s`` for some to be ready."""
         ...
 
-    async def report(self, results: Sequence[dict[str, Any]]) -> None:
-        """Report finished tries (see :func:`covey.worker.execute.execute` for their shape)."""
+    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
+        """Report finished tries (see :func:`covey.worker.execute.execute` for their shape).
+
+        ``at_once``: no claim will follow in this turn to travel with the report, so
+        a link that batches a turn's messages may send it without waiting for the turn's end.
+        """
         ...
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
@@ -178,7 +182,7 @@ class LocalLink(StoreCalls):
         request = ClaimRequest(worker_id, targets, dict(labels), limit, self.lease_ms)
         return await self.loop.claim(request, wait_s=wait_s)
 
-    async def report(self, results: Sequence[dict[str, Any]]) -> None:
+    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
         """Hand results to the engine loop and wait for their commit."""
         await deliver_results(self.loop, self.store, results)
 

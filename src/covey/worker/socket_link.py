@@ -84,13 +84,16 @@ class SocketLink:
 
     async def call(self, op: str, **fields: Any) -> Any:
         """Send one request and wait for its answer; covey errors are re-raised as themselves."""
+        return await self._call(op, fields)
+
+    async def _call(self, op: str, fields: dict[str, Any], *, at_once: bool = False) -> Any:
         if self._frames is None or self._listener is None or self._listener.done():
             raise BackendUnavailable(f"not connected to the covey runner at {self.path}")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            await self._frames.send({"id": request_id, "op": op, **fields})
+            await self._frames.send({"id": request_id, "op": op, **fields}, at_once=at_once)
             reply = await future
         finally:
             self._waiting.pop(request_id, None)  # answered, or abandoned by a cancelled caller
@@ -112,9 +115,9 @@ class SocketLink:
         )
         return [lease_from_json(item) for item in answer["leases"]]
 
-    async def report(self, results: Sequence[dict[str, Any]]) -> None:
-        """Report finished tries."""
-        await self.call("report", results=list(results))
+    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
+        """Report finished tries; with ``at_once``, written now rather than at the end of the turn."""
+        await self._call("report", {"results": list(results)}, at_once=at_once)
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases."""

@@ -204,9 +204,11 @@ class Worker:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
         self._results.append(result)
-        await self._flush()
+        # With a slot free before this one, a claim is already waiting at covey: none will follow the
+        # report in this turn, so it need not wait for the turn's end to be written.
+        await self._flush(at_once=self.slots - len(self.running) > 1)
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, at_once: bool = False) -> None:
         """Report every pending result; one flush at a time, and it picks up results that arrive meanwhile.
 
         The try that finishes first reports at once from its own task (no hop to
@@ -220,7 +222,7 @@ class Worker:
             while self._results and not self.link_lost:
                 results, self._results = self._results, []
                 try:
-                    await self.link.report(results)
+                    await self.link.report(results, at_once=at_once)
                     self.completed += len(results)
                 except BackendUnavailable as exc:
                     if not self.link.recovers_from_outages:
