@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from dataclasses import fields
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -24,6 +25,7 @@ __all__ = [
     "FrameBuffer",
     "FrameSink",
     "FrameWriter",
+    "FramedProtocol",
     "encode_frame",
     "flush_queued_frames",
     "lease_from_json",
@@ -34,6 +36,8 @@ __all__ = [
 #: Largest frame accepted, in bytes (a claim of many leases with large inputs fits).
 MAX_FRAME = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")
+
+log = logging.getLogger("covey.socket")
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
@@ -183,3 +187,87 @@ def lease_to_json(lease: Lease) -> dict[str, Any]:
 def lease_from_json(data: dict[str, Any]) -> Lease:
     """A lease from :func:`lease_to_json`'s output."""
     return Lease(**data)
+
+
+class FramedProtocol(asyncio.Protocol):
+    """A connection that handles frames in the read's own callback: no reader task, no task switch.
+
+    It cuts frames as bytes arrive (:class:`FrameBuffer`) and hands each read's
+    complete frames to :meth:`frames_received`; a frame that is not a JSON
+    object closes the connection. It is its own :class:`FrameSink`, so
+    :attr:`outbox` writes to it, and a writer waits (``drain``) while the
+    transport has paused writing for a slow reader.
+    """
+
+    def __init__(self) -> None:
+        self.frames = FrameBuffer()
+        self.outbox = FrameWriter(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved once the connection is lost."""
+        self._closing = False
+        self._writable: asyncio.Future[None] | None = None
+
+    def frames_received(self, messages: list[dict[str, Any]]) -> None:
+        """The frames one read completed, oldest first."""
+        raise NotImplementedError
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, without the subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.frames.feed(data)
+        except CoveyError as exc:
+            log.warning("closing connection: %s", exc)
+            self.close()
+            return
+        self.frames_received(messages)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the connection: the peer is done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._wake_writers()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writers()
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether writes wait: the peer is slow to read what it was sent."""
+        return self._writable is not None
+
+    def _wake_writers(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # -- FrameSink, for the outbox
+
+    def is_closing(self) -> bool:
+        return self._closing or self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the peer is slow to read (the transport's buffer is over its high mark)."""
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()

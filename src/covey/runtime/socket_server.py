@@ -17,12 +17,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
 from covey.runtime.answer import Reply
-from covey.runtime.protocol import FrameBuffer, FrameWriter, flush_queued_frames, lease_to_json
+from covey.runtime.protocol import FramedProtocol, FrameWriter, flush_queued_frames, lease_to_json
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -44,7 +44,7 @@ async def serve(runner: Runner, path: Path) -> asyncio.AbstractServer:
     return await loop.create_unix_server(lambda: _Connection(runner), path=str(path))
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FramedProtocol):
     """One client's connection: frames are handled as they arrive, inside the read's own callback.
 
     Reports and claims are queued for the engine loop at once; once every
@@ -56,27 +56,15 @@ class _Connection(asyncio.Protocol):
     """
 
     def __init__(self, runner: Runner) -> None:
+        super().__init__()
         self.runner = runner
-        self.frames = FrameBuffer()
-        self.outbox = FrameWriter(self)
-        self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
-        self._writable: asyncio.Future[None] | None = None
-
-    # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, without the subclass
+        super().connection_made(transport)
         self.runner.connections.add(self)
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self.frames.feed(data)
-        except CoveyError as exc:
-            log.warning("closing connection: %s", exc)
-            self.close()
-            return
+    def frames_received(self, messages: list[dict[str, Any]]) -> None:
         queued = False
         for message in messages:
             op = message.get("op")
@@ -93,52 +81,11 @@ class _Connection(asyncio.Protocol):
         if queued and not self.frames.pending:
             self.runner.engine.iterate_now()
 
-    def eof_received(self) -> bool | None:
-        return None  # close the connection: the client is done
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+        super().connection_lost(exc)
         self.runner.connections.discard(self)
         for task in self.tasks:
             task.cancel()
-        self._wake_writers()
-
-    def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        self._wake_writers()
-
-    @property
-    def is_paused(self) -> bool:
-        """Whether writes wait: the client is slow to read what it was sent."""
-        return self._writable is not None
-
-    def _wake_writers(self) -> None:
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
-
-    # -- FrameSink, for the outbox
-
-    def is_closing(self) -> bool:
-        return self._closing or self.transport is None or self.transport.is_closing()
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    async def drain(self) -> None:
-        """Wait while the client is slow to read (the transport's buffer is over its high mark)."""
-        if self._writable is not None:
-            await asyncio.shield(self._writable)
-
-    def close(self) -> None:
-        """Close the connection (the client reconnects if it wants to)."""
-        self._closing = True
-        if self.transport is not None:
-            self.transport.close()
 
 
 async def _answer(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
-from covey.runtime.protocol import FrameWriter, lease_from_json, read_frame
+from covey.runtime.protocol import FramedProtocol, lease_from_json
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION
@@ -32,21 +32,18 @@ class SocketLink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._frames: FrameWriter | None = None
+        self._connection: _Answers | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._listener: asyncio.Task[None] | None = None
         self.lease_ms = 0
 
     async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.open_unix_connection(str(self.path))
-            self._frames = FrameWriter(self._writer)
+            _, self._connection = await loop.create_unix_connection(
+                lambda: _Answers(self.path), str(self.path)
+            )
         except OSError as exc:
             raise BackendUnavailable(f"cannot reach the covey runner at {self.path}: {exc}") from None
-        self._listener = asyncio.create_task(self._listen())
         hello = await self.call("hello", protocol=PROTOCOL_VERSION)
         self.lease_ms = int(hello["lease_ms"])
         return self
@@ -54,49 +51,27 @@ class SocketLink:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None:
+            self._connection.close()
             with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-
-    async def _listen(self) -> None:
-        assert self._reader is not None
-        try:
-            while True:
-                message = await read_frame(self._reader)
-                if message is None:
-                    break
-                future = self._waiting.pop(int(message.get("id") or 0), None)
-                if future is not None and not future.done():
-                    future.set_result(message)
-        except (ConnectionError, CoveyError):
-            pass
-        finally:
-            lost = BackendUnavailable(f"connection to the covey runner at {self.path} was lost")
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_exception(lost)
-            self._waiting.clear()
+                await self._connection.closed
 
     async def call(self, op: str, **fields: Any) -> Any:
         """Send one request and wait for its answer; covey errors are re-raised as themselves."""
         return await self._call(op, fields)
 
     async def _call(self, op: str, fields: dict[str, Any], *, at_once: bool = False) -> Any:
-        if self._frames is None or self._listener is None or self._listener.done():
+        connection = self._connection
+        if connection is None or connection.closed.done():
             raise BackendUnavailable(f"not connected to the covey runner at {self.path}")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        connection.waiting[request_id] = future
         try:
-            await self._frames.send({"id": request_id, "op": op, **fields}, at_once=at_once)
+            await connection.outbox.send({"id": request_id, "op": op, **fields}, at_once=at_once)
             reply = await future
         finally:
-            self._waiting.pop(request_id, None)  # answered, or abandoned by a cancelled caller
+            connection.waiting.pop(request_id, None)  # answered, or abandoned by a cancelled caller
         if "error" in reply:
             raise _rebuild_error(reply["error"])
         return reply["ok"]
@@ -187,6 +162,29 @@ class SocketLink:
     async def unregister(self, worker_id: str) -> None:
         """Unregister from the runner's store."""
         await self.call("unregister", worker_id=worker_id)
+
+
+class _Answers(FramedProtocol):
+    """The link's connection: each answer resolves its request's future in the read's own callback."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+
+    def frames_received(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            future = self.waiting.pop(int(message.get("id") or 0), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        lost = BackendUnavailable(f"connection to the covey runner at {self.path} was lost")
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(lost)
+        self.waiting.clear()
 
 
 def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
