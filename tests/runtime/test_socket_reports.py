@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from covey import Embedded
 from covey.errors import CoveyError
 from covey.runtime.protocol import encode_frame, read_frame
 from covey.runtime.runner import Runner
@@ -148,3 +149,19 @@ async def test_a_paused_connection_holds_its_writers_until_the_transport_resumes
         connection.resume_writing()
         await asyncio.wait_for(asyncio.gather(*waiting), 5)
         await asyncio.wait_for(connection.drain(), 5)  # not paused: returns at once
+
+
+PIDS_APP = str(Path(__file__).parent / "apps" / "pids.py")
+
+
+async def test_a_hand_off_stays_on_the_worker_process_that_reported(tmp_path: Path) -> None:
+    # A no-op try ends before its worker's next claim is out: the report waits for that claim,
+    # both reach the runner in one write, and the next step is leased to the reporting worker,
+    # which is awake, rather than to the other one's waiting claim.
+    chain = {
+        "name": "chain",
+        "steps": {"a": {"skill": "pid_a"}, "b": {"skill": "pid_b", "input": "${steps.a}"}},
+    }
+    async with Embedded(tmp_path / "covey.db", app=PIDS_APP, workers=2, processes=True) as covey:
+        outputs = [(await covey.wait(await covey.submit(chain, i))).output for i in range(10)]
+    assert all(output["b"]["a"] == output["b"]["b"] for output in outputs), outputs

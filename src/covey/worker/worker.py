@@ -86,6 +86,8 @@ class Worker:
         self._unparking: asyncio.Task[None] | None = None
         self._results: list[dict[str, Any]] = []
         self._reporting = False
+        self._claim_waiting = False
+        """A claim of this worker is out, waiting at covey for tasks."""
         self._flushed = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -142,7 +144,11 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
+                self._claim_waiting = True
+                try:
+                    leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
+                finally:
+                    self._claim_waiting = False
                 outage = OUTAGE_PAUSE_S
             except BackendUnavailable as exc:
                 if not self.link.recovers_from_outages:
@@ -204,9 +210,9 @@ class Worker:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
         self._results.append(result)
-        # With a slot free before this one, a claim is already waiting at covey: none will follow the
-        # report in this turn, so it need not wait for the turn's end to be written.
-        await self._flush(at_once=self.slots - len(self.running) > 1)
+        # With a claim already waiting at covey, none will follow the report in this turn to travel
+        # with it, so it need not wait for the turn's end to be written.
+        await self._flush(at_once=self._claim_waiting)
 
     async def _flush(self, *, at_once: bool = False) -> None:
         """Report every pending result; one flush at a time, and it picks up results that arrive meanwhile.
