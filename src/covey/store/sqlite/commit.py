@@ -42,8 +42,9 @@ class Commit(Tasks):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._own = OwnWrites()
-        self._journal_seq = 0
         """Shards and run sequence numbers known without a read while no other connection writes."""
+        self._journal_seq = 0
+        """The journal row the transaction in progress inserted (kept once its commit returns)."""
 
     def begin_epoch(self) -> int:
         """Bump the epoch and void every lease granted under an earlier one."""
