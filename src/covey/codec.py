@@ -8,6 +8,7 @@ rejects what is not JSON, too large or too deep, naming the field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -48,7 +49,10 @@ def check_payload(value: Any, *, field: str, max_bytes: int = MAX_PAYLOAD_BYTES)
             with str keys, list, str, int, float, bool, None), is deeper than
             MAX_DEPTH, or encodes to more than ``max_bytes``.
     """
-    _check_tree(value, field, 0)
+    problem = _tree_problem(value, 0)
+    if problem is not None:
+        reason, path = problem
+        raise InputError(reason, field=field + "".join(reversed(path)))
     try:
         data = orjson.dumps(value)
     except TypeError as exc:
@@ -58,19 +62,40 @@ def check_payload(value: Any, *, field: str, max_bytes: int = MAX_PAYLOAD_BYTES)
     return data
 
 
-def _check_tree(value: Any, field: str, depth: int) -> None:
+#: Values that are JSON as they are, skipped without a call (subclasses get the full check).
+_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _tree_problem(value: Any, depth: int) -> tuple[str, list[str]] | None:
+    """What makes ``value`` not plain JSON, and where (path parts, innermost first), or None.
+
+    The path is built only on the way out of a problem: checking a good
+    payload (every result an agent returns) formats no names.
+    """
     if depth > MAX_DEPTH:
-        raise InputError(f"nested deeper than {MAX_DEPTH} levels", field=field)
+        return f"nested deeper than {MAX_DEPTH} levels", []
     if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InputError(f"object key {key!r} is not a string", field=field)
-            _check_tree(item, f"{field}.{key}", depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_tree(item, f"{field}[{index}]", depth + 1)
-    elif isinstance(value, float):
+        return _children_problem(value.items(), depth, ".{}", string_keys=True)
+    if isinstance(value, list):
+        return _children_problem(enumerate(value), depth, "[{}]", string_keys=False)
+    if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise InputError(f"{value!r} is not a JSON number", field=field)
+            return f"{value!r} is not a JSON number", []
     elif value is not None and not isinstance(value, str | int | bool):
-        raise InputError(f"{type(value).__name__} is not a JSON value", field=field)
+        return f"{type(value).__name__} is not a JSON value", []
+    return None
+
+
+def _children_problem(
+    children: Iterable[tuple[Any, Any]], depth: int, name: str, *, string_keys: bool
+) -> tuple[str, list[str]] | None:
+    """The first problem among an object's or array's children (``name`` formats a child's label)."""
+    for label, item in children:
+        if string_keys and not isinstance(label, str):
+            return f"object key {label!r} is not a string", []
+        if type(item) not in _LEAVES:
+            problem = _tree_problem(item, depth + 1)
+            if problem is not None:
+                problem[1].append(name.format(label))
+                return problem
+    return None
