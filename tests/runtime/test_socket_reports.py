@@ -165,3 +165,34 @@ async def test_a_hand_off_stays_on_the_worker_process_that_reported(tmp_path: Pa
     async with Embedded(tmp_path / "covey.db", app=PIDS_APP, workers=2, processes=True) as covey:
         outputs = [(await covey.wait(await covey.submit(chain, i))).output for i in range(10)]
     assert all(output["b"]["a"] == output["b"]["b"] for output in outputs), outputs
+
+
+async def test_a_claims_leases_reach_take_in_the_callback_that_read_them(tmp_path: Path) -> None:
+    """``take`` runs in the read's callback, not in the claiming task: a worker's tries start without a loop turn."""
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        await runner.submit(PAIR)
+        taken: list[Any] = []
+        calling_tasks: list[asyncio.Task[Any] | None] = []
+
+        def take(leases: list[Any]) -> None:
+            calling_tasks.append(asyncio.current_task())
+            taken.extend(leases)
+
+        leases = await link.claim("w1", frozenset({"echo"}), {}, 10, 0, take=take)
+
+        assert leases == taken
+        assert len(leases) == 2
+        assert calling_tasks == [None]
+
+
+async def test_a_malformed_claim_answer_fails_that_claim_only(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        await runner.submit(PAIR)
+
+        def refuse(leases: list[Any]) -> None:
+            raise ValueError("take refused the leases")
+
+        with pytest.raises(ValueError, match="take refused"):
+            await link.claim("w1", frozenset({"echo"}), {}, 1, 0, take=refuse)
+        # The connection goes on: the other task is still there to claim.
+        assert len(await link.claim("w1", frozenset({"echo"}), {}, 10, 0)) == 1

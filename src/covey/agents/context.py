@@ -8,6 +8,7 @@ exactly one outcome).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from covey.state.handle import StateHandle
     from covey.state.locks import Acquire, Held, Release, Renew
+    from covey.state.model import StateOp
 
 __all__ = ["Context", "Handoff", "TaskCancelled"]
 
@@ -52,8 +54,10 @@ class Context:
         heartbeat: Callable[[], Awaitable[None]],
         logger: logging.Logger | None = None,
         state: StateHandle | None = None,
+        make_state: Callable[[Context], StateHandle] | None = None,
         locks: tuple[Acquire, Release, Renew] | None = None,
     ) -> None:
+        """``state``, or ``make_state`` to build it on first use (a worker builds none for most tries)."""
         self.run_id = run_id
         self.task_id = task_id
         self.step = step
@@ -64,10 +68,18 @@ class Context:
         """The fencing token of this try; higher than every earlier lease of the task."""
         self._heartbeat = heartbeat
         self._state = state
+        self._make_state = make_state
         self._locks = locks
         self._cancelled = False  # set from the worker's event loop; a bool read is atomic
-        base = logger or logging.getLogger("covey.agent")
-        self.log = logging.LoggerAdapter(base, {"run_id": run_id, "task_id": task_id, "try_no": try_no})
+        self._logger = logger
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry ``run_id``, ``task_id`` and ``try_no``."""
+        base = self._logger or logging.getLogger("covey.agent")
+        return logging.LoggerAdapter(
+            base, {"run_id": self.run_id, "task_id": self.task_id, "try_no": self.try_no}
+        )
 
     @property
     def idempotency_key(self) -> str:
@@ -78,8 +90,15 @@ class Context:
     def state(self) -> StateHandle:
         """Shared state: reads, staged writes (committed with the result) and ``live`` writes."""
         if self._state is None:
-            raise RuntimeError("this context has no shared state (it was not built by a worker)")
+            if self._make_state is None:
+                raise RuntimeError("this context has no shared state (it was not built by a worker)")
+            self._state = self._make_state(self)
         return self._state
+
+    @property
+    def staged(self) -> list[StateOp]:
+        """The staged state writes of this try so far (none if its agent never touched :attr:`state`)."""
+        return self._state.staged if self._state is not None else []
 
     def lock(self, name: str, *, ttl_s: float = 30.0, timeout_s: float | None = None) -> Held:
         """A lock shared by every worker: ``async with ctx.lock("name") as held:``; see :mod:`covey.state.locks`."""

@@ -60,7 +60,7 @@ async def execute(agent: AgentDef, lease: Lease, ctx: Context, threads: Executor
             "error": {"kind": "bad_output", "message": str(exc), "retryable": False},
         }
     done = {**report, "ok": True, "output": value, "handoff": handoff}
-    staged = ctx.state.staged if ctx._state is not None else []
+    staged = ctx.staged
     if staged:
         done["state"] = [op.to_json() for op in staged]
     return done

@@ -9,7 +9,7 @@ worker code is the same for both.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
@@ -23,12 +23,16 @@ from covey.store.base import ClaimRequest, Lease, Store, WorkerInfo
 __all__ = [
     "PROTOCOL_VERSION",
     "LocalLink",
+    "Take",
     "WorkerLink",
     "deliver_results",
     "queue_results",
     "result_event",
     "stamped",
 ]
+
+Take = Callable[[list[Lease]], None]
+"""Where a claim hands its leases as soon as they arrive (see :meth:`WorkerLink.claim`)."""
 
 #: Version of the worker protocol; a runner refuses workers speaking another one.
 PROTOCOL_VERSION = 1
@@ -43,9 +47,21 @@ class WorkerLink(Protocol):
     stopped, and its successor voids this worker's leases)."""
 
     async def claim(
-        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+        self,
+        worker_id: str,
+        targets: frozenset[str],
+        labels: Mapping[str, str],
+        limit: int,
+        wait_s: float,
+        *,
+        take: Take | None = None,
     ) -> list[Lease]:
-        """Lease up to ``limit`` tasks, waiting up to ``wait_s`` for some to be ready."""
+        """Lease up to ``limit`` tasks, waiting up to ``wait_s`` for some to be ready.
+
+        ``take``, if given, is handed the leases before this returns, as soon as
+        the link has them: a link that reads answers in a callback calls it from
+        there, so the tries start without waiting for the claiming task to resume.
+        """
         ...
 
     async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
@@ -176,11 +192,21 @@ class LocalLink(StoreCalls):
         self.feed = feed
 
     async def claim(
-        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+        self,
+        worker_id: str,
+        targets: frozenset[str],
+        labels: Mapping[str, str],
+        limit: int,
+        wait_s: float,
+        *,
+        take: Take | None = None,
     ) -> list[Lease]:
         """Lease tasks through the engine loop's next batch."""
         request = ClaimRequest(worker_id, targets, dict(labels), limit, self.lease_ms)
-        return await self.loop.claim(request, wait_s=wait_s)
+        leases = await self.loop.claim(request, wait_s=wait_s)
+        if take is not None:
+            take(leases)
+        return leases
 
     async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
         """Hand results to the engine loop and wait for their commit."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -20,7 +20,7 @@ from covey.errors import BackendUnavailable, CoveyError
 from covey.runtime.protocol import FramedProtocol, lease_from_json
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
-from covey.worker.link import PROTOCOL_VERSION
+from covey.worker.link import PROTOCOL_VERSION, Take
 
 __all__ = ["SocketLink"]
 
@@ -60,13 +60,25 @@ class SocketLink:
         """Send one request and wait for its answer; covey errors are re-raised as themselves."""
         return await self._call(op, fields)
 
-    async def _call(self, op: str, fields: dict[str, Any], *, at_once: bool = False) -> Any:
+    async def _call(
+        self,
+        op: str,
+        fields: dict[str, Any],
+        *,
+        at_once: bool = False,
+        received: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Send a request and wait for its answer.
+
+        ``received`` turns a successful answer into what is returned, inside
+        the callback that read it (before this coroutine resumes).
+        """
         connection = self._connection
         if connection is None or connection.closed.done():
             raise BackendUnavailable(f"not connected to the covey runner at {self.path}")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        connection.waiting[request_id] = future
+        connection.waiting[request_id] = (future, received)
         try:
             await connection.outbox.send({"id": request_id, "op": op, **fields}, at_once=at_once)
             reply = await future
@@ -77,18 +89,26 @@ class SocketLink:
         return reply["ok"]
 
     async def claim(
-        self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
+        self,
+        worker_id: str,
+        targets: frozenset[str],
+        labels: Mapping[str, str],
+        limit: int,
+        wait_s: float,
+        *,
+        take: Take | None = None,
     ) -> list[Lease]:
-        """Lease tasks from the runner."""
-        answer = await self.call(
-            "claim",
-            worker_id=worker_id,
-            targets=sorted(targets),
-            labels=dict(labels),
-            limit=limit,
-            wait_s=wait_s,
-        )
-        return [lease_from_json(item) for item in answer["leases"]]
+        """Lease tasks from the runner; ``take`` gets them in the callback that reads the answer."""
+
+        def received(answer: Any) -> list[Lease]:
+            leases = [lease_from_json(item) for item in answer["leases"]]
+            if take is not None:
+                take(leases)
+            return leases
+
+        fields = {"worker_id": worker_id, "targets": sorted(targets), "labels": dict(labels), "limit": limit}
+        leases: list[Lease] = await self._call("claim", {**fields, "wait_s": wait_s}, received=received)
+        return leases
 
     async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
         """Report finished tries; with ``at_once``, written now rather than at the end of the turn."""
@@ -170,18 +190,28 @@ class _Answers(FramedProtocol):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.waiting: dict[int, tuple[asyncio.Future[Any], Callable[[Any], Any] | None]] = {}
+        """Requests sent and not yet answered: the future their caller awaits, and what turns an answer
+        into the caller's value (see :meth:`SocketLink._call`)."""
 
     def frames_received(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
-            future = self.waiting.pop(int(message.get("id") or 0), None)
-            if future is not None and not future.done():
-                future.set_result(message)
+            waiter = self.waiting.pop(int(message.get("id") or 0), None)
+            if waiter is None or waiter[0].done():
+                continue
+            future, received = waiter
+            if received is not None and "ok" in message:
+                try:
+                    message = {"ok": received(message["ok"])}
+                except Exception as exc:  # a malformed answer fails its call, not the connection
+                    future.set_exception(exc)
+                    continue
+            future.set_result(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         lost = BackendUnavailable(f"connection to the covey runner at {self.path} was lost")
-        for future in self.waiting.values():
+        for future, _ in self.waiting.values():
             if not future.done():
                 future.set_exception(lost)
         self.waiting.clear()

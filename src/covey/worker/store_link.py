@@ -26,7 +26,7 @@ from covey.engine.events import TaskSucceeded, event_to_json
 from covey.runtime.hints import HintRouter
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WaitingClaims, report_row_id
-from covey.worker.link import StoreCalls, result_event
+from covey.worker.link import StoreCalls, Take, result_event
 
 __all__ = ["POLL_MAX_S", "StoreLink"]
 
@@ -74,6 +74,22 @@ class StoreLink(StoreCalls):
     # -- claiming and reporting --------------------------------------------------------
 
     async def claim(
+        self,
+        worker_id: str,
+        targets: frozenset[str],
+        labels: Mapping[str, str],
+        limit: int,
+        wait_s: float,
+        *,
+        take: Take | None = None,
+    ) -> list[Lease]:
+        """Claim in the store (see :meth:`_claim`), handing the leases to ``take`` too."""
+        leases = await self._claim(worker_id, targets, labels, limit, wait_s)
+        if take is not None:
+            take(leases)
+        return leases
+
+    async def _claim(
         self, worker_id: str, targets: frozenset[str], labels: Mapping[str, str], limit: int, wait_s: float
     ) -> list[Lease]:
         """Claim in the store; if nothing is ready, wait for a hint or the next poll, until ``wait_s``.

@@ -88,6 +88,9 @@ class Worker:
         self._reporting = False
         self._claim_waiting = False
         """A claim of this worker is out, waiting at covey for tasks."""
+        self._unwanted: list[tuple[str, int]] = []
+        """Leases a claim brought once the worker was stopping: released, not run."""
+        self._locks = (link.lock_acquire, link.lock_release, link.lock_renew)
         self._flushed = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -146,7 +149,9 @@ class Worker:
             try:
                 self._claim_waiting = True
                 try:
-                    leases = await self.link.claim(self.id, self.targets, self.labels, free, CLAIM_WAIT_S)
+                    leases = await self.link.claim(
+                        self.id, self.targets, self.labels, free, CLAIM_WAIT_S, take=self._take
+                    )
                 finally:
                     self._claim_waiting = False
                 outage = OUTAGE_PAUSE_S
@@ -162,14 +167,26 @@ class Worker:
                 log.exception("claim failed; retrying")
                 await _pause(self._stopping, 0.5)
                 continue
-            if self._stopping.is_set() and leases:
+            if self._unwanted:
+                unwanted, self._unwanted = self._unwanted, []
                 with contextlib.suppress(Exception):
-                    await self.link.release(self.id, [(lease.task_id, lease.lease_no) for lease in leases])
+                    await self.link.release(self.id, unwanted)
                 return
-            for lease in leases:
-                self._start(lease)
             if leases:
                 await asyncio.sleep(0)  # let the tries begin before the next claim is built and sent
+
+    def _take(self, leases: list[Lease]) -> None:
+        """A claim's leases, as soon as the link has them: start their tries (or, stopping, give them back).
+
+        The link may call this from the callback that read the answer, so the
+        tries start without a turn of the event loop for the claimer to resume.
+        """
+        self._claim_waiting = False  # answered: a report now waits to travel with the next claim
+        if self._stopping.is_set():
+            self._unwanted += [(lease.task_id, lease.lease_no) for lease in leases]
+            return
+        for lease in leases:
+            self._start(lease)
 
     def _start(self, lease: Lease) -> None:
         agent = self._agent_for(lease.target)
@@ -181,18 +198,22 @@ class Worker:
             try_no=lease.try_no,
             lease_no=lease.lease_no,
             heartbeat=self._beat,
-            state=StateHandle(
-                namespace=run_namespace(lease.run_id),
-                fence=(lease.task_id, lease.lease_no),
-                get=self.link.state_get,
-                apply=self.link.state_apply,
-                hub=self.hub,
-                listing=self.link.state_list,
-            ),
-            locks=(self.link.lock_acquire, self.link.lock_release, self.link.lock_renew),
+            make_state=self._state_for,
+            locks=self._locks,
         )
         task = asyncio.create_task(self._try(agent, lease, ctx))
         self.running[lease.task_id] = (lease, ctx, task)
+
+    def _state_for(self, ctx: Context) -> StateHandle:
+        """A try's shared state, built the first time its agent asks for it (most never do)."""
+        return StateHandle(
+            namespace=run_namespace(ctx.run_id),
+            fence=(ctx.task_id, ctx.lease_no),
+            get=self.link.state_get,
+            apply=self.link.state_apply,
+            hub=self.hub,
+            listing=self.link.state_list,
+        )
 
     def _agent_for(self, target: str) -> AgentDef:
         found = (
