@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jmespath.visitor import TreeInterpreter
 
 from covey.errors import SpecError
 from covey.spec.expr import compile_expr, compile_template, truthy
@@ -133,3 +136,27 @@ def test_condition_evaluates_on_scope() -> None:
 )
 def test_jmespath_truth(value: object, expected: bool) -> None:
     assert truthy(value) is expected
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "x"]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@pytest.mark.parametrize("text", ["steps.a", "input", "item.x", 'steps."a".b.x', "steps.a.b.a"])
+@given(scope=st.fixed_dictionaries({"steps": _json, "input": _json, "item": _json}))
+@settings(max_examples=60, deadline=None)
+def test_a_plain_path_is_looked_up_as_jmespath_would(text: str, scope: dict[str, object]) -> None:
+    """Paths of names skip the interpreter; the value must be the interpreter's, whatever the data."""
+    expr = compile_expr("${" + text + "}", step="s")
+    assert expr.fields is not None
+    assert expr.evaluate(scope) == TreeInterpreter().visit(expr.parsed.parsed, scope)
+
+
+def test_other_expressions_go_through_the_interpreter() -> None:
+    for text in ("steps.a.x[0]", "steps.a.x == `1`", "length(steps.a)", "steps.a.*"):
+        assert compile_expr("${" + text + "}", step="s").fields is None

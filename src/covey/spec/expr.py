@@ -58,6 +58,9 @@ class Expr:
     """Scope names read (``input``, ``steps``, ``item``...)."""
     state_keys: frozenset[str] | None = frozenset()
     """Keys of the run's shared state read (``state.<key>``); None when ``state`` is read whole."""
+    fields: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    """For a plain path of names (``steps.a.text``, most mappings): the names, looked up without the
+    interpreter; None for any other expression."""
 
     @property
     def steps(self) -> frozenset[str]:
@@ -66,7 +69,13 @@ class Expr:
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The expression's value on ``scope`` (JSON in, JSON out)."""
-        return _INTERPRETER.visit(self.parsed.parsed, scope)
+        if self.fields is None:
+            return _INTERPRETER.visit(self.parsed.parsed, scope)
+        value: Any = scope
+        for name in self.fields:
+            # As JMESPath's field: a name looked up in anything but an object is null.
+            value = value.get(name) if isinstance(value, dict) else None
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +254,16 @@ def _compile(body: str, step: str | None, where: str) -> Expr:
     expr = Expr(body, parsed, {name: frozenset(found) for name, found in paths.items()}, roots)
     keys: set[str] = set()
     whole = _collect_state_keys(parsed.parsed, keys)
-    return replace(expr, state_keys=None if whole else frozenset(keys))
+    return replace(expr, state_keys=None if whole else frozenset(keys), fields=_plain_fields(parsed.parsed))
+
+
+def _plain_fields(node: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The names of an expression that is only a path of names (``a.b.c``), else None."""
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] == "subexpression" and all(child["type"] == "field" for child in node["children"]):
+        return tuple(child["value"] for child in node["children"])
+    return None
 
 
 #: Nodes whose first child is evaluated where the node is; the others see its result.
