@@ -88,6 +88,13 @@ def test_a_frame_buffer_cuts_frames_whichever_way_the_bytes_arrive() -> None:
     assert split.pending == 7
     assert split.feed(stream[7:]) == [{"id": 1, "op": "report"}, {"id": 2, "op": "claim"}]
 
+    first = len(_frame({"id": 1, "op": "report"}))
+    tail = FrameBuffer()  # one read completes a frame and starts the next: the start is kept
+    assert tail.feed(stream[: first + 3]) == [{"id": 1, "op": "report"}]
+    assert tail.pending == 3
+    assert tail.feed(stream[first + 3 :]) == [{"id": 2, "op": "claim"}]
+    assert tail.pending == 0
+
 
 @pytest.mark.parametrize(
     ("data", "message"),

@@ -75,18 +75,28 @@ class FrameBuffer:
         self._data = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add ``data``; the frames now complete, oldest first. Raises as :func:`read_frame` does."""
-        self._data += data
+        """Add ``data``; the frames now complete, oldest first. Raises as :func:`read_frame` does.
+
+        Most reads bring whole frames and nothing held before: those are cut
+        from ``data`` itself, and only an incomplete tail is copied and kept.
+        """
+        held = bool(self._data)
+        if held:
+            self._data += data
+        buffer: bytes | bytearray = self._data if held else data
         frames = []
-        start, end = 0, len(self._data)
+        start, end = 0, len(buffer)
         while end - start >= _HEADER.size:
-            size = _frame_size(self._data[start : start + _HEADER.size])
+            size = _frame_size(buffer[start : start + _HEADER.size])
             if end - start - _HEADER.size < size:
                 break
             body_start = start + _HEADER.size
-            frames.append(_decode(memoryview(self._data)[body_start : body_start + size]))
+            frames.append(_decode(memoryview(buffer)[body_start : body_start + size]))
             start = body_start + size
-        del self._data[:start]
+        if held:
+            del self._data[:start]
+        elif start < end:
+            self._data += data[start:]
         return frames
 
     @property
@@ -151,9 +161,12 @@ class FrameWriter:
         ``at_once`` writes it now, with whatever is queued before it: the caller
         knows nothing will join it in this turn.
         """
-        self.queue(message)
         if at_once:
-            self.flush()
+            if not self.writer.is_closing():
+                self._frames.append(encode_frame(message))
+                self.flush()
+        else:
+            self.queue(message)
         if not self.writer.is_closing():
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
