@@ -287,3 +287,63 @@ async def test_a_failed_inline_commit_answers_with_the_error_and_drops_the_cache
     assert isinstance(error, BackendError)
     assert "r1" not in loop.runs
     assert {task.step: task.status for task in await store.list_tasks("r1")} == {"a": "leased"}
+
+
+async def test_inputs_decided_inline_under_a_held_wake_leave_run_asleep(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    """The socket's path: a report and its worker's claim queued, decided inline; run has nothing to wake for."""
+    loop, _ = loop_and_store
+    a = await _handed_a(loop, "r1")
+    loop.hold_wake()
+    reported = _report(loop, a, "reporter")
+    leased, claim_reply = _recording()
+    loop.claim_to(claim_reply, _claim("reporter"), wait_s=30.0)
+
+    loop.release_wake(iterate=True)
+
+    assert reported == [True]
+    assert len(leased) == 1
+    assert not loop._wake.is_set()  # no empty iteration of run follows
+
+
+async def test_a_claim_parked_inline_is_still_answered_at_its_deadline(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, _ = loop_and_store
+    await asyncio.sleep(0)  # run is asleep, with no parked claim: it waits without a deadline
+    leased, claim_reply = _recording()
+    loop.hold_wake()
+    loop.claim_to(claim_reply, _claim("idle"), wait_s=0.05)
+    loop.release_wake(iterate=True)
+
+    assert leased == []  # nothing ready: parked
+    await wait_for(lambda: leased == [[]], 5.0, message="run answers the parked claim at its deadline")
+
+
+async def test_work_declined_inline_under_a_held_wake_goes_to_run(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    loop, _ = loop_and_store
+    a = await _handed_a(loop, "r1")
+    del loop.runs["r1"]  # to be loaded first: iterate_now declines it
+    loop.hold_wake()
+    reported = _report(loop, a)
+    loop.release_wake(iterate=True)
+
+    assert reported == []
+    await wait_for(lambda: reported == [True], message="run decides the report")
+
+
+async def test_a_held_wake_released_without_iterating_wakes_run(
+    loop_and_store: tuple[EngineLoop, FailingCommitStore],
+) -> None:
+    """The rest of a frame is still on its way: the socket releases without deciding, run takes over."""
+    loop, _ = loop_and_store
+    a = await _handed_a(loop, "r1")
+    loop.hold_wake()
+    reported = _report(loop, a)
+    loop.release_wake(iterate=False)
+
+    assert reported == []
+    await wait_for(lambda: reported == [True], message="run decides the report")

@@ -131,18 +131,16 @@ def _current_task(
 ) -> tuple[StepState, TaskState] | None:
     """The task a report or lease timer is about, if ``lease_no`` is its current lease (invariant 4)."""
     found = out.state.task(task_id)
-    what = f"report {task_id}#{lease_no}"
     if found is None:
-        out.emit(Rejected(what, "no such task", at_ms))
-        return None
-    task = found[1]
-    if task.status != "queued":
-        out.emit(Rejected(what, f"task is {task.status}", at_ms))
-        return None
-    if lease_no <= task.lease_floor:
-        out.emit(Rejected(what, f"lease {lease_no} was superseded (current floor {task.lease_floor})", at_ms))
-        return None
-    return found
+        reason = "no such task"
+    elif found[1].status != "queued":
+        reason = f"task is {found[1].status}"
+    elif lease_no <= found[1].lease_floor:
+        reason = f"lease {lease_no} was superseded (current floor {found[1].lease_floor})"
+    else:
+        return found
+    out.emit(Rejected(f"report {task_id}#{lease_no}", reason, at_ms))
+    return None
 
 
 def _retry_or_fail(

@@ -113,6 +113,10 @@ class EngineLoop:
         self._claims: list[PendingClaim] = []
         self._parked: list[PendingClaim] = []
         self._wake = asyncio.Event()
+        self._wake_held = False
+        """Inputs are being queued by a caller that decides them itself (see :meth:`hold_wake`)."""
+        self._parks = 0
+        """Claims parked so far: :meth:`release_wake` wakes :meth:`run` to keep a new one's deadline."""
         self._read_inbox = True
         self._inbox_pending: set[int] = set()
         """Inbox rows read and not yet consumed by a commit: skipped when the inbox is read again."""
@@ -177,7 +181,8 @@ class EngineLoop:
     def _queue(self, item: Input, answer: Answer[bool]) -> None:
         item.future = answer
         self._items.append(item)
-        self._wake.set()
+        if not self._wake_held:
+            self._wake.set()
 
     async def claim(self, request: ClaimRequest, *, wait_s: float = 0.0) -> list[Lease]:
         """Lease up to ``request.limit`` tasks; with ``wait_s``, wait that long for some to be ready."""
@@ -198,7 +203,32 @@ class EngineLoop:
         """Queue a claim for the next batch now; ``answer`` is given its leases (see :meth:`claim_nowait`)."""
         park_until = asyncio.get_running_loop().time() + wait_s if wait_s > 0 else 0.0
         self._claims.append(PendingClaim(request, answer, park_until))
-        self._wake.set()
+        if not self._wake_held:
+            self._wake.set()
+
+    def hold_wake(self) -> None:
+        """Queue inputs and claims without waking :meth:`run`: the caller decides them itself.
+
+        The runner's socket holds it while it queues what one read brought,
+        then calls :meth:`release_wake`, which decides them inline. Waking
+        :meth:`run` for each would cost a task switch and an empty iteration
+        per report, right as the hand-off's lease leaves.
+        """
+        self._wake_held = True
+
+    def release_wake(self, *, iterate: bool) -> None:
+        """End :meth:`hold_wake`; with ``iterate``, decide what is queued now (:meth:`iterate_now`).
+
+        :meth:`run` is woken for whatever that leaves to it: work it declined,
+        a commit it put in flight, a claim it parked (whose deadline
+        :meth:`run` keeps).
+        """
+        self._wake_held = False
+        parks = self._parks
+        if iterate:
+            self.iterate_now()
+        if self._items or self._claims or self._in_flight is not None or self._parks != parks:
+            self._wake.set()
 
     def set_shards(self, shards: Collection[int]) -> None:
         """Decide the runs of ``shards`` from now on, forgetting cached runs whose shard came or went.
@@ -358,8 +388,9 @@ class EngineLoop:
             or not (self._items or self._claims)
         ):
             return False
-        if any(i.run_id not in self.runs and not isinstance(i.event, RunSubmitted) for i in self._items):
-            return False
+        for item in self._items:
+            if item.run_id not in self.runs and not isinstance(item.event, RunSubmitted):
+                return False  # a run to load first
         items, self._items = self._items, []
         claims, self._claims = self._claims, []
         if self.shards is not None:
@@ -674,6 +705,7 @@ class EngineLoop:
                 _answer(pending.future, leases)
             else:
                 self._parked.append(pending)
+                self._parks += 1
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a follow-up of a commit in the background, keeping a reference until it ends."""

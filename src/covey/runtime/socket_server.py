@@ -65,21 +65,25 @@ class _Connection(FramedProtocol):
         self.runner.connections.add(self)
 
     def frames_received(self, messages: list[dict[str, Any]]) -> None:
+        engine = self.runner.engine
+        engine.hold_wake()
         queued = False
-        for message in messages:
-            op = message.get("op")
-            if op == "report":
-                _queue_report(self.runner, message, self.outbox)
-                queued = True
-            elif op == "claim":
-                _queue_claim(self.runner, message, self.outbox)
-                queued = True
-            else:
-                task = asyncio.get_running_loop().create_task(_answer(self.runner, message, self.outbox))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-        if queued and not self.frames.pending:
-            self.runner.engine.iterate_now()
+        try:
+            for message in messages:
+                op = message.get("op")
+                if op == "report":
+                    _queue_report(self.runner, message, self.outbox)
+                    queued = True
+                elif op == "claim":
+                    _queue_claim(self.runner, message, self.outbox)
+                    queued = True
+                else:
+                    task = asyncio.get_running_loop().create_task(_answer(self.runner, message, self.outbox))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        finally:
+            # A frame still arriving may be the claim that goes with a report: decide once it is here.
+            engine.release_wake(iterate=queued and not self.frames.pending)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
