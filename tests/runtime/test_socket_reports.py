@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from covey import Embedded
+from covey import Embedded, Registry, agent
 from covey.errors import CoveyError
-from covey.runtime.protocol import encode_frame, read_frame
+from covey.runtime.protocol import FrameBuffer, FrameWriter, encode_frame, read_frame
 from covey.runtime.runner import Runner
 from covey.runtime.socket_server import _Connection
 from covey.testing import wait_for
 from covey.worker.link import PROTOCOL_VERSION
 from covey.worker.socket_link import SocketLink
+from covey.worker.worker import Worker
 
 PAIR = {"name": "pair", "steps": {"a": {"skill": "echo"}, "b": {"skill": "echo"}}}
 
@@ -196,3 +197,41 @@ async def test_a_malformed_claim_answer_fails_that_claim_only(tmp_path: Path) ->
             await link.claim("w1", frozenset({"echo"}), {}, 1, 0, take=refuse)
         # The connection goes on: the other task is still there to claim.
         assert len(await link.claim("w1", frozenset({"echo"}), {}, 10, 0)) == 1
+
+
+async def test_a_no_op_tries_report_and_the_next_claim_leave_the_worker_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The try ends before the claimer resumes; its report waits for the claim, and one write carries both."""
+    writes: list[list[str]] = []
+    watched: list[FrameWriter] = []
+    original = FrameWriter.flush
+
+    def spy(self: FrameWriter) -> None:  # records what each write of the worker's link carries, then writes
+        if self in watched:
+            data = b"".join(self._frames)
+            writes.append([str(frame.get("op")) for frame in FrameBuffer().feed(data)] if data else [])
+        original(self)
+
+    monkeypatch.setattr(FrameWriter, "flush", spy)
+    registry = Registry()
+
+    @agent(skills=["echo"], registry=registry)
+    async def echo(value: Any) -> Any:
+        return value
+
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        assert link._connection is not None
+        watched.append(link._connection.outbox)
+        worker = Worker(registry, link, worker_id="w1")
+        serving = asyncio.create_task(worker.run())
+        for i in range(5):
+            assert (
+                await asyncio.wait_for(runner.wait(await runner.submit(PAIR, i)), 10)
+            ).status == "succeeded"
+        worker.stop()
+        await asyncio.wait_for(serving, 10)
+
+    with_reports = [ops for ops in writes if "report" in ops]
+    assert len(with_reports) >= 10  # a and b of five runs
+    assert all("claim" in ops for ops in with_reports), with_reports

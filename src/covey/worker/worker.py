@@ -88,6 +88,8 @@ class Worker:
         self._reporting = False
         self._claim_waiting = False
         """A claim of this worker is out, waiting at covey for tasks."""
+        self._taken_in_claimer = False
+        """The last leases were taken inside the claiming task, not in the link's read callback."""
         self._unwanted: list[tuple[str, int]] = []
         """Leases a claim brought once the worker was stopping: released, not run."""
         self._locks = (link.lock_acquire, link.lock_release, link.lock_renew)
@@ -172,8 +174,12 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.link.release(self.id, unwanted)
                 return
-            if leases:
-                await asyncio.sleep(0)  # let the tries begin before the next claim is built and sent
+            if leases and self._taken_in_claimer:
+                # Let the tries begin before the next claim is built and sent: a try that ends at
+                # once then has its report queued first, and the claim goes in the same write.
+                # Leases taken in the link's read callback need no pause: their tries were
+                # scheduled before this task resumed, and have begun already.
+                await asyncio.sleep(0)
 
     def _take(self, leases: list[Lease]) -> None:
         """A claim's leases, as soon as the link has them: start their tries (or, stopping, give them back).
@@ -182,6 +188,7 @@ class Worker:
         tries start without a turn of the event loop for the claimer to resume.
         """
         self._claim_waiting = False  # answered: a report now waits to travel with the next claim
+        self._taken_in_claimer = asyncio.current_task() is not None
         if self._stopping.is_set():
             self._unwanted += [(lease.task_id, lease.lease_no) for lease in leases]
             return
