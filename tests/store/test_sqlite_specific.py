@@ -229,3 +229,24 @@ async def test_a_commit_after_its_own_epoch_change_checks_the_shards_again(db_pa
         assert await store.take_shards(fresh, list(range(256)), 60_000) == set(range(256))
         with pytest.raises(CoveyError, match="no longer holds"):
             await d.commit(d.write("r1"))
+
+
+async def test_a_hand_off_sees_a_task_another_connection_made_ready(db_path: Path) -> None:
+    """Once a hand-off's commit read that no task is ready, the next ones do not read it again, unless
+    another connection committed since (``PRAGMA data_version``): its ready task is then taken first."""
+    async with SQLiteStore(db_path) as first:
+        d1 = await Driver.start(first)
+        await d1.start_run("r1")
+        first_hand_off = await d1.update(
+            "r1", enqueue=[task("r1", "a", target="next")], claims=[claim_request("w1", ["next"])]
+        )
+        assert [lease.task_id for lease in first_hand_off.leases["w1"]] == ["r1/a"]
+
+        async with SQLiteStore(db_path) as second:
+            d2 = Driver(second, d1.epoch)
+            await d2.start_run("r0", enqueue=[task("r0", "urgent", target="next", priority=5)])
+
+        after = await d1.update(
+            "r1", enqueue=[task("r1", "b", target="next")], claims=[claim_request("w1", ["next"], limit=1)]
+        )
+        assert [lease.task_id for lease in after.leases["w1"]] == ["r0/urgent"]

@@ -46,6 +46,11 @@ class Commit(Tasks):
         self._journal_seq = 0
         """The journal row the transaction in progress inserted (kept once its commit returns)."""
 
+    def release(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases back (see :meth:`Tasks.release`): ready tasks again, so no longer known to be none."""
+        self._own.none_ready = False
+        super().release(worker_id, leases)
+
     def begin_epoch(self) -> int:
         """Bump the epoch and void every lease granted under an earlier one."""
         self._own.forget()
@@ -267,6 +272,7 @@ class Commit(Tasks):
             i = direct.get(task.task_id)
             if i is None:
                 rows.append((*row, "ready", task.lease_floor, None, None, None))
+                self._own.none_ready = False
                 continue
             assert resolver is not None
             request, lease_no = claims[i], task.lease_floor + 1
@@ -323,8 +329,14 @@ class Commit(Tasks):
 
         One step into the ready index, under half the cost of one step per target of
         :meth:`_ready_exists`; on a quiet store, where none is, it answers for every claim of the batch.
+        Once it found none, it is not asked again until a write of this connection makes a task ready
+        or another connection commits (:class:`~covey.store.sqlite.own_writes.OwnWrites`).
         """
-        return self.db.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is not None
+        if self._own.none_ready:
+            return False
+        found = self.db.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is not None
+        self._own.none_ready = not found
+        return found
 
     def _ready_exists(self, targets: list[str]) -> bool:
         """Whether any task of ``targets`` is ready in the store (before this batch's are inserted)."""

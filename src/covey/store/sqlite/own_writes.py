@@ -4,7 +4,9 @@ Before writing a batch, a commit checks that its epoch still holds the shards
 of the batch's runs, and that each run is at the sequence number its decision
 started from (invariant 3). Read every time, that is two statements on the
 hand-off's path. But if no other connection has committed since this one last
-looked, both answers are what this connection last read or wrote itself.
+looked, both answers are what this connection last read or wrote itself. So is
+a third, asked before a hand-off's task is leased straight to the claim that
+came with the report: whether any task is ready at all.
 SQLite says exactly that: ``PRAGMA data_version`` changes when, and only
 when, another connection committed to the file. While it stays the same,
 the shards last read as held are still held, and a run's sequence number is
@@ -31,6 +33,8 @@ class OwnWrites:
         self._seqs: dict[str, int] = {}
         self._held_epoch: int | None = None
         self._held: set[int] = set()
+        self.none_ready = False
+        """No task is ready: this connection read none, and has made none ready since."""
 
     def check(self, db: sqlite3.Connection) -> None:
         """Forget everything if another connection committed since the last check (call inside the write
@@ -45,6 +49,7 @@ class OwnWrites:
         self._seqs.clear()
         self._held_epoch = None
         self._held.clear()
+        self.none_ready = False
 
     def holds(self, epoch: int, shards: Collection[int]) -> bool:
         """Whether ``epoch`` was read as holding every shard of ``shards``."""

@@ -279,6 +279,35 @@ class TestClaim:
         assert row.status == "ready"
         assert _ids(await store.claim(claim_request("w2", ["next"]))) == ["r1/b"]
 
+    async def test_a_batch_claim_after_others_sees_a_task_made_ready_since(self, store: Store) -> None:
+        # Hand-offs that found nothing else ready, then tasks become ready outside a hand-off (enqueued
+        # without a claim, a lease given back): the next hand-off's claim takes those first.
+        d = await Driver.start(store)
+        await d.start_run("r1")
+        first = await d.update(
+            "r1", enqueue=[task("r1", "a", target="next")], claims=[claim_request("w1", ["next"])]
+        )
+        assert _ids(first.leases["w1"]) == ["r1/a"]
+
+        await d.start_run("r0", enqueue=[task("r0", "urgent", target="next", priority=5)])
+        second = await d.update(
+            "r1", enqueue=[task("r1", "b", target="next")], claims=[claim_request("w1", ["next"], limit=1)]
+        )
+        assert _ids(second.leases["w1"]) == ["r0/urgent"]
+
+        (taken,) = await store.claim(claim_request("w2", ["next"]))
+        assert taken.task_id == "r1/b"
+        third = await d.update(
+            "r1", enqueue=[task("r1", "c", target="next")], claims=[claim_request("w1", ["next"], limit=1)]
+        )
+        assert _ids(third.leases["w1"]) == ["r1/c"]  # nothing else was ready
+
+        await store.release("w2", [(taken.task_id, taken.lease_no)])
+        fourth = await d.update(
+            "r1", enqueue=[task("r1", "d", target="next")], claims=[claim_request("w1", ["next"], limit=1)]
+        )
+        assert _ids(fourth.leases["w1"]) == ["r1/b"]
+
     async def test_a_batch_claim_leaves_a_new_task_needing_labels_it_lacks(self, store: Store) -> None:
         d = await Driver.start(store)
         await d.start_run("r1")
