@@ -162,9 +162,8 @@ class FrameWriter:
         knows nothing will join it in this turn.
         """
         if at_once:
-            if not self.writer.is_closing():
-                self._frames.append(encode_frame(message))
-                self.flush()
+            self._frames.append(encode_frame(message))
+            self.flush()  # it drops the frames if the connection is closing, as queue() would
         else:
             self.queue(message)
         if not self.writer.is_closing():
