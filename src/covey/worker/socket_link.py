@@ -106,8 +106,14 @@ class SocketLink:
                 take(leases)
             return leases
 
-        fields = {"worker_id": worker_id, "targets": sorted(targets), "labels": dict(labels), "limit": limit}
-        leases: list[Lease] = await self._call("claim", {**fields, "wait_s": wait_s}, received=received)
+        fields = {
+            "worker_id": worker_id,
+            "targets": sorted(targets),
+            "labels": dict(labels),
+            "limit": limit,
+            "wait_s": wait_s,
+        }
+        leases: list[Lease] = await self._call("claim", fields, received=received)
         return leases
 
     async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
