@@ -71,8 +71,8 @@ class Expr:
         """The expression's value on ``scope`` (JSON in, JSON out)."""
         if self.fields is None:
             return _INTERPRETER.visit(self.parsed.parsed, scope)
-        value: Any = scope
-        for name in self.fields:
+        value: Any = scope.get(self.fields[0])
+        for name in self.fields[1:]:
             # As JMESPath's field: a name looked up in anything but an object is null.
             value = value.get(name) if isinstance(value, dict) else None
         return value
