@@ -99,6 +99,11 @@ def compare(figures: Sequence[Figure]) -> list[Comparison]:
         elif key == ("W2", "p50 µs"):
             ratio = _ratio(figure.value, commit.value if commit else None)
             out.append(Comparison(figure, ratio, "commit p50", "<=3x", None if ratio is None else ratio <= 3))
+            floor = _find(figures, "hand-off floor", "sqlite", "p50 µs")
+            if floor is not None:
+                out.append(
+                    Comparison(figure, _ratio(figure.value, floor.value), "hand-off floor p50", "", None)
+                )
             lg = _ratio(figure.value, peer("W2", "p50 µs"))
             if lg is not None:
                 out.append(Comparison(figure, lg, "langgraph p50", "", None))

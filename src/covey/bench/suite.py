@@ -36,6 +36,7 @@ from covey.bench.baselines import (
 )
 from covey.bench.config import WORKLOADS, Env
 from covey.bench.figures import Figure
+from covey.bench.floor import FLOOR_PERSISTS, handoff_floor
 from covey.bench.workloads import COVEY_WORKLOADS, covey_persists
 from covey.errors import ConfigError
 from covey.runtime.eventloop import run_async
@@ -143,11 +144,15 @@ def wanted_peers(backends: Sequence[Backend]) -> list[Peer]:
     return out
 
 
-def persists(env: Env, backends: Sequence[Backend], *, with_peers: bool) -> list[str]:
+def persists(
+    env: Env, backends: Sequence[Backend], *, with_peers: bool, workloads: Iterable[str] = ("W2",)
+) -> list[str]:
     """One line per system saying what it writes durably, and how."""
     kinds = {backend.kind for backend in backends}
     lines = [covey_persists(kind) for kind in ("sqlite", "postgres", "redis") if kind in kinds]
     lines += [line for kind, line in _BASELINE_LINES if kind in kinds]
+    if _measures_floor(kinds, workloads):
+        lines.append(FLOOR_PERSISTS)
     if with_peers:
         seen = set()
         for peer in wanted_peers(backends):
@@ -171,6 +176,8 @@ def run_suite(
     kinds = {backend.kind for backend in backends}
     if "sqlite" in kinds:
         yield from sqlite_commit(env)
+    if _measures_floor(kinds, workloads):
+        yield from handoff_floor(env)
     if "redis" in kinds:
         yield from run_async(redis_ping(env))
     if "postgres" in kinds:
@@ -189,6 +196,11 @@ def run_suite(
                 if name in table:
                     jobs.append(Job(name, functools.partial(table[name], env)))
     yield from in_rounds(env, jobs)
+
+
+def _measures_floor(kinds: set[str], workloads: Iterable[str]) -> bool:
+    """Whether the run includes the hand-off floor: the embedded store's W2 is measured against it."""
+    return "sqlite" in kinds and "W2" in workloads
 
 
 def _covey_workload(name: str, env: Env) -> list[Figure]:

@@ -143,7 +143,7 @@ def bench_command(
                 servers=servers,
                 say=lambda text: status.update(f"covey bench: {text}"),
             )
-            lines = persists(env, chosen, with_peers=not no_peers)
+            lines = persists(env, chosen, with_peers=not no_peers, workloads=workloads)
             for figure in run_suite(env, workloads, chosen, with_peers=not no_peers):
                 figures.append(figure)
         _print_report(figures, lines, chosen, workers=workers, quick=quick, peers_wanted=not no_peers)
@@ -159,7 +159,7 @@ def _value(value: float, metric: str) -> str:
 
 def _verdict(comparison: Comparison) -> str:
     if comparison.met is None:
-        return comparison.target and f"{comparison.target} ?"
+        return comparison.target and f"{comparison.target} ?"  # no target: the ratio is for reference
     if comparison.met:
         return f"[green]{comparison.target} met[/green]"
     return f"[red]{comparison.target} MISSED[/red]"
@@ -199,11 +199,13 @@ def _others(figures: list[Figure]) -> Table:
 
 
 def _targets(comparisons: list[Comparison]) -> Table:
-    table = Table(title="targets (ratios within this run)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title="targets, and other ratios for reference (within this run)", box=box.SIMPLE_HEAD, pad_edge=False
+    )
     for name in ("covey on", "workload", "metric", "vs", "ratio", "target"):
         table.add_column(name)
     for c in comparisons:
-        if not c.target:
+        if not c.target and c.ratio is None:
             continue
         ratio = f"{c.ratio:.2f}x" if c.ratio is not None else ""
         table.add_row(c.figure.store, c.figure.workload, c.figure.metric, c.against, ratio, _verdict(c))
