@@ -132,7 +132,8 @@ class EngineLoop:
         self.on_hints: Callable[[set[str]], None] | None = None
         """Told, after each commit, the bus topics it concerns: targets with unleased ready tasks, namespaces."""
         self.on_answered: Callable[[], None] | None = None
-        """Called once a commit's answers are all given (the runner's socket sends their frames then)."""
+        """Called once a commit's callers and claims are answered, before its hints and follow-ups (the
+        runner's socket sends the answers' frames then)."""
         self.hints_in_commit = False
         """The store publishes a batch's hints as part of its commit (``Store.carry_hints``): skip on_hints."""
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
@@ -551,9 +552,10 @@ class EngineLoop:
             self._remember_consumed(consumed)
         for run_id, problems in result.state_errors.items():
             log.warning("run %s: staged state writes skipped: %s", run_id, "; ".join(problems))
-        self._after_commit(result, prepared)
+        self._answer_committed(result, prepared)
         if self.on_answered is not None:
             self.on_answered()
+        self._follow_up(result, prepared)
 
     def _remember_consumed(self, seqs: Sequence[int]) -> None:
         self._consumed.update(seqs)
@@ -651,14 +653,21 @@ class EngineLoop:
         for run_id in writes:
             self.runs.pop(run_id, None)
 
-    def _after_commit(self, result: CommitResult, prepared: PreparedBatch) -> None:
-        """Answer everyone the commit concerns: callers, claims, waiters; redo the conflicting runs."""
-        writes, answers = prepared.writes, prepared.answers
-        self._requeue_conflicts(result.conflicts, writes)
-        for item, created in answers:
+    def _answer_committed(self, result: CommitResult, prepared: PreparedBatch) -> None:
+        """Answer the batch's callers and claims; redo the conflicting runs.
+
+        Nothing else comes first: on a hand-off, the report's answer and the
+        lease this commit granted are what a worker waits for.
+        """
+        self._requeue_conflicts(result.conflicts, prepared.writes)
+        for item, created in prepared.answers:
             if item.run_id not in result.conflicts:
                 _answer(item.future, created)
         self._grant(result, prepared)
+
+    def _follow_up(self, result: CommitResult, prepared: PreparedBatch) -> None:
+        """After the answers: hints, state watchers, condition reads, and those waiting for finished runs."""
+        writes = prepared.writes
         touched = self._touched(writes)
         if touched and self.on_state_changed is not None:
             self.on_state_changed(touched)
