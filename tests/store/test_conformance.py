@@ -10,6 +10,7 @@ from covey.testing.conformance.locks import TestLocks
 from covey.testing.conformance.outputs import TestOutputs
 from covey.testing.conformance.reads import TestReads
 from covey.testing.conformance.registry import TestRegistry
+from covey.testing.conformance.retention import TestRetention
 from covey.testing.conformance.shards import TestShards
 from covey.testing.conformance.state import TestState
 from covey.testing.conformance.timers import TestTimers
@@ -23,6 +24,7 @@ __all__ = [
     "TestOutputs",
     "TestReads",
     "TestRegistry",
+    "TestRetention",
     "TestShards",
     "TestState",
     "TestTimers",

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from covey.bus.base import RESYNC, Subscription
 from covey.bus.memory import MemoryBus
 from covey.bus.redis import RedisBus
+from covey.engine.commands import SetTimer
 from covey.engine.events import RunFinished, SignalReceived, TaskSucceeded, event_to_json
 from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyError
 from covey.state.model import StateEntry, StateOp
@@ -427,6 +428,58 @@ async def test_every_key_carries_its_prefix_and_shard_tag(url: str, prefix: str,
     )
     assert all(k.startswith(tag) for k in run_keys)
     assert f"{{{prefix}}}:nsdata:docs" in keys
+
+
+async def _as_layout_5(raw: aioredis.Redis, prefix: str) -> None:
+    """Rewrite a prefix as layout 5 kept it: no index of finished runs, and run rows that name
+    neither their output steps, nor their timers, nor the ids they remembered."""
+    await raw.delete(f"{{{prefix}}}:finished")
+    async for key in raw.scan_iter(match=f"{{{prefix}:*}}:run:*"):
+        fields = [f for f in await raw.hkeys(key) if f[:2] in (b"o:", b"t:", b"s:")]
+        if fields:
+            await raw.hdel(key, *fields)
+    await raw.hset(f"{{{prefix}}}:meta", "layout", 5)
+
+
+async def test_a_layout_5_prefix_is_upgraded_and_its_finished_runs_purge_without_a_trace(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Given a prefix as covey wrote it at layout 5: a finished run with outputs, a timer still due
+    # and a remembered signal id, and a running run with the same.
+    async with RedisStore(url, prefix=prefix) as store:
+        d = await Driver.start(store)
+        now = await store.now_ms()
+        for run in ("gone", "kept"):
+            await d.start_run(
+                run,
+                timers=[SetTimer(f"deadline:{run}", run, now + 3_600_000, "run_deadline")],
+                outputs=[("a", -1, {"of": run}), ("m", 0, 1), ("m", 1, 2)],
+            )
+            write = d.write(run)
+            write.seen.append(f"sig-{run}")
+            assert not (await d.commit(write)).conflicts
+        done = d.write("gone", RunFinished("succeeded", now))
+        done.status, done.finished_ms = "succeeded", now
+        assert not (await d.commit(done)).conflicts
+    await _as_layout_5(raw, prefix)
+
+    # When covey opens it, the upgrade indexes what the purge needs: nothing of the finished run is
+    # left after it, and the running one keeps everything.
+    async with RedisStore(url, prefix=prefix) as store:
+        assert await raw.hget(f"{{{prefix}}}:meta", "layout") == str(LAYOUT_VERSION).encode()
+        assert await store.purge_finished(await wait_past(store, now), 10) == ["gone"]
+
+        left = [key async for key in raw.scan_iter(match=f"*{prefix}*")]
+        assert not [key for key in left if b"gone" in key]
+        for key in left:
+            kind = await raw.type(key)
+            if kind == b"hash":
+                assert not [f for f, v in (await raw.hgetall(key)).items() if b"gone" in f + v], key
+            elif kind == b"zset":
+                assert not [m for m in await raw.zrange(key, 0, -1) if b"gone" in m], key
+        assert await store.get_outputs("kept", ["a", "m"]) == {"a": {"of": "kept"}, "m": [1, 2]}
+        assert await store.seen(["sig-kept", "sig-gone"]) == {"sig-kept"}
+        assert await store.next_due_ms() == now + 3_600_000
 
 
 # -- scripts, connections --------------------------------------------------------------

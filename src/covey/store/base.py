@@ -436,6 +436,17 @@ class Store(Protocol):
         """A namespace's changes after ``after_seq``, in commit order: a watcher resumes from its cursor."""
         ...
 
+    async def purge_finished(self, before_ms: int, limit: int) -> list[str]:
+        """Delete up to ``limit`` runs that finished before ``before_ms`` (store clock), oldest first.
+
+        A purged run leaves nothing behind: its row, history, task rows,
+        outputs, timers, inbox rows, remembered signal and cancel ids, and
+        its own shared-state namespace (values and change feed) all go, in
+        one atomic step per run. Running runs are never touched. Returns the
+        ids purged; an empty list means none is left to purge.
+        """
+        ...
+
     async def register_worker(self, info: WorkerInfo) -> None:
         """Add or refresh a worker in the registry."""
         ...

@@ -4,8 +4,9 @@
 same semantics as the SQLite store, checked by the same conformance suite.
 Its SQL is split by job: :mod:`.connection` (pool, transactions, errors,
 migrations), :mod:`.reads`, :mod:`.shared` (shared state and locks),
-:mod:`.tasks` (claims, leases, inbox, timers, registry) and :mod:`.commit`
-(the group commit, epochs and shards). See ``docs/postgres.md``.
+:mod:`.tasks` (claims, leases, inbox, timers, registry), :mod:`.commit`
+(the group commit, epochs and shards) and :mod:`.retention` (purging
+finished runs). See ``docs/postgres.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from covey.store.base import (
     WorkerInfo,
 )
 from covey.store.postgres import commit as commits
-from covey.store.postgres import reads, shared, tasks
+from covey.store.postgres import reads, retention, shared, tasks
 from covey.store.postgres.connection import NOW_MS, Database
 
 __all__ = ["DEFAULT_POOL_SIZE", "DEFAULT_SCHEMA", "PostgresStore"]
@@ -228,6 +229,19 @@ class PostgresStore:
     async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
         """A namespace's changes after a cursor."""
         return await self._db.run(lambda conn: shared.state_changes(conn, namespace, after_seq, limit))
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def purge_finished(self, before_ms: int, limit: int) -> list[str]:
+        """Delete runs finished before ``before_ms``, oldest first, with all that was theirs; their ids.
+
+        Not retried after a connection lost while committing: the ids a lost
+        call purged could not be reported. This store keeps nothing in memory
+        by run (only pinned specs, by hash, which a purge leaves in place).
+        """
+        return await self._db.run(
+            lambda conn: retention.purge_finished(conn, before_ms, limit), transaction=True, idempotent=False
+        )
 
     # -- registry ----------------------------------------------------------------------
 

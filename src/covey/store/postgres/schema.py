@@ -89,4 +89,14 @@ MIGRATIONS: list[str] = [
     CREATE TABLE lock_tokens (name text COLLATE "C" PRIMARY KEY, token bigint NOT NULL);
     CREATE TABLE shards (shard smallint PRIMARY KEY, epoch bigint NOT NULL, until_ms bigint NOT NULL);
     """,
+    # 2: retention. Finished runs in purge order (a partial index: running runs are not in it); then,
+    # so that purging a run's rows reads only those, remembered client ids by run (that table grows with
+    # every signal and cancel) and timers by run (one per deadline or wait of every run in flight).
+    # The inbox needs none: the engine loops drain it as rows arrive.
+    """
+    CREATE INDEX runs_finished ON runs (finished_ms, run_id)
+        WHERE status <> 'running' AND finished_ms IS NOT NULL;
+    CREATE INDEX seen_by_run ON seen (run_id);
+    CREATE INDEX timers_by_run ON timers (run_id);
+    """,
 ]

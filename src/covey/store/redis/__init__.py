@@ -10,7 +10,8 @@ clock is the server's (``TIME``, read inside the scripts).
 The layers, each using only those below it: :mod:`.connection` (client,
 scripts, checks, errors), :mod:`.reads`, :mod:`.shared` (state, locks),
 :mod:`.tasks` (claims, leases, inbox, timers, epochs, registry),
-:mod:`.commit`. Key names are in :mod:`.keys`; the scripts in ``lua/``.
+:mod:`.commit`, :mod:`.retention` (purging finished runs). Key names are in
+:mod:`.keys`; the scripts in ``lua/``.
 
 Single-node Redis only for now: a commit touches the keys of several shards
 in one script, which Redis Cluster refuses.
@@ -21,13 +22,13 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from covey.store.redis.commit import Commit
 from covey.store.redis.connection import LAYOUT_VERSION
+from covey.store.redis.retention import Retention
 
 __all__ = ["LAYOUT_VERSION", "RedisStore"]
 
 
-class RedisStore(Commit):
+class RedisStore(Retention):
     """The :class:`~covey.store.base.Store` on a Redis server; enter it with ``async with``.
 
     Args:

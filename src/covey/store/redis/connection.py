@@ -59,6 +59,7 @@ _NAMES = [
     "list_runs",
     "list_tasks",
     "locks",
+    "purge",
     "read_inbox",
     "release",
     "shards",
@@ -95,6 +96,9 @@ MIGRATIONS: list[str] = [
     "",
     # 5: the ids of waiting inbox rows join the seen ids in one hash; no index of all runs.
     (_LUA / "migrate_5_seen.lua").read_text(),
+    # 6: finished runs indexed by finished time; a run's row names its output steps, timers and
+    # remembered ids (for purge_finished). Layout 5 code would finish runs without indexing them.
+    (_LUA / "migrate_6_finished.lua").read_text(),
 ]
 #: The layout version this covey writes.
 LAYOUT_VERSION = len(MIGRATIONS)

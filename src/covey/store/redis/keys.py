@@ -13,6 +13,8 @@ Keys of no shard (``G`` is ``{prefix}:``)::
     G shards                   hash: shard -> "epoch:until_ms"
     G specs                    hash: spec hash -> pinned spec JSON
     G runs:<status>            zset: run keys by created_ms, each run in its status's
+    G finished                 zset: the keys of finished runs (a status other than running, and a
+                               finished time) by finished_ms, for purge_finished
     G ready:<target>           zset: ready task keys that need no label, by claim score
     G readyl:<target>\\n<set>   zset: ready task keys needing the label set <set> (canonical JSON)
     G labelsets:<target>       set: the label sets of <target> that have ready tasks
@@ -35,7 +37,9 @@ Keys of no shard (``G`` is ``{prefix}:``)::
 
 Keys of a shard (``T`` is ``{prefix:shard}:``)::
 
-    T run:<run id>             hash: the run row
+    T run:<run id>             hash: the run row; also names what of the run no other key of it lists:
+                               "o:<step>" per step with outputs, "t:<timer id>" per timer it set and
+                               that is still due, "s:<id>" per client-chosen id it remembered (values "")
     T ev:<run id>              stream: the run's history, an entry per commit, its id "<seq>-0" with
                                the seq of the commit's last event; field e: the event JSON, or, for
                                several events, es: a JSON array of them in order

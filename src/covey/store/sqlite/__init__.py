@@ -356,6 +356,11 @@ class SQLiteStore:
         changes: list[StateChange] = await self._call("state_changes", namespace, after_seq, limit)
         return changes
 
+    async def purge_finished(self, before_ms: int, limit: int) -> list[str]:
+        """Delete finished runs past their retention (on the writer thread: a batch may be large)."""
+        purged: list[str] = await self._call("purge_finished", before_ms, limit, inline=False)
+        return purged
+
     async def register_worker(self, info: WorkerInfo) -> None:
         """Register a worker."""
         await self._call("register_worker", info)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from covey.store.sqlite.commit import Commit
+from covey.store.sqlite.retention import Retention
 
 __all__ = ["SQLiteCore"]
 
 
-class SQLiteCore(Commit):
+class SQLiteCore(Retention):
     """All SQL of the embedded store; not thread-safe, callers keep it on one thread."""
 
     def settled(self, name: str, *args: Any) -> Any:

@@ -97,4 +97,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE journal (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
     """,
+    # 7: retention. Finished runs by finish time (a partial index: running runs are not in it), and
+    # remembered signal and cancel ids and timers by run, so purging a run's does not read them all
+    # (both grow with the runs kept or in flight).
+    """
+    CREATE INDEX runs_finished ON runs (finished_ms, run_id) WHERE finished_ms IS NOT NULL;
+    CREATE INDEX seen_by_run ON seen (run_id);
+    CREATE INDEX timers_by_run ON timers (run_id);
+    """,
 ]

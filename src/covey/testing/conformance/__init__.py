@@ -16,6 +16,8 @@ The suite is a set of pytest test classes, one per capability:
 :class:`~.registry.TestRegistry`          the worker registry
 :class:`~.locks.TestLocks`                locks and semaphores, fencing tokens, lock-fenced writes
 :class:`~.reads.TestReads`                ``get_run``, ``list_runs``, ``list_tasks``, reopening
+:class:`~.retention.TestRetention`        ``purge_finished``: finished runs past their retention,
+                                          with all that was theirs
 :class:`~.shards.TestShards`              shards leased to engine loops by epoch; commits
                                           need the shards of their runs
 :class:`~.state.TestState`                shared state: versions, compare-and-set, reducers,

@@ -68,20 +68,51 @@ local function new_run(w, rk, fields)
   if not w.st then redis.call('ZADD', G .. 'runs:running', NOW, rk) end
 end
 
-local function write_run(w)
-  local rk = w.tag .. 'run:' .. w.id
-  local fields = {'seq', int(w.new), 'u', NOW}
-  if w.nr then new_run(w, rk, fields) end
+-- Keeps the run in its status's index G..'runs:'..status and, once it is finished (a status other
+-- than running, and a finished time), in G..'finished' by its finished time, where purge.lua takes
+-- the oldest from.
+local function index_run(w, rk)
+  local old = w.nr and {'running', NOW, false} or redis.call('HMGET', rk, 'st', 'c', 'fin')
   if w.st then
-    local old = w.nr and {'running', NOW} or redis.call('HMGET', rk, 'st', 'c')
     if old[1] ~= w.st then
       if not w.nr then redis.call('ZREM', G .. 'runs:' .. old[1], rk) end
       redis.call('ZADD', G .. 'runs:' .. w.st, old[2], rk)
     elseif w.nr then
       redis.call('ZADD', G .. 'runs:running', NOW, rk)
     end
-    push(fields, 'st', w.st)
   end
+  local st, fin = w.st or old[1], w.fin or (old[3] and tonumber(old[3]))
+  if st ~= 'running' and fin then
+    redis.call('ZADD', G .. 'finished', int(fin), rk)
+  elseif old[1] ~= 'running' and old[3] then
+    redis.call('ZREM', G .. 'finished', rk)
+  end
+end
+
+-- The run row also names what of the run lives under keys no other key of the run lists, so that
+-- purge.lua finds it all: 'o:'..step for each step with outputs, 't:'..id for each timer it set
+-- (gone once cancelled or fired), 's:'..id for each client-chosen id it remembered. Riding on the
+-- row's HSET, they cost no call of their own (unless a commit names thousands).
+local function children_named(w)
+  local names, named = {}, {}
+  for _, o in ipairs(w.outs or {}) do
+    local f = 'o:' .. o[1]
+    if not named[f] then
+      named[f] = true
+      push(names, f, '')
+    end
+  end
+  for _, t in ipairs(w.stm or {}) do push(names, 't:' .. t[1], '') end
+  for _, id in ipairs(w.seen or {}) do push(names, 's:' .. id, '') end
+  return names
+end
+
+local function write_run(w)
+  local rk = w.tag .. 'run:' .. w.id
+  local fields = {'seq', int(w.new), 'u', NOW}
+  if w.nr then new_run(w, rk, fields) end
+  if w.st or w.fin then index_run(w, rk) end
+  if w.st then push(fields, 'st', w.st) end
   if w.rout then  -- the run's output, rendered from its output mapping
     push(fields, 'out', ARGV[w.rout])
   elseif w.out then
@@ -89,7 +120,13 @@ local function write_run(w)
   end
   if w.err then push(fields, 'err', ARGV[w.err]) end
   if w.fin then push(fields, 'fin', int(w.fin)) end
+  local names = children_named(w)
+  if #names <= 1000 then  -- in the row's own HSET; more go in slices (call_many), to spare Lua's stack
+    for _, v in ipairs(names) do fields[#fields + 1] = v end
+    names = {}
+  end
   redis.call('HSET', rk, unpack(fields))
+  call_many('HSET', rk, names)
   -- The history is a Stream with an entry per commit, its id the sequence number of the commit's
   -- last event (w.new): field e holds a single event, es a JSON array of several.
   if w.evn > 0 then
@@ -136,9 +173,15 @@ local function write_children(w)
     redis.call('SREM', tasks, key)
   end
   for _, t in ipairs(w.enq or {}) do enqueue(w, t) end
-  for _, id in ipairs(w.ctm or {}) do
-    redis.call('ZREM', G .. 'timers', id)
-    redis.call('HDEL', G .. 'timer', id)
+  if w.ctm then
+    local set, unnamed = {}, {}
+    for _, t in ipairs(w.stm or {}) do set[t[1]] = true end
+    for _, id in ipairs(w.ctm) do
+      redis.call('ZREM', G .. 'timers', id)
+      redis.call('HDEL', G .. 'timer', id)
+      if not set[id] then unnamed[#unnamed + 1] = 't:' .. id end  -- one set again stays named
+    end
+    call_many('HDEL', w.tag .. 'run:' .. w.id, unnamed)
   end
   for _, t in ipairs(w.stm or {}) do  -- {timer id, due ms, JSON [run, tag, kind, task id, lease no]}
     redis.call('ZADD', G .. 'timers', int(t[2]), t[1])

@@ -13,6 +13,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', G .. 'timers', '-inf', int(now),
   redis.call('HDEL', G .. 'timer', id)
   if data then
     local t = cjson.decode(data)  -- [run id, shard tag, kind, task id or null, lease no]
+    redis.call('HDEL', t[2] .. 'run:' .. t[1], 't:' .. id)  -- its run's row names it no more
     local task = t[4] ~= cjson.null and t[4] or nil
     inbox_add('timer:' .. id, t[1], t[2], timer_fired(id, t[3], now, task, t[5]), nil, nil)
     fired = fired + 1
