@@ -21,6 +21,7 @@ from covey.agents.app import app_ref_for, load_app
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import ConfigError, RunFailed
 from covey.runtime.eventloop import run_async
+from covey.runtime.retention import DEFAULT_RETENTION_MS
 from covey.runtime.runner import DEFAULT_LEASE_MS, Runner
 from covey.runtime.submit import WorkflowLike
 from covey.store.base import RunInfo
@@ -43,6 +44,7 @@ class Embedded:
         concurrency: task slots per worker (default: the sum of the agents' concurrency).
         durable: fsync every commit (the default); False is the named non-durable mode.
         lease_ms: lease length.
+        retention_ms: how long finished runs are kept before they are purged; None keeps them.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Embedded:
         concurrency: int | None = None,
         durable: bool = True,
         lease_ms: int = DEFAULT_LEASE_MS,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
     ) -> None:
         if agents is None and app is None:
             raise ConfigError("give the agents to serve (agents=[...]) or an app reference (app='module')")
@@ -79,6 +82,7 @@ class Embedded:
             skills=self.registry.skills,
             agents=self.registry.names,
             lease_ms=lease_ms,
+            retention_ms=retention_ms,
         )
         self._local: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -18,6 +18,7 @@ import click
 from covey.cli.render import console
 from covey.client import StoreClient, connect
 from covey.errors import CoveyError
+from covey.runtime.retention import DEFAULT_RETENTION, parse_retention
 from covey.store.open import backend_of, sqlite_path
 
 __all__ = ["cli", "main"]
@@ -28,9 +29,11 @@ DEFAULT_STORE = "sqlite:///covey.db"
 class Settings:
     """Options shared by every command."""
 
-    def __init__(self, store: str, bus: str | None = None) -> None:
+    def __init__(self, store: str, bus: str | None = None, retention: str = DEFAULT_RETENTION) -> None:
         self.store = store
         self.bus = bus
+        self.retention_ms = parse_retention(retention)
+        """How long the engine this command runs keeps finished runs; None keeps them."""
 
     @property
     def embedded(self) -> bool:
@@ -67,15 +70,25 @@ def store_option(command: Any) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="COVEY_STORE", default=DEFAULT_STORE, show_default=True, help="Store URL.")
 @click.option("--bus", envvar="COVEY_BUS", help="Bus URL (default: the store's own server).")
+@click.option(
+    "--retention",
+    envvar="COVEY_RETENTION",
+    default=DEFAULT_RETENTION,
+    show_default=True,
+    help="How long finished runs are kept before the engine purges them (7d, 12h, 30m, or forever).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what covey does.")
 @click.version_option(package_name="covey")
 @click.pass_context
-def cli(ctx: click.Context, store: str, bus: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, store: str, bus: str | None, retention: str, verbose: bool) -> None:
     """covey: durable workflows for AI agents, embedded or distributed."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    ctx.obj = Settings(store, bus)
+    try:
+        ctx.obj = Settings(store, bus, retention)
+    except CoveyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention / COVEY_RETENTION") from None
 
 
 def _register() -> None:

@@ -102,7 +102,15 @@ def run_command(
             raise ConfigError("--fast applies to the embedded SQLite store only")
         info = run_async(
             _run_shared(
-                settings.store, settings.bus, workflow, run_input, app_ref, workers, in_process, run_id
+                settings.store,
+                settings.bus,
+                workflow,
+                run_input,
+                app_ref,
+                workers,
+                in_process,
+                run_id,
+                retention_ms=settings.retention_ms,
             )
         )
     else:
@@ -116,6 +124,7 @@ def run_command(
                 not in_process,
                 run_id,
                 durable=not fast,
+                retention_ms=settings.retention_ms,
             )
         )
     if info.status == "succeeded":
@@ -137,8 +146,11 @@ async def _run(
     run_id: str | None,
     *,
     durable: bool,
+    retention_ms: int | None,
 ) -> RunInfo:
-    async with Embedded(db, app=app_ref, workers=workers, processes=processes, durable=durable) as covey:
+    async with Embedded(
+        db, app=app_ref, workers=workers, processes=processes, durable=durable, retention_ms=retention_ms
+    ) as covey:
         chosen = await covey.submit(workflow, run_input, run_id=run_id)
         started = time.time_ns() // 1_000_000
         waiting = asyncio.create_task(covey.wait(chosen))
@@ -162,6 +174,8 @@ async def _run_shared(
     workers: int,
     in_process: bool,
     run_id: str | None,
+    *,
+    retention_ms: int | None,
 ) -> RunInfo:
     """One run on a shared store, with an engine node and workers of our own while it lasts."""
     async with (
@@ -171,7 +185,7 @@ async def _run_shared(
         AsyncExitStack() as stack,
     ):
         chosen = await client.submit(workflow, run_input, run_id=run_id)
-        node = EngineNode(store, bus)
+        node = EngineNode(store, bus, retention_ms=retention_ms)
         background = [asyncio.create_task(node.run())]
         if in_process:
             link = StoreLink(store, bus)

@@ -39,15 +39,23 @@ def serve_command(settings: Any, app: str | None, workers: int, fast: bool) -> N
     if not settings.embedded:
         if fast:
             raise ConfigError("--fast applies to the embedded SQLite store only")
-        run_async(_serve_shared(settings.store, settings.bus, app, workers))
+        run_async(_serve_shared(settings.store, settings.bus, app, workers, settings.retention_ms))
         return
-    run_async(_serve(settings.db_path, app, workers, durable=not fast))
+    run_async(_serve(settings.db_path, app, workers, durable=not fast, retention_ms=settings.retention_ms))
 
 
-async def _serve_shared(store_url: str, bus_url: str | None, app: str | None, workers: int) -> None:
+async def _serve_shared(
+    store_url: str, bus_url: str | None, app: str | None, workers: int, retention_ms: int | None
+) -> None:
     children = [spawn_store_worker(app, store_url, bus_url) for _ in range(workers)] if app else []
     try:
-        await _run_node(store_url, bus_url, shard_ttl_ms=10_000, announce=f"and {len(children)} workers")
+        await _run_node(
+            store_url,
+            bus_url,
+            shard_ttl_ms=10_000,
+            retention_ms=retention_ms,
+            announce=f"and {len(children)} workers",
+        )
     finally:
         for child in children:
             child.terminate()
@@ -55,13 +63,15 @@ async def _serve_shared(store_url: str, bus_url: str | None, app: str | None, wo
             child.wait()
 
 
-async def _run_node(store_url: str, bus_url: str | None, *, shard_ttl_ms: int, announce: str = "") -> None:
+async def _run_node(
+    store_url: str, bus_url: str | None, *, shard_ttl_ms: int, retention_ms: int | None, announce: str = ""
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_store(store_url) as store, open_bus_for(store_url, bus_url) as bus:
-        node = EngineNode(store, bus, shard_ttl_ms=shard_ttl_ms)
+        node = EngineNode(store, bus, shard_ttl_ms=shard_ttl_ms, retention_ms=retention_ms)
         serving = asyncio.create_task(node.run())
         await asyncio.wait(
             {serving, asyncio.create_task(node.ready.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -100,20 +110,29 @@ def timekeeper_command(settings: Any, shard_ttl: float) -> None:
         )
     if shard_ttl <= 0:
         raise ConfigError(f"--shard-ttl must be positive, got {shard_ttl}")
-    run_async(_run_node(settings.store, settings.bus, shard_ttl_ms=int(shard_ttl * 1000)))
+    run_async(
+        _run_node(
+            settings.store,
+            settings.bus,
+            shard_ttl_ms=int(shard_ttl * 1000),
+            retention_ms=settings.retention_ms,
+        )
+    )
 
 
-async def _serve(db: Path, app: str | None, workers: int, *, durable: bool) -> None:
+async def _serve(db: Path, app: str | None, workers: int, *, durable: bool, retention_ms: int | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if app is not None:
-        async with Embedded(db, app=app, workers=workers, processes=True, durable=durable):
+        async with Embedded(
+            db, app=app, workers=workers, processes=True, durable=durable, retention_ms=retention_ms
+        ):
             console.print(f"covey serving {db} with {workers} workers for {app}; Ctrl-C stops")
             await stop.wait()
     else:
-        async with Runner(db, durable=durable) as runner:
+        async with Runner(db, durable=durable, retention_ms=retention_ms) as runner:
             console.print(f"covey serving {db} on {runner.socket_path}; Ctrl-C stops")
             await stop.wait()
 

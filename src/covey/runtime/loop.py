@@ -289,6 +289,13 @@ class EngineLoop:
         self._parked.clear()
         self._wake.set()
 
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Drop purged runs from the caches: a run id used again is a new run, loaded from the store."""
+        for run_id in run_ids:
+            self.runs.pop(run_id, None)
+            self._finished.discard(run_id)
+            self._results.pop(run_id, None)
+
     def finished_info(self, run_id: str) -> RunInfo | None:
         """A recently finished run, as committed, if this loop finished it (no store read)."""
         return self._results.get(run_id)

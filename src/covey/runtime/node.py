@@ -22,10 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from covey.bus.base import RESYNC, Bus, Subscription, topic_inbox
 from covey.runtime.hints import HintPublisher, wait_for_hints
 from covey.runtime.loop import EngineLoop
+from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper
 from covey.runtime.shards import ShardKeeper
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import PushesInbox, Store
@@ -48,13 +51,30 @@ PUSH_WAIT_S = 1.0
 POLLS_SKIPPED_MAX = 9
 
 
+class _Part(Protocol):
+    """One of the node's concurrent duties: runs until stopped."""
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+    def stop(self) -> None: ...
+
+
 class EngineNode:
     """One engine loop with its share of the shards, a timekeeper, and hints; see the module docstring."""
 
-    def __init__(self, store: Store, bus: Bus, *, shard_ttl_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        *,
+        shard_ttl_ms: int = 10_000,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.shard_ttl_ms = shard_ttl_ms
+        self.retention_ms = retention_ms
+        """How long finished runs are kept before this node purges them; None keeps them."""
         self.loop: EngineLoop | None = None
         self.keeper: ShardKeeper | None = None
         self.ready = asyncio.Event()
@@ -80,7 +100,9 @@ class EngineNode:
 
         timekeeper = Timekeeper(self.store, fired)
         subscription = await self.bus.subscribe({topic_inbox()})
-        parts = (loop, keeper, timekeeper, hints)
+        parts: tuple[_Part, ...] = (loop, keeper, timekeeper, hints)
+        if self.retention_ms is not None:
+            parts += (RetentionKeeper(self.store, self.retention_ms, loop.forget_runs),)
         pusher = self.store if isinstance(self.store, PushesInbox) else None
         try:
             async with asyncio.TaskGroup() as group:

@@ -22,6 +22,7 @@ from covey.ids import new_id
 from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
+from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper
 from covey.runtime.submit import WorkflowLike, prepare_submission
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
@@ -48,6 +49,7 @@ class Runner:
         skills, agents: when given, submits naming other skills or agents are refused.
         serve_socket: listen on the local socket for worker processes and commands.
         lease_ms: lease length; workers heartbeat well within it.
+        retention_ms: how long finished runs are kept before they are purged; None keeps them.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class Runner:
         agents: frozenset[str] | None = None,
         serve_socket: bool = True,
         lease_ms: int = DEFAULT_LEASE_MS,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
     ) -> None:
         self.path = Path(path)
+        self.retention_ms = retention_ms
         self.store = SQLiteStore(self.path, durable=durable)
         self.skills = skills
         self.agents = agents
@@ -74,6 +78,7 @@ class Runner:
         self.connections: set[Closable] = set()
         """Open socket connections (workers and commands)."""
         self.timekeeper: Timekeeper | None = None
+        self.retention: RetentionKeeper | None = None
 
     async def __aenter__(self) -> Self:
         self._lock.acquire()
@@ -88,6 +93,9 @@ class Runner:
                 asyncio.create_task(self.loop.run(), name="covey-engine-loop"),
                 asyncio.create_task(self.timekeeper.run(), name="covey-timekeeper"),
             ]
+            if self.retention_ms is not None:
+                self.retention = RetentionKeeper(self.store, self.retention_ms, self.loop.forget_runs)
+                self._tasks.append(asyncio.create_task(self.retention.run(), name="covey-retention"))
             if self.socket_path is not None:
                 from covey.runtime.socket_server import serve
 

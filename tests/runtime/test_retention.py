@@ -1,0 +1,79 @@
+"""Retention: the engine purges finished runs past their time; a purged run's id starts a new run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from covey import Embedded, Registry, agent
+from covey.errors import ConfigError
+from covey.runtime.retention import DEFAULT_RETENTION_MS, parse_retention
+from covey.testing.conformance.driver import wait_past
+from tests.e2e.support import covey_cli
+
+agents = Registry()
+
+
+@agent(skills=["echo"], registry=agents)
+def echo(value: Any) -> Any:
+    return value
+
+
+WORKFLOW = {"name": "echo", "steps": {"a": {"skill": "echo", "input": "${input}"}}}
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("7d", DEFAULT_RETENTION_MS),
+        ("12h", 43_200_000),
+        ("30m", 1_800_000),
+        (" 90S ", 90_000),
+        ("forever", None),
+    ],
+)
+def test_retention_is_a_duration_or_forever(text: str, ms: int | None) -> None:
+    assert parse_retention(text) == ms
+
+
+@pytest.mark.parametrize("text", ["7", "7w", "-1d", "0d", "1.5h", "", "never"])
+def test_a_retention_that_is_not_a_duration_is_refused_by_name(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"retention {text!r} is not a duration"):
+        parse_retention(text)
+
+
+async def test_a_finished_run_is_purged_after_its_retention_and_its_id_runs_again(tmp_path: Path) -> None:
+    async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=1) as covey:
+        store, engine, keeper = covey.runner.store, covey.runner.engine, covey.runner.retention
+        assert keeper is not None
+        first = await covey.wait(await covey.submit(WORKFLOW, "first", run_id="r1"))
+        assert first.finished_ms is not None
+        await wait_past(store, first.finished_ms + 1)
+
+        assert await keeper.sweep() == 1
+
+        assert await store.get_run("r1") is None
+        assert await store.load_history("r1") == []
+        assert "r1" not in engine.runs
+        again = await covey.wait(await covey.submit(WORKFLOW, "second", run_id="r1"))
+        assert (again.status, again.output) == ("succeeded", {"a": "second"})
+        stored = await store.get_run("r1")
+        assert stored is not None
+        assert stored.output == {"a": "second"}
+
+
+async def test_forever_keeps_finished_runs(tmp_path: Path) -> None:
+    async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=None) as covey:
+        assert covey.runner.retention is None
+        info = await covey.wait(await covey.submit(WORKFLOW, 1))
+        assert (await covey.runner.store.get_run(info.run_id)) is not None
+
+
+def test_the_command_line_refuses_a_bad_retention_and_names_it(tmp_path: Path) -> None:
+    result = covey_cli("--retention", "7w", "ls", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "7w" in result.stdout + result.stderr
+    assert "COVEY_RETENTION" in result.stdout + result.stderr
