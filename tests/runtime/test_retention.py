@@ -64,6 +64,24 @@ async def test_a_finished_run_is_purged_after_its_retention_and_its_id_runs_agai
         assert stored.output == {"a": "second"}
 
 
+async def test_a_run_another_engine_purged_is_forgotten_at_the_next_sweep(tmp_path: Path) -> None:
+    async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=1) as covey:
+        store, engine, keeper = covey.runner.store, covey.runner.engine, covey.runner.retention
+        assert keeper is not None
+        first = await covey.wait(await covey.submit(WORKFLOW, "first", run_id="r1"))
+        assert first.finished_ms is not None
+        cutoff = await wait_past(store, first.finished_ms + 1)
+        # Another engine node's sweep (on a shared store) purges it: this engine hears nothing.
+        assert await store.purge_finished(cutoff, 10) == ["r1"]
+        assert "r1" in engine.runs
+
+        assert await keeper.sweep() == 0
+
+        assert "r1" not in engine.runs
+        again = await covey.wait(await covey.submit(WORKFLOW, "second", run_id="r1"))
+        assert (again.status, again.output) == ("succeeded", {"a": "second"})
+
+
 async def test_forever_keeps_finished_runs(tmp_path: Path) -> None:
     async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=None) as covey:
         assert covey.runner.retention is None

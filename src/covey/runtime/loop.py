@@ -296,6 +296,23 @@ class EngineLoop:
             self._finished.discard(run_id)
             self._results.pop(run_id, None)
 
+    def forget_finished_before(self, before_ms: int) -> None:
+        """Drop cached runs that finished before ``before_ms``, whoever purged them.
+
+        On a shared store any engine node may purge any run, so a node cannot
+        count on hearing of each one. Each node's retention sweep calls this
+        with its cutoff: a run another node purged is gone from this node's
+        caches by its next sweep at the latest.
+        """
+        old = [
+            run_id
+            for run_id in self._finished
+            if (state := self.runs.get(run_id)) is None
+            or state.finished_ms is None
+            or state.finished_ms < before_ms
+        ]
+        self.forget_runs(old)
+
     def finished_info(self, run_id: str) -> RunInfo | None:
         """A recently finished run, as committed, if this loop finished it (no store read)."""
         return self._results.get(run_id)

@@ -102,7 +102,7 @@ class EngineNode:
         subscription = await self.bus.subscribe({topic_inbox()})
         parts: tuple[_Part, ...] = (loop, keeper, timekeeper, hints)
         if self.retention_ms is not None:
-            parts += (RetentionKeeper(self.store, self.retention_ms, loop.forget_runs),)
+            parts += (RetentionKeeper(self.store, self.retention_ms, loop),)
         pusher = self.store if isinstance(self.store, PushesInbox) else None
         try:
             async with asyncio.TaskGroup() as group:

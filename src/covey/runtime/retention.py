@@ -13,12 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from typing import Protocol
 
 from covey.errors import ConfigError
 from covey.store.base import Store
 
-__all__ = ["DEFAULT_RETENTION", "DEFAULT_RETENTION_MS", "PURGE_BATCH", "RetentionKeeper", "parse_retention"]
+__all__ = [
+    "DEFAULT_RETENTION",
+    "DEFAULT_RETENTION_MS",
+    "PURGE_BATCH",
+    "Forgets",
+    "RetentionKeeper",
+    "parse_retention",
+]
 
 log = logging.getLogger("covey.retention")
 
@@ -48,20 +55,32 @@ def parse_retention(text: str) -> int | None:
     return int(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
+class Forgets(Protocol):
+    """The engine loop's caches of runs, which purged runs must leave."""
+
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Drop these runs (this keeper purged them)."""
+        ...
+
+    def forget_finished_before(self, before_ms: int) -> None:
+        """Drop every run that finished before ``before_ms`` (another keeper may have purged it)."""
+        ...
+
+
 class RetentionKeeper:
-    """Purges finished runs older than ``retention_ms``; ``on_purged`` hears which (to drop them from caches)."""
+    """Purges finished runs older than ``retention_ms``, and has ``engine`` forget them."""
 
     def __init__(
         self,
         store: Store,
         retention_ms: int,
-        on_purged: Callable[[list[str]], None],
+        engine: Forgets,
         *,
         every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self.store = store
         self.retention_ms = retention_ms
-        self.on_purged = on_purged
+        self.engine = engine
         self.every_s = every_s
         self.purged = 0
         """Runs purged so far."""
@@ -87,11 +106,12 @@ class RetentionKeeper:
     async def sweep(self) -> int:
         """Purge every run finished before the retention, a batch at a time; returns how many."""
         before_ms = await self.store.now_ms() - self.retention_ms
+        self.engine.forget_finished_before(before_ms)
         total = 0
         while True:
             purged = await self.store.purge_finished(before_ms, PURGE_BATCH)
             if purged:
-                self.on_purged(purged)
+                self.engine.forget_runs(purged)
                 total += len(purged)
             if len(purged) < PURGE_BATCH:
                 break

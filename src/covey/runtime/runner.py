@@ -94,7 +94,7 @@ class Runner:
                 asyncio.create_task(self.timekeeper.run(), name="covey-timekeeper"),
             ]
             if self.retention_ms is not None:
-                self.retention = RetentionKeeper(self.store, self.retention_ms, self.loop.forget_runs)
+                self.retention = RetentionKeeper(self.store, self.retention_ms, self.loop)
                 self._tasks.append(asyncio.create_task(self.retention.run(), name="covey-retention"))
             if self.socket_path is not None:
                 from covey.runtime.socket_server import serve
