@@ -25,6 +25,7 @@ from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
+from covey.runtime.retention import PURGE_BATCH
 from covey.runtime.submit import WorkflowLike, prepare_submission, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.store.base import InboxRow, RunInfo, Store
@@ -176,6 +177,23 @@ class StoreClient:
         if not history:
             raise NotFound(f"no run {run_id!r}")
         return list(history[0]["workflow"].get("signals", []))
+
+    async def purge_finished(self, older_than_ms: int) -> int:
+        """Purge the runs that finished more than ``older_than_ms`` ago, now; how many went.
+
+        Through the runner when one is up (its caches forget them at once);
+        otherwise in the store, whose engine nodes forget them at their next
+        retention sweep.
+        """
+        answer = await self._command("purge", older_than_ms=older_than_ms)
+        if answer is not _NO_RUNNER:
+            return int(answer["purged"])
+        async with self.writer() as store:
+            before_ms = await store.now_ms() - older_than_ms
+            total = 0
+            while purged := await store.purge_finished(before_ms, PURGE_BATCH):
+                total += len(purged)
+        return total
 
     async def get_run(self, run_id: str) -> RunInfo:
         """One run; NotFound if it does not exist."""

@@ -82,6 +82,17 @@ async def test_commands_against_a_shared_store(backend: Backend, tmp_path: Path)
     assert "expected version 1, found 2" in out
     assert _cli(backend, tmp_path, "state", "get", "team", "n")[1].split() == ["version", "2", "7"]
 
+    # Finished runs older than the age given are purged from the shared store, with their histories.
+    def purged_all() -> bool:
+        code, out = _cli(backend, tmp_path, "gc", "--older-than", "1s")
+        assert code == 0, out
+        return statuses() == {}
+
+    await wait_for(purged_all, timeout=30, interval=0.3)
+    code, out = _cli(backend, tmp_path, "show", "r1")
+    assert code == 2
+    assert "no run 'r1'" in out
+
 
 def test_timekeeper_on_the_embedded_store_says_what_to_use(tmp_path: Path) -> None:
     result = covey_cli("timekeeper", cwd=tmp_path)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from covey import Embedded, Registry, agent
+from covey.client import LocalClient
 from covey.errors import ConfigError
 from covey.runtime.retention import DEFAULT_RETENTION_MS, parse_retention
 from covey.testing.conformance.driver import wait_past
@@ -80,6 +81,40 @@ async def test_a_run_another_engine_purged_is_forgotten_at_the_next_sweep(tmp_pa
         assert "r1" not in engine.runs
         again = await covey.wait(await covey.submit(WORKFLOW, "second", run_id="r1"))
         assert (again.status, again.output) == ("succeeded", {"a": "second"})
+
+
+async def test_a_purge_on_demand_goes_through_the_runner_or_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    client = LocalClient(path)
+    async with Embedded(path, agents=list(agents), retention_ms=None) as covey:
+        store, engine = covey.runner.store, covey.runner.engine
+        first = await covey.wait(await covey.submit(WORKFLOW, 1, run_id="r1"))
+        assert first.finished_ms is not None
+        await wait_past(store, first.finished_ms + 1)
+
+        assert await client.purge_finished(DEFAULT_RETENTION_MS) == 0  # finished a moment ago
+        assert await client.purge_finished(1) == 1  # through the runner: its engine forgets r1 at once
+
+        assert "r1" not in engine.runs
+        assert await store.get_run("r1") is None
+        second = await covey.wait(await covey.submit(WORKFLOW, 2, run_id="r2"))
+        assert second.finished_ms is not None
+        await wait_past(store, second.finished_ms + 1)
+
+    # With no runner up, the command writes the file itself.
+    assert await client.purge_finished(1) == 1
+    async with client.reader() as store:
+        assert await store.list_runs() == []
+
+
+def test_gc_refuses_to_purge_with_a_retention_of_forever_unless_given_an_age(tmp_path: Path) -> None:
+    forever = covey_cli("--retention", "forever", "gc", cwd=tmp_path)
+    assert forever.returncode == 2
+    assert "--older-than" in forever.stdout
+
+    nothing = covey_cli("gc", "--older-than", "1h", cwd=tmp_path)
+    assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+    assert "purged 0 finished runs" in nothing.stdout
 
 
 async def test_forever_keeps_finished_runs(tmp_path: Path) -> None:

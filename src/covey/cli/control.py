@@ -9,8 +9,9 @@ import orjson
 
 from covey.cli.render import console
 from covey.cli.run import parse_inputs
-from covey.errors import InputError
+from covey.errors import ConfigError, InputError
 from covey.runtime.eventloop import run_async
+from covey.runtime.retention import parse_retention
 
 __all__ = ["COMMANDS"]
 
@@ -59,6 +60,26 @@ def cancel_command(settings: Any, run_id: str, step: str | None, reason: str) ->
     console.print(f"cancel of {run_id}{' step ' + step if step else ''} accepted")
 
 
+@click.command("gc")
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Purge runs finished longer ago than this (90s, 30m, 12h, 7d; default: the --retention).",
+)
+@click.pass_obj
+def gc_command(settings: Any, older_than: str | None) -> None:
+    """Purge finished runs past their retention now, with their histories, outputs and run state.
+
+    The engine does this by itself once a minute; this is for freeing space
+    at once, or with a shorter retention than the engine's.
+    """
+    older_than_ms = settings.retention_ms if older_than is None else parse_retention(older_than)
+    if older_than_ms is None:
+        raise ConfigError("the retention is 'forever', so nothing is purged: give --older-than DURATION")
+    purged = run_async(settings.client().purge_finished(older_than_ms))
+    console.print(f"purged {purged} finished run{'' if purged == 1 else 's'}")
+
+
 @click.command("signal")
 @click.argument("run_id")
 @click.argument("name")
@@ -77,4 +98,4 @@ def signal_command(settings: Any, run_id: str, name: str, payload: str | None, s
     console.print(f"signal {name} to {run_id} accepted")
 
 
-COMMANDS = [submit_command, cancel_command, signal_command]
+COMMANDS = [submit_command, cancel_command, signal_command, gc_command]

@@ -205,3 +205,7 @@ class Runner:
         if await self.store.get_run(run_id) is None:
             raise NotFound(f"no run {run_id!r}")
         await self.engine.deliver(CancelRequested(await self.store.now_ms(), step, reason), run_id)
+
+    async def purge(self, older_than_ms: int) -> int:
+        """Purge finished runs older than ``older_than_ms`` now (``covey gc``); how many went."""
+        return await RetentionKeeper(self.store, older_than_ms, self.engine).sweep()

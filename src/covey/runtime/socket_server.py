@@ -336,6 +336,10 @@ async def _wait(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
     return {"run": asdict(info)}
 
 
+async def _purge(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    return {"purged": await runner.purge(int(message["older_than_ms"]))}
+
+
 _HANDLERS: dict[str, Handler] = {
     "hello": _hello,
     "heartbeat": _heartbeat,
@@ -354,4 +358,5 @@ _HANDLERS: dict[str, Handler] = {
     "signal": _signal,
     "cancel": _cancel,
     "wait": _wait,
+    "purge": _purge,
 }
