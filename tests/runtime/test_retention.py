@@ -45,13 +45,18 @@ def test_a_retention_that_is_not_a_duration_is_refused_by_name(text: str) -> Non
         parse_retention(text)
 
 
+async def _past_its_retention(covey: Embedded, run_id: str) -> int:
+    """Run ``WORKFLOW`` as ``run_id`` to its end, then wait until it finished over 1 ms ago; the clock then."""
+    info = await covey.wait(await covey.submit(WORKFLOW, "first", run_id=run_id))
+    assert info.finished_ms is not None
+    return await wait_past(covey.runner.store, info.finished_ms + 1)
+
+
 async def test_a_finished_run_is_purged_after_its_retention_and_its_id_runs_again(tmp_path: Path) -> None:
     async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=1) as covey:
         store, engine, keeper = covey.runner.store, covey.runner.engine, covey.runner.retention
         assert keeper is not None
-        first = await covey.wait(await covey.submit(WORKFLOW, "first", run_id="r1"))
-        assert first.finished_ms is not None
-        await wait_past(store, first.finished_ms + 1)
+        await _past_its_retention(covey, "r1")
 
         assert await keeper.sweep() == 1
 
@@ -69,9 +74,7 @@ async def test_a_run_another_engine_purged_is_forgotten_at_the_next_sweep(tmp_pa
     async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=1) as covey:
         store, engine, keeper = covey.runner.store, covey.runner.engine, covey.runner.retention
         assert keeper is not None
-        first = await covey.wait(await covey.submit(WORKFLOW, "first", run_id="r1"))
-        assert first.finished_ms is not None
-        cutoff = await wait_past(store, first.finished_ms + 1)
+        cutoff = await _past_its_retention(covey, "r1")
         # Another engine node's sweep (on a shared store) purges it: this engine hears nothing.
         assert await store.purge_finished(cutoff, 10) == ["r1"]
         assert "r1" in engine.runs
