@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from covey import Embedded, Registry, agent
 from covey.client import LocalClient
-from covey.errors import ConfigError
+from covey.errors import ConfigError, NotFound
 from covey.runtime.retention import DEFAULT_RETENTION_MS, parse_retention
 from covey.testing.conformance.driver import wait_past
 from tests.e2e.support import covey_cli
@@ -118,6 +119,20 @@ def test_gc_refuses_to_purge_with_a_retention_of_forever_unless_given_an_age(tmp
     nothing = covey_cli("gc", "--older-than", "1h", cwd=tmp_path)
     assert nothing.returncode == 0, nothing.stdout + nothing.stderr
     assert "purged 0 finished runs" in nothing.stdout
+
+
+async def test_waiting_on_a_purged_run_is_a_clear_error_not_a_wait_forever(tmp_path: Path) -> None:
+    async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=1) as covey:
+        keeper = covey.runner.retention
+        assert keeper is not None
+        await _past_its_retention(covey, "r1")
+        assert await keeper.sweep() == 1
+
+        async with asyncio.timeout(5):
+            with pytest.raises(NotFound, match="no run 'r1'"):
+                await covey.wait("r1")
+            with pytest.raises(NotFound, match="no run 'r1'"):
+                await covey.runner.engine.wait_finished("r1")
 
 
 async def test_forever_keeps_finished_runs(tmp_path: Path) -> None:

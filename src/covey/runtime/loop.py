@@ -41,7 +41,7 @@ from covey.engine.events import (
 )
 from covey.engine.replay import fold
 from covey.engine.state import RunState, project
-from covey.errors import BackendError, Conflict, CoveyError
+from covey.errors import BackendError, Conflict, CoveyError, NotFound
 from covey.runtime.answer import Answer, Reply
 from covey.runtime.batch import (
     Input,
@@ -331,6 +331,8 @@ class EngineLoop:
         info = None if state is not None else await self.store.get_run(run_id)
         if info is not None and info.status != "running":
             return info.status
+        if state is None and info is None:
+            raise NotFound(f"no run {run_id!r}")  # purged, or never submitted: it will not finish
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(future)
         return await future

@@ -177,7 +177,8 @@ class Runner:
             raise NotFound(f"no run {run_id!r}")
         await engine.wait_finished(run_id)
         info = engine.finished_info(run_id) or await self.store.get_run(run_id)
-        assert info is not None
+        if info is None:  # finished, then purged before it was read (a retention of seconds)
+            raise NotFound(f"no run {run_id!r}: it finished and was purged")
         return info
 
     async def signal(
