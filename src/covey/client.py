@@ -28,7 +28,7 @@ from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import PURGE_BATCH
 from covey.runtime.submit import WorkflowLike, prepare_submission, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
-from covey.store.base import InboxRow, RunInfo, Store
+from covey.store.base import InboxRow, RunInfo, Store, shard_of
 from covey.store.open import open_bus_for, open_store, sqlite_path
 from covey.store.sqlite import SQLiteStore
 from covey.worker.socket_link import SocketLink
@@ -209,19 +209,35 @@ class StoreClient:
         Otherwise the run's row is read, and read again on each ``finished``
         hint the engine nodes publish (:func:`~covey.bus.base.topic_finished`)
         and at least every ``poll_s``: a lost hint only delays the answer.
+        A run that is neither stored nor waiting in the inbox (never
+        submitted, or purged after its retention) raises NotFound.
         """
         answer = await self._command("wait", run_id=run_id)
         if answer is not _NO_RUNNER:
             return RunInfo(**answer["run"])
         async with self._hinted({topic_finished()}) as pause:
             while True:
-                try:
-                    info = await self.get_run(run_id)
-                except NotFound:
-                    info = None  # a submit still in the inbox
+                info = await self._run_or_pending(run_id)
                 if info is not None and info.status != "running":
                     return info
                 await pause(poll_s)
+
+    async def _run_or_pending(self, run_id: str) -> RunInfo | None:
+        """The run, or None while its submit waits in the inbox; NotFound if it is in neither."""
+        async with self.reader() as store:
+            info = await store.get_run(run_id)
+            if info is not None:
+                return info
+            cursor, shard = 0, {shard_of(run_id)}
+            while page := await store.read_inbox(cursor, INBOX_PAGE, shard):
+                if any(row.run_id == run_id for row in page):
+                    return None
+                cursor = page[-1].seq
+            # The engine may have taken the submit between the two reads: its run is stored by now.
+            info = await store.get_run(run_id)
+        if info is None:
+            raise NotFound(f"no run {run_id!r}")
+        return info
 
     @asynccontextmanager
     async def _hinted(self, topics: set[str]) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
@@ -396,6 +412,9 @@ def connect(store_url: str, bus_url: str | None = None) -> StoreClient:
         return LocalClient(sqlite_path(store_url))
     return StoreClient(store_url, bus_url)
 
+
+#: Inbox rows read per call when looking for a run's pending submit.
+INBOX_PAGE = 500
 
 #: Pause before reading a namespace again after the connection was lost or nothing was found.
 RECONNECT_PAUSE_S = 0.05

@@ -135,6 +135,27 @@ async def test_waiting_on_a_purged_run_is_a_clear_error_not_a_wait_forever(tmp_p
                 await covey.runner.engine.wait_finished("r1")
 
 
+async def test_a_client_with_no_runner_waits_for_a_pending_submit_but_not_for_a_purged_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "covey.db"
+    async with Embedded(path, agents=list(agents), retention_ms=1) as covey:
+        keeper = covey.runner.retention
+        assert keeper is not None
+        await _past_its_retention(covey, "gone")
+        assert await keeper.sweep() == 1
+    client = LocalClient(path)
+    pending = await client.submit(WORKFLOW, 1, run_id="pending")  # no runner: it waits in the inbox
+
+    with pytest.raises(NotFound, match="no run 'gone'"):
+        await client.wait("gone")
+    with pytest.raises(NotFound, match="no run 'never'"):
+        await client.wait("never")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await client.wait(pending, poll_s=0.05)
+
+
 async def test_forever_keeps_finished_runs(tmp_path: Path) -> None:
     async with Embedded(tmp_path / "covey.db", agents=list(agents), retention_ms=None) as covey:
         assert covey.runner.retention is None
