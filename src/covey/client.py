@@ -25,7 +25,7 @@ from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
-from covey.runtime.retention import PURGE_BATCH
+from covey.runtime.retention import purge_older_than
 from covey.runtime.submit import WorkflowLike, prepare_submission, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.store.base import InboxRow, RunInfo, Store, shard_of
@@ -189,11 +189,7 @@ class StoreClient:
         if answer is not _NO_RUNNER:
             return int(answer["purged"])
         async with self.writer() as store:
-            before_ms = await store.now_ms() - older_than_ms
-            total = 0
-            while purged := await store.purge_finished(before_ms, PURGE_BATCH):
-                total += len(purged)
-        return total
+            return await purge_older_than(store, older_than_ms)
 
     async def get_run(self, run_id: str) -> RunInfo:
         """One run; NotFound if it does not exist."""

@@ -25,6 +25,7 @@ __all__ = [
     "Forgets",
     "RetentionKeeper",
     "parse_retention",
+    "purge_older_than",
 ]
 
 log = logging.getLogger("covey.retention")
@@ -59,12 +60,32 @@ class Forgets(Protocol):
     """The engine loop's caches of runs, which purged runs must leave."""
 
     def forget_runs(self, run_ids: list[str]) -> None:
-        """Drop these runs (this keeper purged them)."""
+        """Drop these runs (this process purged them)."""
         ...
 
     def forget_finished_before(self, before_ms: int) -> None:
         """Drop every run that finished before ``before_ms`` (another keeper may have purged it)."""
         ...
+
+
+async def purge_older_than(store: Store, older_than_ms: int, engine: Forgets | None = None) -> int:
+    """Purge every run that finished more than ``older_than_ms`` ago (store clock), a batch per call.
+
+    ``engine``, the engine loop of this process if any, forgets what it
+    cached of those runs, whoever purged them. Returns how many runs this
+    call purged.
+    """
+    before_ms = await store.now_ms() - older_than_ms
+    if engine is not None:
+        engine.forget_finished_before(before_ms)
+    total = 0
+    while True:
+        purged = await store.purge_finished(before_ms, PURGE_BATCH)
+        if purged and engine is not None:
+            engine.forget_runs(purged)
+        total += len(purged)
+        if len(purged) < PURGE_BATCH:
+            return total
 
 
 class RetentionKeeper:
@@ -105,16 +126,7 @@ class RetentionKeeper:
 
     async def sweep(self) -> int:
         """Purge every run finished before the retention, a batch at a time; returns how many."""
-        before_ms = await self.store.now_ms() - self.retention_ms
-        self.engine.forget_finished_before(before_ms)
-        total = 0
-        while True:
-            purged = await self.store.purge_finished(before_ms, PURGE_BATCH)
-            if purged:
-                self.engine.forget_runs(purged)
-                total += len(purged)
-            if len(purged) < PURGE_BATCH:
-                break
+        total = await purge_older_than(self.store, self.retention_ms, self.engine)
         if total:
             self.purged += total
             log.info("purged %d runs finished more than %d s ago", total, self.retention_ms // 1000)

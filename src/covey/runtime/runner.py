@@ -22,7 +22,7 @@ from covey.ids import new_id
 from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
-from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper
+from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper, purge_older_than
 from covey.runtime.submit import WorkflowLike, prepare_submission
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
@@ -209,4 +209,4 @@ class Runner:
 
     async def purge(self, older_than_ms: int) -> int:
         """Purge finished runs older than ``older_than_ms`` now (``covey gc``); how many went."""
-        return await RetentionKeeper(self.store, older_than_ms, self.engine).sweep()
+        return await purge_older_than(self.store, older_than_ms, self.engine)
