@@ -245,8 +245,7 @@ class Commit(Tasks):
             if write.state_ops:
                 self._apply_staged(write, result)
             if write.drop_namespace is not None:
-                for table in ("state", "state_changes", "state_seq"):
-                    self.db.execute(f"DELETE FROM {table} WHERE namespace = ?", (write.drop_namespace,))
+                self._drop_namespaces([write.drop_namespace])
             if write.output_template is not None:
                 result.outputs[write.run_id] = self._render_run_output(write)
         served, rest = self._enqueue(ok, batch.claims, now)

@@ -8,17 +8,8 @@ from covey.store.sqlite.connection import chunks, qmarks
 
 __all__ = ["Retention"]
 
-#: A run's rows, by table and the column that names the run (its namespace, for shared state).
-_RUN_ROWS = (
-    ("events", "run_id"),
-    ("tasks", "run_id"),
-    ("outputs", "run_id"),
-    ("timers", "run_id"),
-    ("inbox", "run_id"),
-    ("seen", "run_id"),
-    ("runs", "run_id"),
-)
-_NAMESPACE_ROWS = ("state", "state_changes", "state_seq")
+#: The tables holding a run's rows, by its ``run_id`` (its own namespace goes with them).
+_RUN_TABLES = ("events", "tasks", "outputs", "timers", "inbox", "seen", "runs")
 
 
 class Retention(Commit):
@@ -49,10 +40,7 @@ class Retention(Commit):
         if not run_ids:
             return []
         for part in chunks(run_ids):
-            marks = qmarks(len(part))
-            for table, column in _RUN_ROWS:
-                self.db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", part)
-            namespaces = [run_namespace(run_id) for run_id in part]
-            for table in _NAMESPACE_ROWS:
-                self.db.execute(f"DELETE FROM {table} WHERE namespace IN ({marks})", namespaces)
+            for table in _RUN_TABLES:
+                self.db.execute(f"DELETE FROM {table} WHERE run_id IN ({qmarks(len(part))})", part)
+        self._drop_namespaces([run_namespace(run_id) for run_id in run_ids])
         return run_ids

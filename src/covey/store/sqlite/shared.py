@@ -10,6 +10,7 @@ from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
 from covey.store.base import CommitResult, RunWrite
+from covey.store.sqlite.connection import chunks, qmarks
 from covey.store.sqlite.reads import Reads
 
 __all__ = ["Shared"]
@@ -113,6 +114,12 @@ class Shared(Reads):
             )
             for seq, key, version, body in rows
         ]
+
+    def _drop_namespaces(self, namespaces: Sequence[str]) -> None:
+        """Delete namespaces whole: keys (tombstones too), change feed and counter (inside a write)."""
+        for part in chunks(list(namespaces)):
+            for table in ("state", "state_changes", "state_seq"):
+                self.db.execute(f"DELETE FROM {table} WHERE namespace IN ({qmarks(len(part))})", part)
 
     def _apply_staged(self, write: RunWrite, result: CommitResult) -> None:
         """A commit's staged writes, each in a savepoint: one that does not fit is skipped, not the batch."""
