@@ -401,8 +401,13 @@ local function st_apply(op)
   end
 end
 
+-- Every key of a namespace: its values, its keys in order, its change feed and the feed's counter.
+local function namespace_keys(tag, ns)
+  return {tag .. 'nsdata:' .. ns, tag .. 'nskeys:' .. ns, tag .. 'nsfeed:' .. ns, tag .. 'nsseq:' .. ns}
+end
+
 local function drop_namespace(tag, ns)
-  redis.call('DEL', tag .. 'nsdata:' .. ns, tag .. 'nskeys:' .. ns, tag .. 'nsfeed:' .. ns, tag .. 'nsseq:' .. ns)
+  redis.call('DEL', unpack(namespace_keys(tag, ns)))
 end
 
 -- Locks ----------------------------------------------------------------------------------------

@@ -55,11 +55,8 @@ end
 
 local function gather(run)
   local tag, id, rk = run.tag, run.id, run[1]
-  local ns = 'run:' .. id
-  for _, key in ipairs({rk, tag .. 'ev:' .. id, tag .. 'tasks:' .. id, tag .. 'nsdata:' .. ns,
-    tag .. 'nskeys:' .. ns, tag .. 'nsfeed:' .. ns, tag .. 'nsseq:' .. ns}) do
-    unlink[#unlink + 1] = key
-  end
+  for _, key in ipairs({rk, tag .. 'ev:' .. id, tag .. 'tasks:' .. id}) do unlink[#unlink + 1] = key end
+  for _, key in ipairs(namespace_keys(tag, 'run:' .. id)) do unlink[#unlink + 1] = key end
   remove('ZREM', G .. 'runs:' .. run.st, rk)
   remove('ZREM', index, rk)
   for _, key in ipairs(redis.call('SMEMBERS', tag .. 'tasks:' .. id)) do
