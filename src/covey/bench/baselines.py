@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from covey.bench.config import Env
@@ -34,6 +34,7 @@ __all__ = [
     "postgres_commit",
     "redis_ping",
     "sqlite_commit",
+    "steady_commits",
 ]
 
 SYSTEM = "sqlite"
@@ -44,8 +45,24 @@ def sqlite_commit(env: Env) -> list[Figure]:
     """Durable commits one after another: commits/s and the p50 latency of one commit."""
     n = env.sizes.commits
     env.say(f"sqlite: {n} durable commits")
-    path = env.db("sqlite-commit")
-    durations: list[float] = []
+    with steady_commits(env.db("sqlite-commit")) as commit:
+        durations = [commit(f"run-{i}") for i in range(n)]
+    total = sum(durations)
+    return [
+        Figure("commit", SYSTEM, "sqlite", "commits/s", n / total, n),
+        Figure("commit", SYSTEM, "sqlite", "p50 µs", percentile(durations, 50) * 1e6, n),
+        Figure("commit", SYSTEM, "sqlite", "p99 µs", percentile(durations, 99) * 1e6, n),
+    ]
+
+
+@contextmanager
+def steady_commits(path: Path) -> Iterator[Callable[[str], float]]:
+    """A fresh database with covey's pragmas, its WAL warmed up (see the module's docstring).
+
+    Yields ``commit(run_id)``: one small row inserted in its own durable
+    transaction, returning the seconds it took. The warm-up's rows are
+    ``warm-up`` ones.
+    """
     with closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.execute("PRAGMA busy_timeout = 5000")
         db.execute("PRAGMA journal_mode = WAL")
@@ -53,21 +70,15 @@ def sqlite_commit(env: Env) -> list[Figure]:
         db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, body BLOB NOT NULL)")
         body = b'{"type":"task_succeeded","task_id":"a:0","lease_no":1,"at_ms":0}'
 
-        def commit(i: int) -> float:
+        def commit(run_id: str) -> float:
             started = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO events (run_id, body) VALUES (?, ?)", (f"run-{i}", body))
+            db.execute("INSERT INTO events (run_id, body) VALUES (?, ?)", (run_id, body))
             db.execute("COMMIT")
             return time.perf_counter() - started
 
-        warm = _warm_up_wal(db, path, commit)
-        durations = [commit(warm + i) for i in range(n)]
-    total = sum(durations)
-    return [
-        Figure("commit", SYSTEM, "sqlite", "commits/s", n / total, n),
-        Figure("commit", SYSTEM, "sqlite", "p50 µs", percentile(durations, 50) * 1e6, n),
-        Figure("commit", SYSTEM, "sqlite", "p99 µs", percentile(durations, 99) * 1e6, n),
-    ]
+        _warm_up_wal(db, path, lambda _: commit("warm-up"))
+        yield commit
 
 
 #: Commits in a row that leave the WAL's size unchanged before the timed ones start.

@@ -17,7 +17,6 @@ prints each round trip, in nanoseconds, as one JSON list.
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from contextlib import closing
 
 import orjson
 
-from covey.bench.baselines import SYSTEM, _warm_up_wal
+from covey.bench.baselines import SYSTEM, steady_commits
 from covey.bench.config import BenchError, Env
 from covey.bench.figures import Figure, percentile
 
@@ -45,23 +44,8 @@ def handoff_floor(env: Env) -> list[Figure]:
     """Round trips to a second process through one durable commit each: p50 and p99."""
     n = env.sizes.commits
     env.say(f"hand-off floor: {n} round trips through a durable commit")
-    path = env.db("handoff-floor")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with closing(ours), closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute("PRAGMA busy_timeout = 5000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, body BLOB NOT NULL)")
-        body = b'{"type":"task_succeeded","task_id":"a:0","lease_no":1,"at_ms":0}'
-
-        def commit(_: int, run_id: str = "warm-up") -> float:
-            started = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO events (run_id, body) VALUES (?, ?)", (run_id, body))
-            db.execute("COMMIT")
-            return time.perf_counter() - started
-
-        _warm_up_wal(db, path, commit)
+    with closing(ours), steady_commits(env.db("handoff-floor")) as commit:
         total = WARM_ROUND_TRIPS + n
         with closing(theirs):
             child = subprocess.Popen(
@@ -70,10 +54,10 @@ def handoff_floor(env: Env) -> list[Figure]:
                 stdout=subprocess.PIPE,
             )
         try:
-            for i in range(total):
+            for _ in range(total):
                 if not _read_exactly(ours, len(REPORT)):
                     break
-                commit(i, "hand-off")
+                commit("hand-off")
                 ours.sendall(LEASE)
             out, _ = child.communicate(timeout=60)
         finally:
