@@ -145,9 +145,9 @@ def wanted_peers(backends: Sequence[Backend]) -> list[Peer]:
 
 
 def persists(
-    env: Env, backends: Sequence[Backend], *, with_peers: bool, workloads: Iterable[str] = ("W2",)
+    env: Env, backends: Sequence[Backend], *, with_peers: bool, workloads: Iterable[str]
 ) -> list[str]:
-    """One line per system saying what it writes durably, and how."""
+    """One line per system (and bound) measuring ``workloads`` on ``backends``: what it writes durably, and how."""
     kinds = {backend.kind for backend in backends}
     lines = [covey_persists(kind) for kind in ("sqlite", "postgres", "redis") if kind in kinds]
     lines += [line for kind, line in _BASELINE_LINES if kind in kinds]
