@@ -6,6 +6,7 @@
   + InputError               a payload fails a schema, size or depth limit; names the field
   + NotFound                 a run, task, agent or key does not exist
   + Conflict                 a version or sequence number did not match; callers may retry
+  + CursorExpired            a watcher's cursor is older than its namespace's change feed keeps
   + StaleLease               a report from a superseded lease; recorded, changes nothing
   + BackendError             the store or bus failed (driver errors are translated to this)
     - BackendUnavailable     the store or bus cannot be reached
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "CoveyError",
+    "CursorExpired",
     "InputError",
     "NotFound",
     "Retry",
@@ -97,6 +99,31 @@ class VersionConflict(Conflict):
         self.expected = expected
         self.version = version
         super().__init__(f"{namespace}/{key}: expected version {expected}, found {version}")
+
+
+class CursorExpired(CoveyError):
+    """A watcher's cursor is older than the oldest change its namespace's feed still keeps.
+
+    Each namespace keeps its most recent changes (``Store.feed_keep``, 10,000
+    by default), so a watcher away for longer than that cannot resume without
+    a gap. It resyncs from a snapshot: list the namespace, then watch from
+    ``oldest - 1``, skipping a change whose version the snapshot already has
+    for its key (that cursor was taken before the listing, so nothing is missed).
+
+    Attributes:
+        namespace: the namespace watched.
+        after: the cursor that was asked for.
+        oldest: the sequence number of the oldest change still kept.
+    """
+
+    def __init__(self, namespace: str, after: int, oldest: int) -> None:
+        self.namespace = namespace
+        self.after = after
+        self.oldest = oldest
+        super().__init__(
+            f"namespace {namespace!r}: the changes after {after} are no longer all kept (the oldest is "
+            f"{oldest}); resync from a snapshot: list the namespace, then watch from {oldest - 1}"
+        )
 
 
 class StaleLease(CoveyError):

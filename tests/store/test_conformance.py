@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from covey.testing.conformance.claim import TestClaim
 from covey.testing.conformance.commit import TestCommit
+from covey.testing.conformance.feed import TestChangeFeed
 from covey.testing.conformance.inbox import TestInbox
 from covey.testing.conformance.leases import TestLeases
 from covey.testing.conformance.locks import TestLocks
@@ -16,6 +17,7 @@ from covey.testing.conformance.state import TestState
 from covey.testing.conformance.timers import TestTimers
 
 __all__ = [
+    "TestChangeFeed",
     "TestClaim",
     "TestCommit",
     "TestInbox",

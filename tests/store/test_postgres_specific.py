@@ -303,6 +303,38 @@ async def test_the_change_feed_records_each_write_once_in_order(where: tuple[str
         assert [(c.seq, c.key) for c in await store.state_changes("other", 0)] == [(1, "a")]
 
 
+async def test_each_write_trims_its_namespaces_feed_to_exactly_feed_keep_rows(where: tuple[str, str]) -> None:
+    # Given a store keeping 3 changes per feed (0 is refused),
+    url, schema = where
+    async with PostgresStore(url, schema=schema) as store:
+        with pytest.raises(ConfigError):
+            store.feed_keep = 0
+        store.feed_keep = 3
+        d = await Driver.start(store)
+        await d.start_run("r1")
+
+        # when one call writes 10 changes to "ns" and 1 to "other", then a commit stages 5 more to "ns",
+        await store.state_apply(
+            [StateOp("put", "ns", f"k{i}", i) for i in range(10)] + [StateOp("put", "other", "k", 0)]
+        )
+        rows_after_one_call = await _sql(
+            url, f'SELECT seq FROM "{schema}".state_changes WHERE namespace = $1 ORDER BY seq', "ns"
+        )
+        later = d.write("r1")
+        later.state_ops.extend(StateOp("put", "ns", "k", i) for i in range(5))
+        await d.commit(later)
+
+        # then the table holds exactly the last 3 of "ns" each time (none inserted only to go), and "other" is untouched.
+        rows = await _sql(url, f'SELECT namespace, seq FROM "{schema}".state_changes ORDER BY namespace, seq')
+        assert [r["seq"] for r in rows_after_one_call] == [8, 9, 10]
+        assert [(r["namespace"], r["seq"]) for r in rows] == [
+            ("ns", 13),
+            ("ns", 14),
+            ("ns", 15),
+            ("other", 1),
+        ]
+
+
 async def test_a_commit_drops_a_namespace_after_the_staged_writes_before_it(where: tuple[str, str]) -> None:
     # Given a namespace with keys and a change feed,
     url, schema = where

@@ -26,6 +26,7 @@ from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyErr
 from covey.state.model import StateEntry, StateOp
 from covey.store.base import (
     AGING_MS,
+    DEFAULT_FEED_KEEP,
     SHARDS,
     ClaimRequest,
     CommitBatch,
@@ -595,6 +596,47 @@ async def test_a_crowd_of_writers_on_one_hot_key_all_land(url: str, prefix: str)
         )
 
         assert await first.state_get("ns", "n") == StateEntry("ns", "n", 800, 800)
+
+
+# -- change feeds ---------------------------------------------------------------------
+
+
+async def _feed_ids(raw: aioredis.Redis, feed: str) -> list[str]:
+    """The entry ids a feed holds on the server, oldest first."""
+    return [text(entry_id) for entry_id, _ in await raw.xrange(feed) or []]
+
+
+async def test_each_write_path_trims_a_feed_to_exactly_what_it_keeps(
+    url: str, prefix: str, raw: aioredis.Redis
+) -> None:
+    # Exact trimming: a MAXLEN ~ would keep whole stream nodes (up to 100 entries) past feed_keep.
+    async with RedisStore(url, prefix=prefix) as store:
+        feed = store.keys.ns("nsfeed", "ns")
+        for i in range(20):
+            await store.state_apply([StateOp("put", "ns", f"k{i}", i)])
+        assert await raw.xlen(feed) == 20
+
+        store.feed_keep = 3  # the next write cuts the grown feed down at once
+        await store.state_apply([StateOp("put", "ns", "k", 0)])
+        assert await _feed_ids(raw, feed) == ["19-0", "20-0", "21-0"]
+
+        for _ in range(5):  # decided in Python from a snapshot
+            await store.state_apply([StateOp("update", "ns", "n", 1, "add")])
+        assert await raw.xlen(feed) == 3
+        token = await store.lock_acquire("l", "me", ttl_ms=10_000)
+        assert token is not None
+        for i in range(5):  # guarded by a lock
+            await store.state_apply([StateOp("put", "ns", "k", i)], lock=("l", token))
+        assert await _feed_ids(raw, feed) == ["29-0", "30-0", "31-0"]
+        assert await raw.get(store.keys.ns("nsseq", "ns")) == b"31"
+
+
+async def test_a_feed_keeps_at_least_one_change(url: str, prefix: str) -> None:
+    # An empty feed would hide a gap from check_cursor: it tells one by the first change it reads.
+    async with RedisStore(url, prefix=prefix) as store:
+        with pytest.raises(ConfigError, match="at least 1"):
+            store.feed_keep = 0
+        assert store.feed_keep == DEFAULT_FEED_KEEP
 
 
 # -- the inbox by shard ---------------------------------------------------------------

@@ -35,12 +35,14 @@ Semantics every implementation keeps:
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from covey.engine.commands import EnqueueTask, SetTimer
+from covey.errors import ConfigError, CursorExpired
 from covey.records import record
 from covey.state.model import StateChange, StateEntry, StateOp
 
@@ -49,7 +51,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGING_MS",
+    "DEFAULT_FEED_KEEP",
+    "FEED_KEEP_VARIABLE",
     "SHARDS",
+    "BoundedFeeds",
     "ClaimRequest",
     "CommitBatch",
     "CommitResult",
@@ -63,6 +68,8 @@ __all__ = [
     "TaskInfo",
     "WaitingClaims",
     "WorkerInfo",
+    "check_cursor",
+    "configured_feed_keep",
     "report_row_id",
     "shard_of",
 ]
@@ -256,12 +263,88 @@ class WorkerInfo:
     started_ms: int
 
 
+#: How many of its latest changes each namespace's change feed keeps, by default (``Store.feed_keep``).
+DEFAULT_FEED_KEEP = 10_000
+#: The environment variable that sets it for every store a process opens (runner, nodes, workers, clients).
+FEED_KEEP_VARIABLE = "COVEY_FEED_KEEP"
+
+
+def configured_feed_keep() -> int:
+    """``COVEY_FEED_KEEP`` if set (a whole number >= 1), else :data:`DEFAULT_FEED_KEEP`.
+
+    One variable rather than an option per command: every process that writes
+    shared state trims feeds, so they should all agree, and worker processes
+    inherit it.
+
+    Raises:
+        ConfigError: the variable is not a whole number of at least 1.
+    """
+    text = os.environ.get(FEED_KEEP_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_FEED_KEEP
+    try:
+        keep = int(text)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise ConfigError(f"{FEED_KEEP_VARIABLE} must be a whole number of changes, at least 1; got {text!r}")
+    return keep
+
+
+class BoundedFeeds:
+    """A store's ``feed_keep``: from :func:`configured_feed_keep` when the store is made, settable, at least 1.
+
+    Each store's writes trim the feeds they add to, with the value of the
+    moment, so a new value holds from the next write on. A bad
+    ``COVEY_FEED_KEEP`` is refused when the store object is made, before
+    anything is opened.
+    """
+
+    _feed_keep: int
+
+    def _read_feed_keep(self) -> None:
+        """Take the configured value (stores call it in ``__init__``)."""
+        self._feed_keep = configured_feed_keep()
+
+    @property
+    def feed_keep(self) -> int:
+        """How many of its latest changes each namespace's change feed keeps (see ``Store.feed_keep``)."""
+        return self._feed_keep
+
+    @feed_keep.setter
+    def feed_keep(self, keep: int) -> None:
+        # At least 1: an emptied feed would leave no first change for check_cursor to see a gap by.
+        if keep < 1:
+            raise ConfigError(f"a change feed must keep at least 1 change, not {keep}")
+        self._feed_keep = keep
+        self._feed_keep_changed(keep)
+
+    def _feed_keep_changed(self, keep: int) -> None:
+        """Hook for a store whose writer holds its own copy of the value."""
+
+
+def check_cursor(namespace: str, after_seq: int, changes: Sequence[StateChange]) -> None:
+    """Raise :class:`CursorExpired` if ``changes``, read after ``after_seq``, do not start right after it.
+
+    A namespace's changes are numbered 1, 2, 3... with no gaps, and trimming
+    takes the oldest: a first change past ``after_seq + 1`` means the ones in
+    between are gone. Every store's ``state_changes`` ends with this check.
+    """
+    if changes and changes[0].seq > after_seq + 1:
+        raise CursorExpired(namespace, after_seq, changes[0].seq)
+
+
 class Store(Protocol):
     """The durable source of truth; see the module docstring for the semantics."""
 
     inbox_in_seq_order: bool
     """Whether an inbox row's seq is assigned as the row commits (one writer; a script), so no row
     can later appear below one already read: a reader may then go on from the last seq it read."""
+
+    feed_keep: int
+    """How many of its latest changes each namespace's change feed keeps at least
+    (``COVEY_FEED_KEEP``, else :data:`DEFAULT_FEED_KEEP`): older ones are trimmed as writes come, a few at a
+    time, so a feed holds at most a small batch more. Settable on an open store."""
 
     async def now_ms(self) -> int:
         """The store's clock, in milliseconds since the epoch."""
@@ -433,7 +516,16 @@ class Store(Protocol):
         ...
 
     async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
-        """A namespace's changes after ``after_seq``, in commit order: a watcher resumes from its cursor."""
+        """A namespace's changes after ``after_seq``, in commit order: a watcher resumes from its cursor.
+
+        Each namespace's feed keeps at least its last :attr:`feed_keep`
+        changes; the older ones are trimmed as new ones are written. Sequence
+        numbers have no gaps, so :func:`check_cursor` tells a trimmed cursor
+        from the first row returned.
+
+        Raises:
+            CursorExpired: changes after ``after_seq`` were trimmed already.
+        """
         ...
 
     async def purge_finished(self, before_ms: int, limit: int) -> list[str]:

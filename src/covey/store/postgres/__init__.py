@@ -18,6 +18,7 @@ from typing import Any, Self
 from covey.bus.base import Bus
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
+    BoundedFeeds,
     ClaimRequest,
     CommitBatch,
     CommitResult,
@@ -39,7 +40,7 @@ DEFAULT_SCHEMA = "covey"
 DEFAULT_POOL_SIZE = 10
 
 
-class PostgresStore:
+class PostgresStore(BoundedFeeds):
     """The :class:`~covey.store.base.Store` on PostgreSQL.
 
     Nothing connects before ``async with``, which opens the pool, creates the
@@ -60,6 +61,7 @@ class PostgresStore:
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self._db = Database(url, schema=schema, pool_size=pool_size)
         self._specs: dict[str, bytes] = {}
+        self._read_feed_keep()
 
     @property
     def schema(self) -> str:
@@ -116,7 +118,7 @@ class PostgresStore:
         # A batch that only claims once is one statement, atomic by itself.
         alone = not batch.runs and not batch.consumed and len(batch.claims) <= 1
         return await self._db.run(
-            lambda conn: commits.commit(conn, batch), transaction=not alone, idempotent=False
+            lambda conn: commits.commit(conn, batch, self.feed_keep), transaction=not alone, idempotent=False
         )
 
     async def claim(self, request: ClaimRequest) -> list[Lease]:
@@ -198,7 +200,9 @@ class PostgresStore:
         if not ops and fence is None and lock is None:
             return []
         return await self._db.run(
-            lambda conn: shared.state_apply(conn, ops, fence, lock), transaction=True, idempotent=False
+            lambda conn: shared.state_apply(conn, ops, fence, lock, self.feed_keep),
+            transaction=True,
+            idempotent=False,
         )
 
     async def lock_acquire(self, name: str, holder: str, *, limit: int = 1, ttl_ms: int) -> int | None:
@@ -227,7 +231,7 @@ class PostgresStore:
         return await self._db.run(lambda conn: shared.state_list(conn, namespace, prefix, after, limit))
 
     async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
-        """A namespace's changes after a cursor."""
+        """A namespace's changes after a cursor; CursorExpired if the feed no longer keeps them."""
         return await self._db.run(lambda conn: shared.state_changes(conn, namespace, after_seq, limit))
 
     # -- retention ---------------------------------------------------------------------

@@ -192,13 +192,16 @@ async def release_shards(conn: Conn, epoch: int, shards: Sequence[int]) -> None:
 # -- the commit ----------------------------------------------------------------------------
 
 
-async def commit(conn: Conn, batch: CommitBatch) -> CommitResult:
-    """Write a batch (caller's transaction), then grant its claims; Conflict for a stale epoch."""
+async def commit(conn: Conn, batch: CommitBatch, keep: int) -> CommitResult:
+    """Write a batch (caller's transaction), then grant its claims; Conflict for a stale epoch.
+
+    Change feeds the batch's staged state writes add to keep their last ``keep`` changes.
+    """
     result = CommitResult()
     ok = await _lock(conn, batch, result) if batch.runs else []
     if ok or batch.consumed:
         await conn.execute(WRITE_SQL, *_write_args(ok, batch.consumed))
-    await _apply_state(conn, ok, result)
+    await _apply_state(conn, ok, result, keep)
     result.outputs.update(await _render_outputs(conn, ok))
     for request in batch.claims:
         # One worker may claim twice in a batch: keep both grants, or the first would be leased to nobody.
@@ -294,7 +297,7 @@ def _task_row(t: EnqueueTask) -> tuple[Any, ...]:
     )
 
 
-async def _apply_state(conn: Conn, writes: list[RunWrite], result: CommitResult) -> None:
+async def _apply_state(conn: Conn, writes: list[RunWrite], result: CommitResult, keep: int) -> None:
     """Staged writes and namespace drops, with the effect of applying them write by write.
 
     A namespace is dropped after every staged write of the writes up to the
@@ -311,12 +314,12 @@ async def _apply_state(conn: Conn, writes: list[RunWrite], result: CommitResult)
         if namespace is None:
             continue
         if last_write.get(namespace, -1) > n:
-            await apply_staged(conn, pending, result.state_errors)
+            await apply_staged(conn, pending, result.state_errors, keep)
             pending = []
             await drop_namespaces(conn, [namespace])
         else:
             deferred.append(namespace)
-    await apply_staged(conn, pending, result.state_errors)
+    await apply_staged(conn, pending, result.state_errors, keep)
     await drop_namespaces(conn, deferred)
 
 

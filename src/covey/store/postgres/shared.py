@@ -8,7 +8,9 @@ A batch of writes runs in three statements inside the caller's transaction:
    is assigned in commit order (a database sequence's values are not);
 2. read the keys the batch touches, in a new statement, so its snapshot holds
    every write committed before the lock was granted;
-3. write the new rows, the changes and the counters in one statement.
+3. write the new rows, the changes and the counters in one statement,
+   which also trims each namespace's feed to its last ``feed_keep`` changes
+   (those the batch itself pushes out are never inserted).
 
 Between 2 and 3 the batch is worked out in Python by :class:`StatePlan`
 (reducers are Python, and must behave the same on every store).
@@ -24,6 +26,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
+from covey.store.base import check_cursor
 from covey.store.postgres.connection import NOW_MS, Conn
 
 __all__ = [
@@ -57,6 +60,10 @@ WITH rows AS (
 ), changes AS (
     INSERT INTO state_changes (namespace, seq, key, version, value)
     SELECT * FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bigint[], $9::bytea[])
+), trimmed AS (
+    -- Sees the feed as it was before this statement: older changes, never the ones just inserted.
+    DELETE FROM state_changes AS t USING unnest($10::text[], $11::bigint[]) AS c (namespace, seq)
+    WHERE t.namespace = c.namespace AND t.seq <= c.seq - $12::bigint
 )
 UPDATE state_seq SET seq = c.seq FROM unnest($10::text[], $11::bigint[]) AS c (namespace, seq)
 WHERE state_seq.namespace = c.namespace
@@ -117,12 +124,16 @@ class StatePlan:
     ``rows`` maps (namespace, key) to (JSON value or None when absent, last
     version): a deleted key keeps its last version, so versions only grow.
     Each write raises before it changes anything, so a refused write leaves
-    the plan as it was.
+    the plan as it was. ``keep`` is how many of its latest changes each
+    namespace's feed keeps.
     """
 
-    def __init__(self, rows: dict[tuple[str, str], tuple[bytes | None, int]], seqs: dict[str, int]) -> None:
+    def __init__(
+        self, rows: dict[tuple[str, str], tuple[bytes | None, int]], seqs: dict[str, int], keep: int
+    ) -> None:
         self.rows = rows
         self.seqs = seqs
+        self.keep = keep
         self.changes: list[tuple[str, int, str, int, bytes | None]] = []
         self.dirty: set[tuple[str, str]] = set()
 
@@ -162,28 +173,36 @@ class StatePlan:
         self.seqs[namespace] = seq
         self.changes.append((namespace, seq, key, version, body))
 
-    def write_args(self) -> list[list[Any]]:
-        """The arguments of ``WRITE_SQL``: the keys' last rows, the changes, the counters."""
+    def write_args(self) -> list[Any]:
+        """The arguments of ``WRITE_SQL``: the keys' last rows, the changes kept, the counters, ``keep``.
+
+        A change the batch's own later ones push out of the feed is left out
+        rather than inserted and deleted: the trim in ``WRITE_SQL`` cannot see
+        rows inserted by the same statement. The last change of a namespace
+        is always kept (``keep`` >= 1), so there is at least one.
+        """
         keys = sorted(self.dirty)
         namespaces = sorted({namespace for namespace, _ in keys})
+        kept = [change for change in self.changes if change[1] > self.seqs[change[0]] - self.keep]
         return [
             [namespace for namespace, _ in keys],
             [key for _, key in keys],
             [self.rows[k][0] for k in keys],
             [self.rows[k][1] for k in keys],
-            *(list(column) for column in zip(*self.changes, strict=True)),
+            *(list(column) for column in zip(*kept, strict=True)),
             namespaces,
             [self.seqs[namespace] for namespace in namespaces],
+            self.keep,
         ]
 
 
-async def _plan(conn: Conn, ops: Sequence[StateOp]) -> StatePlan:
+async def _plan(conn: Conn, ops: Sequence[StateOp], keep: int) -> StatePlan:
     """Lock the namespaces of ``ops`` (in name order, so two batches never deadlock), then read their keys."""
     namespaces = sorted({op.namespace for op in ops})
     seqs = {row["namespace"]: row["seq"] for row in await conn.fetch(LOCK_NAMESPACES_SQL, namespaces)}
     keys = sorted({(op.namespace, op.key) for op in ops})
     rows = await conn.fetch(READ_KEYS_SQL, [k[0] for k in keys], [k[1] for k in keys])
-    return StatePlan({(r["namespace"], r["key"]): (r["value"], r["version"]) for r in rows}, seqs)
+    return StatePlan({(r["namespace"], r["key"]): (r["value"], r["version"]) for r in rows}, seqs, keep)
 
 
 async def _write(conn: Conn, plan: StatePlan) -> None:
@@ -192,9 +211,9 @@ async def _write(conn: Conn, plan: StatePlan) -> None:
 
 
 async def state_apply(
-    conn: Conn, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None
+    conn: Conn, ops: Sequence[StateOp], fence: tuple[str, int] | None, lock: tuple[str, int] | None, keep: int
 ) -> list[StateEntry]:
-    """Apply writes, all or none (the caller's transaction rolls back on an error)."""
+    """Apply writes, all or none (the caller's transaction rolls back on an error); feeds keep ``keep``."""
     if lock is not None and await conn.fetchval(LOCK_HELD_SQL, lock[0], lock[1]) is None:
         raise StaleLease(f"token {lock[1]} of lock {lock[0]!r} is no longer current; the write was refused")
     if fence is not None:
@@ -204,17 +223,22 @@ async def state_apply(
             raise StaleLease(f"lease {fence[1]} of {fence[0]} is no longer current; the write was refused")
     if not ops:
         return []
-    plan = await _plan(conn, ops)
+    plan = await _plan(conn, ops, keep)
     entries = [plan.apply(op) for op in ops]
     await _write(conn, plan)
     return entries
 
 
-async def apply_staged(conn: Conn, ops: Sequence[tuple[str, StateOp]], errors: dict[str, list[str]]) -> None:
-    """A commit's staged writes, in order: one that does not fit is skipped and reported by run, not the batch."""
+async def apply_staged(
+    conn: Conn, ops: Sequence[tuple[str, StateOp]], errors: dict[str, list[str]], keep: int
+) -> None:
+    """A commit's staged writes, in order: one that does not fit is skipped and reported by run, not the batch.
+
+    Their namespaces' feeds are trimmed to their last ``keep`` changes, as by :func:`state_apply`.
+    """
     if not ops:
         return
-    plan = await _plan(conn, [op for _, op in ops])
+    plan = await _plan(conn, [op for _, op in ops], keep)
     for run_id, op in ops:
         try:
             plan.apply(op)
@@ -245,9 +269,13 @@ async def state_list(conn: Conn, namespace: str, prefix: str, after: str, limit:
 
 
 async def state_changes(conn: Conn, namespace: str, after_seq: int, limit: int) -> list[StateChange]:
-    """Changes of a namespace after a cursor, in commit order."""
+    """Changes of a namespace after a cursor, in commit order; CursorExpired if some were trimmed.
+
+    One statement, so one snapshot: a trim committing meanwhile cannot open a
+    gap between rows read, and a first row past ``after_seq + 1`` is a trim.
+    """
     rows = await conn.fetch(CHANGES_SQL, namespace, after_seq, max(limit, 0))
-    return [
+    changes = [
         StateChange(
             namespace,
             r["seq"],
@@ -258,6 +286,8 @@ async def state_changes(conn: Conn, namespace: str, after_seq: int, limit: int) 
         )
         for r in rows
     ]
+    check_cursor(namespace, after_seq, changes)
+    return changes
 
 
 async def lock_acquire(conn: Conn, name: str, holder: str, limit: int, ttl_ms: int) -> int:

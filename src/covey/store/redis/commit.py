@@ -127,6 +127,7 @@ class Commit(Tasks):
                 [c.worker_id, sorted(c.targets), dict(c.labels), c.limit, c.lease_ms] for c in batch.claims
             ],
             "cons": list(batch.consumed),
+            "keep": self.feed_keep,
         }
         if self.hint_prefix is not None and batch.hints:
             body["hp"], body["hints"] = self.hint_prefix, sorted(batch.hints)

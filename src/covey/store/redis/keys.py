@@ -52,7 +52,8 @@ A shared-state namespace ``N`` (tag ``T`` for ``run:<id>``, ``G`` otherwise)::
 
     nsdata:N   hash: "v:<key>" -> value JSON (gone once deleted), "n:<key>" -> last version
     nskeys:N   zset: existing keys, score 0 (byte order, which is code point order in UTF-8)
-    nsfeed:N   stream: the change feed, entry id "<seq>-0";  nsseq:N  its counter
+    nsfeed:N   stream: the change feed, entry id "<seq>-0", trimmed to its last feed_keep entries
+    nsseq:N    string: the feed's counter, the last seq given (a trim leaves it: no seq comes twice)
 
 Run ids hold no ``/``, so a task id ``run/step[/index]`` names its run, and
 with it its shard.

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from covey.state.model import StateChange, StateEntry
-from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo
+from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo, check_cursor
 from covey.store.redis.connection import Connection
 
 __all__ = ["Reads", "from_json", "inbox_row", "text"]
@@ -196,7 +196,12 @@ class Reads(Connection):
         return [StateEntry(namespace, text(key), orjson.loads(value), int(n)) for key, value, n in rows]
 
     async def state_changes(self, namespace: str, after_seq: int, limit: int = 1000) -> list[StateChange]:
-        """Changes of a namespace after a cursor, in commit order."""
+        """Changes of a namespace after a cursor, in commit order; CursorExpired if some were trimmed.
+
+        The write scripts trim each feed to its last ``feed_keep`` changes, and
+        its seqs have no gaps (one INCR each), so a first entry past
+        ``after_seq + 1`` is the sign that the ones between are gone.
+        """
         if limit == 0:
             return []
         feed = self.keys.ns("nsfeed", namespace)
@@ -209,6 +214,7 @@ class Reads(Connection):
             seq = int(entry_id.split(b"-")[0])
             key, version = text(fields[b"k"]), int(fields[b"n"])
             changes.append(StateChange(namespace, seq, key, version, from_json(body), body is None))
+        check_cursor(namespace, after_seq, changes)
         return changes
 
     # -- inbox, shards, timers, registry -----------------------------------------------

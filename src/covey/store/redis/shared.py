@@ -14,6 +14,7 @@ import orjson
 
 from covey.errors import Conflict, StaleLease, VersionConflict
 from covey.state.model import StateEntry, StateOp
+from covey.store.base import BoundedFeeds
 from covey.store.redis.plan import Blobs, KeyState, Planner
 from covey.store.redis.reads import Reads
 
@@ -58,7 +59,7 @@ def _stale_fence(fence: tuple[str, int]) -> StaleLease:
     return StaleLease(f"lease {fence[1]} of {fence[0]} is no longer current; the write was refused")
 
 
-class Shared(Reads):
+class Shared(BoundedFeeds, Reads):
     """state_apply (versions, compare-and-set, reducers, fences) and locks."""
 
     def __init__(self, url: str, *, prefix: str = "covey", check_eviction: bool = True) -> None:
@@ -66,6 +67,7 @@ class Shared(Reads):
         self._key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._read_feed_keep()
 
     def _guard(self, fence: tuple[str, int] | None, lock: tuple[str, int] | None) -> dict[str, Any]:
         guard: dict[str, Any] = {}
@@ -175,7 +177,7 @@ class Shared(Reads):
         lock: tuple[str, int] | None,
     ) -> list[int] | None:
         """Run the write script; the versions written, or None when a decision read a moved key."""
-        payload = orjson.dumps({**guard, "ops": writes})
+        payload = orjson.dumps({**guard, "ops": writes, "keep": self.feed_keep})
         reply = await self.script("state_apply", [payload, *blobs.items])
         kind = reply[0]
         if kind == b"ok":

@@ -24,6 +24,7 @@ from covey.bus.base import Bus
 from covey.errors import BackendError, BackendUnavailable
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
+    BoundedFeeds,
     ClaimRequest,
     CommitBatch,
     CommitResult,
@@ -45,7 +46,7 @@ INLINE_COMMIT_LIMIT = 8
 log = logging.getLogger("covey.store.sqlite")
 
 
-class SQLiteStore:
+class SQLiteStore(BoundedFeeds):
     """The :class:`~covey.store.base.Store` on one SQLite file.
 
     Args:
@@ -68,6 +69,11 @@ class SQLiteStore:
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing = False
         self._wal_fd = -1
+        self._read_feed_keep()
+
+    def _feed_keep_changed(self, keep: int) -> None:
+        if self._core is not None:
+            self._core.feed_keep = keep  # an int assignment: safe beside the writer thread
 
     async def __aenter__(self) -> Self:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covey-sqlite")
@@ -75,6 +81,7 @@ class SQLiteStore:
             self._core = await self._run(
                 lambda: SQLiteCore(self.path, durable=self.durable, readonly=self.readonly)
             )
+            self._core.feed_keep = self.feed_keep
         except BaseException:
             # A failed enter gets no __aexit__: stop the thread it started.
             self._thread.shutdown(wait=True)

@@ -9,7 +9,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.base import CommitResult, RunWrite
+from covey.store.base import DEFAULT_FEED_KEEP, CommitResult, RunWrite, check_cursor
 from covey.store.sqlite.connection import chunks, qmarks
 from covey.store.sqlite.reads import Reads
 
@@ -18,6 +18,9 @@ __all__ = ["Shared"]
 
 class Shared(Reads):
     """Versioned keys, reducers, compare-and-set, change feeds, locks."""
+
+    feed_keep = DEFAULT_FEED_KEEP
+    """How many of its latest changes a namespace's feed keeps (the store sets it)."""
 
     def state_get(self, namespace: str, key: str) -> StateEntry | None:
         """A key's value and version."""
@@ -93,27 +96,38 @@ class Shared(Reads):
         return StateEntry(op.namespace, op.key, value, last + 1)
 
     def _state_changed(self, namespace: str, key: str, version: int, body: bytes | None) -> None:
-        """Append to the namespace's change feed, numbered in commit order (the single writer's order)."""
-        row = self.db.execute(
+        """Append to the namespace's change feed, numbered in commit order (the single writer's order).
+
+        The feed keeps its last :attr:`feed_keep` changes: each append deletes
+        the one that falls out (a step down the primary key, no scan).
+        """
+        (seq,) = self.db.execute(
             "INSERT INTO state_seq VALUES (?, 1) ON CONFLICT (namespace) DO UPDATE SET seq = seq + 1 RETURNING seq",
             (namespace,),
         ).fetchone()
         self.db.execute(
-            "INSERT INTO state_changes VALUES (?, ?, ?, ?, ?)", (namespace, row[0], key, version, body)
+            "INSERT INTO state_changes VALUES (?, ?, ?, ?, ?)", (namespace, seq, key, version, body)
         )
+        if seq > self.feed_keep:
+            self.db.execute(
+                "DELETE FROM state_changes WHERE namespace = ? AND seq <= ?",
+                (namespace, seq - self.feed_keep),
+            )
 
     def state_changes(self, namespace: str, after_seq: int, limit: int) -> list[StateChange]:
-        """Changes of a namespace after a cursor, in commit order."""
+        """Changes of a namespace after a cursor, in commit order; CursorExpired if some were trimmed."""
         rows = self.db.execute(
             "SELECT seq, key, version, value FROM state_changes WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?",
             (namespace, after_seq, limit),
         )
-        return [
+        changes = [
             StateChange(
                 namespace, seq, key, version, None if body is None else orjson.loads(body), body is None
             )
             for seq, key, version, body in rows
         ]
+        check_cursor(namespace, after_seq, changes)
+        return changes
 
     def _drop_namespaces(self, namespaces: Sequence[str]) -> None:
         """Delete namespaces whole: keys (tombstones too), change feed and counter (inside a write)."""

@@ -7,6 +7,8 @@ The suite is a set of pytest test classes, one per capability:
 ========================================  =====================================================
 :class:`~.commit.TestCommit`              atomic group commit, sequence conflicts, epochs,
                                           histories, run output, drops, timers, seen ids
+:class:`~.feed.TestChangeFeed`            each namespace's change feed: order, no gaps, its last
+                                          ``feed_keep`` changes kept, ``CursorExpired`` past them
 :class:`~.claim.TestClaim`                which ready tasks a claim takes, in which order,
                                           lease numbers, inputs resolved at claim time
 :class:`~.leases.TestLeases`              heartbeat, release, epochs voiding leases

@@ -204,7 +204,7 @@ for i, w in ipairs(P.runs) do
   if ok[i] then
     write_run(w)
     write_children(w)
-    for _, op in ipairs(w.ops or {}) do st_apply(op) end
+    for _, op in ipairs(w.ops or {}) do st_apply(op, P.keep) end
     if w.dns then drop_namespace(w.dns[1], w.dns[2]) end
   end
 end

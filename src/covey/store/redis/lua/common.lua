@@ -342,7 +342,10 @@ end
 -- A namespace N under tag T: T..'nsdata:'..N holds 'v:'..key (the value's JSON, absent once
 -- deleted) and 'n:'..key (the key's last version, kept across deletes); T..'nskeys:'..N the
 -- existing keys (score 0, so in byte order); T..'nsfeed:'..N the change feed (entry id seq-0),
--- numbered by T..'nsseq:'..N.
+-- numbered by T..'nsseq:'..N. A feed keeps its last `keep` changes (Store.feed_keep, sent by Python
+-- with each call, as it may change on an open store): each XADD trims it exactly (MAXLEN without ~,
+-- which would only drop whole stream nodes, up to a hundred changes late). Trimming one change per
+-- add costs little, and a feed that a larger `keep` let grow is cut down by its next add.
 --
 -- A write is {kind, tag, namespace, key, ARGV index of the new value or 0, number}. Kinds 'put'
 -- and 'del' are evaluated here, the number being their if_version (-1: none). The others were
@@ -382,22 +385,24 @@ local function st_check(ov, op)
   return nil
 end
 
--- Applies a write st_check accepted, and appends it to the namespace's change feed.
-local function st_apply(op)
+-- Applies a write st_check accepted, and appends it to the namespace's change feed, which then
+-- keeps its last `keep` changes.
+local function st_apply(op, keep)
   if not op.act then return end
   local tag, ns, key = op[2], op[3], op[4]
   local data, keys = tag .. 'nsdata:' .. ns, tag .. 'nskeys:' .. ns
+  local feed = tag .. 'nsfeed:' .. ns
   local seq = int(redis.call('INCR', tag .. 'nsseq:' .. ns)) .. '-0'
   if op.act == 'set' then
     local body = ARGV[op[5]]
     redis.call('HSET', data, 'v:' .. key, body, 'n:' .. key, int(op.v))
     redis.call('ZADD', keys, 0, key)
-    redis.call('XADD', tag .. 'nsfeed:' .. ns, seq, 'k', key, 'n', int(op.v), 'v', body)
+    redis.call('XADD', feed, 'MAXLEN', int(keep), seq, 'k', key, 'n', int(op.v), 'v', body)
   else
     redis.call('HDEL', data, 'v:' .. key)
     redis.call('HSET', data, 'n:' .. key, int(op.v))
     redis.call('ZREM', keys, key)
-    redis.call('XADD', tag .. 'nsfeed:' .. ns, seq, 'k', key, 'n', int(op.v))
+    redis.call('XADD', feed, 'MAXLEN', int(keep), seq, 'k', key, 'n', int(op.v))
   end
 end
 

@@ -1,4 +1,5 @@
--- state_apply: ARGV[2] JSON {ops, fence: [task key, lease no], lock: [lock key, token]}; all or nothing.
+-- state_apply: ARGV[2] JSON {ops, keep: the changes each feed keeps, fence: [task key, lease no],
+-- lock: [lock key, token]}; all or nothing.
 -- Returns {'stale', 'lock'|'fence'}, {'retry'}, {'conflict', write number, current version} or
 -- {'ok', versions}.
 
@@ -16,7 +17,7 @@ for i, op in ipairs(P.ops) do
 end
 local versions = {}
 for i, op in ipairs(P.ops) do
-  st_apply(op)
+  st_apply(op, P.keep)
   versions[i] = op.v
 end
 return {'ok', versions}
