@@ -326,6 +326,10 @@ class StoreClient:
 
         A lost connection is retried from the last change seen, so nothing is
         missed and nothing repeated.
+
+        Raises:
+            CursorExpired: the namespace's feed no longer keeps every change
+                after the cursor (it keeps the latest 10,000 by default).
         """
         check_namespace(namespace)
         cursor = after

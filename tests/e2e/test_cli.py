@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from covey.runtime.lockfile import find_runner_socket
+from covey.state.model import StateOp
+from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 from tests.e2e.support import APPS, covey_cli, covey_process
 
@@ -134,3 +137,21 @@ def test_state_watch_resumes_from_its_cursor(tmp_path: Path) -> None:
     ]
     resumed = covey_cli("state", "watch", "feed", "--after", "2", "--count", "1", cwd=tmp_path)
     assert [json.loads(line)["seq"] for line in resumed.stdout.splitlines()] == [3]
+
+
+def test_state_watch_from_a_trimmed_cursor_says_how_to_resync(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with SQLiteStore(tmp_path / "covey.db") as store:
+            store.feed_keep = 3
+            for i in range(10):
+                await store.state_apply([StateOp("put", "feed", "k", i)])
+
+    asyncio.run(write())
+
+    result = covey_cli("state", "watch", "feed", "--count", "1", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "the changes after 0 are no longer all kept (the oldest is 8)" in result.stdout
+    assert "then watch from 7" in result.stdout
+    resumed = covey_cli("state", "watch", "feed", "--after", "7", "--count", "3", cwd=tmp_path)
+    assert [json.loads(line)["value"] for line in resumed.stdout.splitlines()] == [7, 8, 9]

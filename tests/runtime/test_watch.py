@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from covey import LocalClient, Runner
+from covey.errors import ConfigError, CursorExpired
+from covey.runtime.feed import StateFeed
 from covey.state.model import StateChange, StateOp
+from covey.state.watch import WatchHub
+from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 
 WRITES = 150
@@ -63,3 +67,80 @@ async def test_client_state_calls(tmp_path: Path) -> None:
         assert [e.key for e in first + rest] == ["a1", "a2", "a3"]
         assert (await client.state_delete("team", "lead")).version == 2
         assert await client.state_get("team", "lead") is None
+
+
+async def test_a_watcher_older_than_the_feed_gets_cursor_expired_and_resyncs(tmp_path: Path) -> None:
+    db = tmp_path / "covey.db"
+    client = LocalClient(db)
+    async with Runner(db) as runner:
+        runner.store.feed_keep = 3
+        for i in range(10):
+            await client.state_put("feed", f"k{i % 4}", i)
+
+        with pytest.raises(CursorExpired) as caught:
+            async for _ in client.state_watch("feed"):
+                pass
+        gone = caught.value
+        assert (gone.namespace, gone.after, gone.oldest) == ("feed", 0, 8)
+
+        # The resync the error describes: a snapshot, then the feed from oldest - 1, skipping what it had.
+        view = {entry.key: entry for entry in await client.state_list("feed")}
+        resumed = []
+        async for change in client.state_watch("feed", after=gone.oldest - 1):
+            if change.version > view[change.key].version:
+                resumed.append((change.seq, change.key, change.value))
+            if change.seq == 10:
+                await client.state_put("feed", "k0", 10)
+            if change.seq == 11:
+                break
+    assert {key: entry.value for key, entry in view.items()} == {"k0": 8, "k1": 9, "k2": 6, "k3": 7}
+    assert resumed == [(11, "k0", 10)], "changes the snapshot had are skipped by version, none is missed"
+
+    with pytest.raises(CursorExpired):  # with no runner up, the client reads the file: the same answer
+        async for _ in client.state_watch("feed", after=5):
+            pass
+
+
+async def test_a_hub_subscriber_that_fell_behind_gets_cursor_expired_and_the_others_read_on(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "covey.db") as store:
+        store.feed_keep = 3
+        for i in range(10):
+            await store.state_apply([StateOp("put", "feed", "k", i)])
+
+        feed = StateFeed(store)  # the runner's long poll on the feed, as a worker's link reaches it
+        hub = WatchHub(feed.wait)
+        current = hub.subscribe("feed", after=8)
+        behind = hub.subscribe("feed", after=2)
+        try:
+            assert (await anext(current)).seq == 9
+            with pytest.raises(CursorExpired) as caught:
+                await anext(behind)
+            assert (caught.value.after, caught.value.oldest) == (2, 8)
+            assert (await anext(current)).seq == 10
+            await store.state_apply([StateOp("put", "feed", "k", 10)])
+            feed.changed(["feed"])
+            assert (await asyncio.wait_for(anext(current), 10)).value == 10
+        finally:
+            await current.aclose()
+            await hub.close()
+
+
+async def test_covey_feed_keep_sets_how_much_every_feed_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVEY_FEED_KEEP", "2")
+    client = LocalClient(tmp_path / "covey.db")
+    async with Runner(tmp_path / "covey.db") as runner:
+        assert runner.store.feed_keep == 2
+        for i in range(5):
+            await client.state_put("feed", "k", i)
+        assert [c.seq for c in await runner.store.state_changes("feed", 3)] == [4, 5]
+        with pytest.raises(CursorExpired):
+            await runner.store.state_changes("feed", 2)
+
+    for bad in ("0", "-3", "many", "1.5"):
+        monkeypatch.setenv("COVEY_FEED_KEEP", bad)
+        with pytest.raises(ConfigError, match=f"COVEY_FEED_KEEP must be a whole number.*{bad!r}"):
+            SQLiteStore(tmp_path / "other.db")

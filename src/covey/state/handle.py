@@ -85,6 +85,11 @@ class StateHandle:
     ) -> AsyncIterator[StateChange]:
         """Every change of a namespace after cursor ``after``, as committed (``async for``).
 
+        A feed keeps each namespace's latest changes only (10,000 by default):
+        if some after ``after`` are gone, iterating raises
+        :class:`~covey.errors.CursorExpired`; resync from :meth:`list` and
+        watch again from ``oldest - 1``, skipping versions the listing had.
+
         All agents of a worker process share one subscription per namespace;
         ``private=True`` opens one for this agent alone (costlier: only for
         comparison or isolation).

@@ -5,6 +5,10 @@ store four subscriptions, not a thousand: the seed's hierarchical sync, two
 levels. Each local subscriber keeps its own cursor; the hub reads the feed
 from the lowest cursor among them and hands each subscriber the changes after
 its own, so a late joiner gets its backlog and nobody sees a change twice.
+
+A subscriber whose cursor is older than what the namespace's feed still keeps
+gets :class:`~covey.errors.CursorExpired` from its iterator (it resyncs from a
+snapshot); the others read on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from covey.errors import CursorExpired
 from covey.state.model import StateChange
 
 __all__ = ["WatchHub"]
@@ -30,7 +35,7 @@ POLL_WAIT_S = 1.0
 @dataclass(slots=True, eq=False)
 class _Subscriber:
     cursor: int
-    queue: asyncio.Queue[StateChange] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[StateChange | CursorExpired] = field(default_factory=asyncio.Queue)
 
 
 class WatchHub:
@@ -49,11 +54,15 @@ class WatchHub:
         """Every change of ``namespace`` after ``after``, in commit order, until the caller stops iterating."""
         subscriber = _Subscriber(after)
         self._subscribers.setdefault(namespace, set()).add(subscriber)
-        if namespace not in self._pumps or after < self._reading_from.get(namespace, 0):
-            self._restart(namespace)  # an older cursor than the read in flight: read again from it
+        pump = self._pumps.get(namespace)
+        if pump is None or pump.done() or after < self._reading_from.get(namespace, 0):
+            self._restart(namespace)  # none reading, or an older cursor than the read in flight
         try:
             while True:
-                yield await subscriber.queue.get()
+                item = await subscriber.queue.get()
+                if isinstance(item, CursorExpired):
+                    raise item
+                yield item
         finally:
             subscribers = self._subscribers.get(namespace, set())
             subscribers.discard(subscriber)
@@ -79,6 +88,9 @@ class WatchHub:
                 changes = await self.fetch(namespace, cursor, POLL_WAIT_S)
             except asyncio.CancelledError:
                 raise
+            except CursorExpired as gone:
+                self._expire(namespace, gone)
+                continue
             except Exception:
                 log.exception("reading the change feed of %s failed; retrying", namespace)
                 await asyncio.sleep(POLL_WAIT_S)
@@ -88,6 +100,13 @@ class WatchHub:
                     if change.seq > subscriber.cursor:
                         subscriber.cursor = change.seq
                         subscriber.queue.put_nowait(change)
+
+    def _expire(self, namespace: str, gone: CursorExpired) -> None:
+        """Tell the subscribers the feed has moved past that they cannot resume; the pump reads on for the rest."""
+        behind = {s for s in self._subscribers.get(namespace, ()) if s.cursor < gone.oldest - 1}
+        for subscriber in behind:
+            subscriber.queue.put_nowait(CursorExpired(namespace, subscriber.cursor, gone.oldest))
+        self._subscribers[namespace] = self._subscribers.get(namespace, set()) - behind
 
     async def close(self) -> None:
         """Stop every subscription."""

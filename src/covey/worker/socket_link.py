@@ -236,6 +236,8 @@ def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
         return errors.VersionConflict(
             str(body["namespace"]), str(body["key"]), int(body["expected"]), int(body["version"])
         )
+    if cls is errors.CursorExpired:
+        return errors.CursorExpired(str(body["namespace"]), int(body["after"]), int(body["oldest"]))
     if (
         isinstance(cls, type)
         and issubclass(cls, CoveyError)
