@@ -26,9 +26,9 @@ from covey.ids import new_id
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, submit_row
+from covey.runtime.submit import WorkflowLike, prepare_submission, submit_pending, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
-from covey.store.base import InboxRow, RunInfo, Store, shard_of
+from covey.store.base import InboxRow, RunInfo, Store
 from covey.store.open import open_bus_for, open_store, sqlite_path
 from covey.store.sqlite import SQLiteStore
 from covey.worker.socket_link import SocketLink
@@ -224,11 +224,8 @@ class StoreClient:
             info = await store.get_run(run_id)
             if info is not None:
                 return info
-            cursor, shard = 0, {shard_of(run_id)}
-            while page := await store.read_inbox(cursor, INBOX_PAGE, shard):
-                if any(row.run_id == run_id for row in page):
-                    return None
-                cursor = page[-1].seq
+            if await submit_pending(store, run_id):
+                return None
             # The engine may have taken the submit between the two reads: its run is stored by now.
             info = await store.get_run(run_id)
         if info is None:
@@ -412,9 +409,6 @@ def connect(store_url: str, bus_url: str | None = None) -> StoreClient:
         return LocalClient(sqlite_path(store_url))
     return StoreClient(store_url, bus_url)
 
-
-#: Inbox rows read per call when looking for a run's pending submit.
-INBOX_PAGE = 500
 
 #: Pause before reading a namespace again after the connection was lost or nothing was found.
 RECONNECT_PAUSE_S = 0.05

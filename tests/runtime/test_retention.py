@@ -10,8 +10,11 @@ import pytest
 
 from covey import Embedded, Registry, agent
 from covey.client import LocalClient
+from covey.engine.events import RunSubmitted, event_to_json
 from covey.errors import ConfigError, NotFound
 from covey.runtime.retention import DEFAULT_RETENTION_MS, parse_retention
+from covey.store.base import InboxRow
+from covey.store.sqlite import SQLiteStore
 from covey.testing.conformance.driver import wait_past
 from tests.e2e.support import covey_cli
 
@@ -169,3 +172,52 @@ def test_the_command_line_refuses_a_bad_retention_and_names_it(tmp_path: Path) -
     assert result.returncode == 2
     assert "7w" in result.stdout + result.stderr
     assert "COVEY_RETENTION" in result.stdout + result.stderr
+
+
+class InboxHeldStore(SQLiteStore):
+    """Holds the engine's reads of the whole inbox until released, on purpose: a wait then comes first."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.released = asyncio.Event()
+
+    async def read_inbox(self, after_seq: int, limit: int, shards: Any = None) -> list[InboxRow]:
+        if shards is None:  # the engine's read (it owns every shard); a look at one run's shard passes
+            await self.released.wait()
+        return await super().read_inbox(after_seq, limit, shards)
+
+
+async def test_a_wait_through_the_runner_before_it_reads_an_offline_submit_waits_for_the_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "covey.db"
+    await LocalClient(path).submit(WORKFLOW, 7, run_id="early")  # no runner: the submit waits in the inbox
+    covey = Embedded(path, agents=list(agents))
+    held = covey.runner.store = InboxHeldStore(path)
+    async with covey:
+        waiting = asyncio.create_task(covey.wait("early"))
+        with pytest.raises(NotFound, match="no run 'never'"):
+            await covey.wait("never")
+        await asyncio.sleep(0)
+        assert not waiting.done(), "the run is not stored yet, and its wait is not refused"
+
+        held.released.set()
+        async with asyncio.timeout(20):
+            info = await waiting
+    assert (info.status, info.output) == ("succeeded", {"a": 7})
+
+
+async def test_a_wait_for_an_offline_submit_the_engine_drops_ends_with_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    bad = RunSubmitted("doomed", {"name": "bad", "steps": {"a": {"skill": "echo", "input": "${"}}}, 1, 0)
+    async with SQLiteStore(path) as store:  # appended as no covey command would: its spec does not compile
+        await store.append_inbox([InboxRow("submit:doomed", "doomed", event_to_json(bad))])
+    covey = Embedded(path, agents=list(agents))
+    held = covey.runner.store = InboxHeldStore(path)
+    async with covey:
+        waiting = asyncio.create_task(covey.wait("doomed"))
+        await asyncio.sleep(0)
+        held.released.set()
+        async with asyncio.timeout(20):
+            with pytest.raises(NotFound, match="no run 'doomed': its submit was dropped"):
+                await waiting

@@ -73,6 +73,8 @@ class Input:
     state_ops: list[StateOp] = field(default_factory=list)
     """For a success report: the try's staged state writes, committed only if the report is accepted."""
     future: Answer[bool] | None = None
+    dropped_submit: bool = False
+    """A submit from the inbox whose workflow no longer compiles: consumed, no run is made."""
 
 
 @dataclass(slots=True)

@@ -78,6 +78,8 @@ INBOX_BATCH = 2_000
 PIPELINE_FROM = 8
 #: Consumed inbox rows remembered, so a late copy of one is not decided again (handed-over rows arrive within ms).
 CONSUMED_KEPT = 100_000
+#: Runs whose submit this loop dropped (a spec that no longer compiles), remembered so a wait for one ends.
+DROPPED_KEPT = 1_000
 #: After a failed commit the next batch waits this long, doubling per failure in a row up to
 #: RETRY_MAX_S: the failed batch's rows are read again at once otherwise, and a store that keeps
 #: failing would be retried in a hot loop.
@@ -125,6 +127,8 @@ class EngineLoop:
         self._consumed: set[int] = set()
         self._consumed_order: deque[int] = deque()
         """Inbox rows this loop's recent commits consumed: a copy handed over late (``offer_inbox``) is dropped."""
+        self._dropped: deque[str] = deque(maxlen=DROPPED_KEPT)
+        """Runs whose submit, read from the inbox, was dropped: nothing will store them."""
         self._in_flight: asyncio.Task[bool] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.on_state_changed: Callable[[set[str]], None] | None = None
@@ -323,16 +327,23 @@ class EngineLoop:
             await self._load([run_id])
         return self.runs.get(run_id)
 
-    async def wait_finished(self, run_id: str) -> str:
-        """Wait until the run finishes; returns its status."""
+    async def wait_finished(self, run_id: str, *, submitted: bool = False) -> str:
+        """Wait until the run finishes; returns its status.
+
+        ``submitted``: the caller saw the run's submit in the store's inbox, so
+        a run not stored yet will be; if this loop drops that submit instead,
+        the wait ends with NotFound.
+        """
         state = self.runs.get(run_id)
         if state is not None and run_id in self._finished:
             return state.status
         info = None if state is not None else await self.store.get_run(run_id)
         if info is not None and info.status != "running":
             return info.status
-        if state is None and info is None:
+        if state is None and info is None and not submitted:
             raise NotFound(f"no run {run_id!r}")  # purged, or never submitted: it will not finish
+        if state is None and info is None and run_id in self._dropped:
+            raise NotFound(f"no run {run_id!r}: its submit was dropped")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(future)
         return await future
@@ -523,6 +534,7 @@ class EngineLoop:
             item.submission = offline_submission(event, row.id)
             if item.submission is None:
                 item.event = None
+                item.dropped_submit = True
         return item
 
     async def _prepare(self, items: list[Input], claims: list[PendingClaim]) -> PreparedBatch:
@@ -608,6 +620,10 @@ class EngineLoop:
             if item.seq:
                 batch.consumed.append(item.seq)
             answers.append((item, False))
+            if item.dropped_submit and state is None:  # whoever waits for its run waits in vain
+                self._dropped.append(item.run_id)
+                for future in self._waiters.pop(item.run_id, []):
+                    _fail(future, NotFound(f"no run {item.run_id!r}: its submit was dropped"))
             return
         if isinstance(item.event, RunSubmitted) and state is not None:
             if item.seq:

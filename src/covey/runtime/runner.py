@@ -23,7 +23,7 @@ from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
 from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper, purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission
+from covey.runtime.submit import WorkflowLike, prepare_submission, submit_pending
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
 from covey.store.sqlite import SQLiteStore
@@ -171,11 +171,20 @@ class Runner:
         return [s.run_id for s in submissions]
 
     async def wait(self, run_id: str) -> RunInfo:
-        """Wait for a run to finish and return it (output included); bound it with ``asyncio.timeout``."""
+        """Wait for a run to finish and return it (output included); bound it with ``asyncio.timeout``.
+
+        A run submitted while no runner was up waits in the inbox until the
+        engine reads it: that one is waited for too. A run in neither place
+        (never submitted, or purged) raises NotFound.
+        """
         engine = self.engine
+        pending = False
         if run_id not in engine.runs and await self.store.get_run(run_id) is None:
-            raise NotFound(f"no run {run_id!r}")
-        await engine.wait_finished(run_id)
+            pending = await submit_pending(self.store, run_id)
+            # The engine may have taken the submit between the two reads: its run is stored by now.
+            if not pending and await self.store.get_run(run_id) is None:
+                raise NotFound(f"no run {run_id!r}")
+        await engine.wait_finished(run_id, submitted=pending)
         info = engine.finished_info(run_id) or await self.store.get_run(run_id)
         if info is None:  # finished, then purged before it was read (a retention of seconds)
             raise NotFound(f"no run {run_id!r}: it finished and was purged")

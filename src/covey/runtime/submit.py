@@ -20,9 +20,12 @@ from covey.runtime.batch import Submission
 from covey.schema import schema_problem
 from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
-from covey.store.base import InboxRow
+from covey.store.base import InboxRow, Store, shard_of
 
-__all__ = ["WorkflowLike", "as_compiled", "prepare_submission", "submit_row"]
+__all__ = ["INBOX_PAGE", "WorkflowLike", "as_compiled", "prepare_submission", "submit_pending", "submit_row"]
+
+#: Inbox rows read per page when looking for a run's submit.
+INBOX_PAGE = 500
 
 WorkflowLike = CompiledWorkflow | WorkflowSpec | Mapping[str, Any] | Any
 
@@ -68,3 +71,17 @@ def submit_row(submission: Submission, at_ms: int) -> InboxRow:
     """
     event = RunSubmitted(submission.run_id, dict(submission.workflow.source), submission.input, at_ms)
     return InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event))
+
+
+async def submit_pending(store: Store, run_id: str) -> bool:
+    """Whether a submit of ``run_id`` waits in the store's inbox (appended with no engine to take it yet).
+
+    Only the run's shard of the inbox is read, a page at a time. Callers read
+    the run again afterwards: the engine may take the submit meanwhile.
+    """
+    cursor, shard = 0, {shard_of(run_id)}
+    while page := await store.read_inbox(cursor, INBOX_PAGE, shard):
+        if any(row.run_id == run_id for row in page):
+            return True
+        cursor = page[-1].seq
+    return False
