@@ -28,6 +28,7 @@ from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import purge_older_than
 from covey.runtime.submit import WorkflowLike, prepare_submission, submit_pending, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
+from covey.state.resync import StateSnapshot, resyncing
 from covey.store.base import InboxRow, RunInfo, Store
 from covey.store.open import open_bus_for, open_store, sqlite_path
 from covey.store.sqlite import SQLiteStore
@@ -338,6 +339,24 @@ class StoreClient:
             except BackendUnavailable:
                 self.reconnects += 1
             await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    def state_watch_resyncing(
+        self, namespace: str, *, after: int = 0, wait_s: float = 1.0
+    ) -> AsyncIterator[StateChange | StateSnapshot]:
+        """:meth:`state_watch` that resyncs by itself where the feed has moved past its cursor.
+
+        There it yields a :class:`~covey.state.resync.StateSnapshot` (every
+        key now) and goes on with the changes after it, skipping those the
+        snapshot holds. A change to a key deleted before the snapshot may
+        come again ahead of its deletion.
+        """
+
+        def page(ns: str, after_key: str, limit: int) -> Awaitable[list[StateEntry]]:
+            return self.state_list(ns, after=after_key, limit=limit)
+
+        return resyncing(
+            namespace, after, lambda cursor: self.state_watch(namespace, after=cursor, wait_s=wait_s), page
+        )
 
     async def _watch_once(self, namespace: str, cursor: int, wait_s: float) -> AsyncIterator[StateChange]:
         async with self.reader() as store:

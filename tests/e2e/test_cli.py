@@ -155,3 +155,30 @@ def test_state_watch_from_a_trimmed_cursor_says_how_to_resync(tmp_path: Path) ->
     assert "then watch from 7" in result.stdout
     resumed = covey_cli("state", "watch", "feed", "--after", "7", "--count", "3", cwd=tmp_path)
     assert [json.loads(line)["value"] for line in resumed.stdout.splitlines()] == [7, 8, 9]
+
+
+def test_state_watch_resync_prints_a_snapshot_then_the_changes_after_it(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with SQLiteStore(tmp_path / "covey.db") as store:
+            store.feed_keep = 3
+            for i in range(10):
+                await store.state_apply([StateOp("put", "feed", f"k{i % 2}", i)])
+
+    asyncio.run(write())
+    watcher = covey_process(
+        "state", "watch", "feed", "--resync", "--count", "1", trace=tmp_path, cwd=tmp_path
+    )
+    try:
+        log = next(iter(tmp_path.glob("covey-state-*.log")))
+        asyncio.run(
+            wait_for(lambda: "snapshot" in log.read_text(), timeout=20, message="the snapshot is printed")
+        )
+        covey_cli("state", "put", "feed", "k0", "100", cwd=tmp_path)
+        assert watcher.wait(20) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    snapshot, change = [json.loads(line) for line in log.read_text().splitlines()]
+    assert snapshot["snapshot"]["cursor"] == 7
+    assert {e["key"]: e["value"] for e in snapshot["snapshot"]["entries"]} == {"k0": 8, "k1": 9}
+    assert (change["seq"], change["key"], change["value"]) == (11, "k0", 100)

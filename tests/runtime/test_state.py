@@ -133,3 +133,24 @@ async def test_an_agent_lists_keys_in_pages(covey: Embedded) -> None:
     info = await covey.wait(await covey.submit({"name": "list", "steps": {"l": {"skill": "lister"}}}))
     assert info.status == "succeeded"
     assert info.output == {"l": ["p1", "p2", "p3"]}
+
+
+async def test_an_agent_behind_the_feed_gets_cursor_expired_or_resyncs_from_a_snapshot(
+    covey: Embedded,
+) -> None:
+    from covey import LocalClient
+
+    covey.runner.store.feed_keep = 3
+    client = LocalClient(covey.path)
+    for i in range(10):
+        await client.state_put("far", f"k{i % 4}", i)
+    workflow = {"name": "far", "steps": {"late": {"skill": "too_late"}, "resync": {"skill": "resync"}}}
+    run_id = await covey.submit(workflow)
+    await client.state_put("far", "stop", True)
+    info = await covey.wait(run_id)
+
+    assert info.status == "succeeded", info.error
+    assert info.output["late"]["after"] == 0
+    assert info.output["late"]["oldest"] >= 8, "changes 1 - 7 are trimmed"
+    assert info.output["resync"]["snapshots"] == 1
+    assert info.output["resync"]["view"] == {"k0": 8, "k1": 9, "k2": 6, "k3": 7, "stop": True}

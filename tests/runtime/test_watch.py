@@ -12,6 +12,7 @@ from covey import LocalClient, Runner
 from covey.errors import ConfigError, CursorExpired
 from covey.runtime.feed import StateFeed
 from covey.state.model import StateChange, StateOp
+from covey.state.resync import StateSnapshot
 from covey.state.watch import WatchHub
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
@@ -144,3 +145,36 @@ async def test_covey_feed_keep_sets_how_much_every_feed_keeps(
         monkeypatch.setenv("COVEY_FEED_KEEP", bad)
         with pytest.raises(ConfigError, match=f"COVEY_FEED_KEEP must be a whole number.*{bad!r}"):
             SQLiteStore(tmp_path / "other.db")
+
+
+async def test_a_client_watch_that_resyncs_gives_a_snapshot_then_each_later_change_once(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "covey.db"
+    client = LocalClient(db)
+    async with Runner(db) as runner:
+        runner.store.feed_keep = 3
+        for i in range(10):
+            await client.state_put("feed", f"k{i % 4}", i)
+        await client.state_delete("feed", "k3")  # change 11
+
+        items: list[StateChange | StateSnapshot] = []
+        async for item in client.state_watch_resyncing("feed"):
+            items.append(item)
+            if isinstance(item, StateChange) and item.seq == 11:
+                await client.state_put("feed", "k0", 100)  # change 12
+            elif isinstance(item, StateChange) and item.seq == 12:
+                break
+
+    snapshot, *changes = items
+    assert isinstance(snapshot, StateSnapshot)
+    assert (snapshot.namespace, snapshot.cursor) == ("feed", 8)
+    assert {e.key: (e.value, e.version) for e in snapshot.entries} == {
+        "k0": (8, 3),
+        "k1": (9, 3),
+        "k2": (6, 2),
+    }
+    assert [(c.seq, c.key, c.value) for c in changes if isinstance(c, StateChange)] == [
+        (11, "k3", None),  # a key the snapshot no longer has: its deletion comes again, harmlessly
+        (12, "k0", 100),
+    ], "9 and 10 are in the snapshot already: skipped by version"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict
 from typing import Any
 
@@ -13,8 +14,9 @@ from covey.cli.render import console, json_view, state_table
 from covey.client import StoreClient
 from covey.errors import InputError, NotFound
 from covey.runtime.eventloop import run_async
-from covey.state.model import StateOp, check_namespace
+from covey.state.model import StateChange, StateEntry, StateOp, check_namespace
 from covey.state.reducers import REDUCERS
+from covey.state.resync import StateSnapshot, resyncing
 
 __all__ = ["COMMANDS"]
 
@@ -104,27 +106,50 @@ def ls_command(settings: Any, namespace: str, prefix: str, after: str, limit: in
 @click.argument("namespace")
 @click.option("--after", "after_seq", default=0, show_default=True, help="Resume after this change number.")
 @click.option("--count", type=int, help="Stop after this many changes.")
+@click.option(
+    "--resync",
+    is_flag=True,
+    help="If the feed no longer keeps the changes after the cursor, print a snapshot and go on from it.",
+)
 @click.pass_obj
-def watch_command(settings: Any, namespace: str, after_seq: int, count: int | None) -> None:
+def watch_command(settings: Any, namespace: str, after_seq: int, count: int | None, resync: bool) -> None:
     """Print NAMESPACE's changes as they are committed, one JSON line each, from a cursor.
 
     Each line carries its ``seq``: start again with ``--after SEQ`` to resume
-    exactly after the last change seen, missing none and repeating none.
+    exactly after the last change seen, missing none and repeating none. A
+    feed keeps each namespace's latest changes (``COVEY_FEED_KEEP``, 10,000 by
+    default); from an older cursor the command fails with the oldest change
+    kept, or with ``--resync`` prints one line ``{"snapshot": {"namespace",
+    "cursor", "entries"}}`` holding every key now, then the changes after it.
     """
-    run_async(_watch(settings.client(), check_namespace(namespace), after_seq, count))
+    run_async(_watch(settings.client(), check_namespace(namespace), after_seq, count, resync))
 
 
-async def _watch(client: StoreClient, namespace: str, cursor: int, count: int | None) -> None:
+async def _watch(client: StoreClient, namespace: str, cursor: int, count: int | None, resync: bool) -> None:
     seen = 0
-    while count is None or seen < count:
-        async with client.reader() as store:
-            changes = await store.state_changes(namespace, cursor, 1000 if count is None else count - seen)
-        for change in changes:
-            print(orjson.dumps(asdict(change)).decode(), flush=True)
-            cursor = change.seq
-            seen += 1
-        if not changes:
-            await asyncio.sleep(WATCH_POLL_S)
+
+    async def changes(after: int) -> AsyncIterator[StateChange]:
+        while True:
+            async with client.reader() as store:
+                batch = await store.state_changes(namespace, after, 1000)
+            for change in batch:
+                after = change.seq
+                yield change
+            if not batch:
+                await asyncio.sleep(WATCH_POLL_S)
+
+    def page(ns: str, after_key: str, limit: int) -> Awaitable[list[StateEntry]]:
+        return client.state_list(ns, after=after_key, limit=limit)
+
+    stream = resyncing(namespace, cursor, changes, page) if resync else changes(cursor)
+    async for item in stream:
+        if isinstance(item, StateSnapshot):
+            print(orjson.dumps({"snapshot": asdict(item)}).decode(), flush=True)
+            continue
+        print(orjson.dumps(asdict(item)).decode(), flush=True)
+        seen += 1
+        if count is not None and seen >= count:
+            return
 
 
 #: How often ``covey state watch`` looks for new changes when it has seen them all, in seconds.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from covey.codec import check_payload
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.reducers import check_reducer
+from covey.state.resync import StateSnapshot, resyncing
 from covey.state.watch import WatchHub
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ class StateHandle:
 
         A feed keeps each namespace's latest changes only (10,000 by default):
         if some after ``after`` are gone, iterating raises
-        :class:`~covey.errors.CursorExpired`; resync from :meth:`list` and
-        watch again from ``oldest - 1``, skipping versions the listing had.
+        :class:`~covey.errors.CursorExpired` (:meth:`watch_resyncing` resyncs
+        by itself instead).
 
         All agents of a worker process share one subscription per namespace;
         ``private=True`` opens one for this agent alone (costlier: only for
@@ -98,6 +99,25 @@ class StateHandle:
             raise RuntimeError("this context cannot watch (it was not built by a worker)")
         hub = WatchHub(self._hub.fetch) if private else self._hub
         return hub.subscribe(check_namespace(namespace or self.namespace), after)
+
+    def watch_resyncing(
+        self, *, namespace: str | None = None, after: int = 0
+    ) -> AsyncIterator[StateChange | StateSnapshot]:
+        """:meth:`watch` that resyncs by itself: where the feed has moved past its cursor, it yields a
+        :class:`~covey.state.resync.StateSnapshot` (every key now) and goes on with the changes after it.
+
+        A change to a key deleted before the snapshot may come again ahead of
+        its deletion; every other change comes once, in commit order.
+        """
+        if self._hub is None or self._list is None:
+            raise RuntimeError("this context cannot watch (it was not built by a worker)")
+        hub, listing = self._hub, self._list
+        name = check_namespace(namespace or self.namespace)
+
+        def page(ns: str, after_key: str, limit: int) -> Awaitable[list[StateEntry]]:
+            return listing(ns, "", after_key, limit)
+
+        return resyncing(name, after, lambda cursor: hub.subscribe(name, cursor), page)
 
     def put(self, key: str, value: Any, *, namespace: str | None = None) -> None:
         """Stage: set ``key`` to ``value`` when this try's result is committed."""

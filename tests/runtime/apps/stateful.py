@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from covey import Context, Registry, VersionConflict, agent
+from covey import Context, CursorExpired, Registry, VersionConflict, agent
+from covey.state.resync import StateSnapshot
 
 registry = Registry()
 
@@ -57,6 +58,35 @@ async def listen(value: Any, ctx: Context) -> list[int]:
             return seen
         seen.append(change.seq)
     return seen
+
+
+@agent(skills=["too_late"], registry=registry)
+async def too_late(value: Any, ctx: Context) -> dict[str, int]:
+    """Watch ``far`` from its start, which the feed no longer keeps: return what CursorExpired says."""
+    try:
+        async for _ in ctx.state.watch(namespace="far"):
+            pass
+    except CursorExpired as gone:
+        return {"after": gone.after, "oldest": gone.oldest}
+    return {}
+
+
+@agent(skills=["resync"], registry=registry)
+async def resync(value: Any, ctx: Context) -> dict[str, Any]:
+    """Keep a view of ``far`` from its start, resyncing from a snapshot, until it holds ``stop``."""
+    view: dict[str, Any] = {}
+    snapshots = 0
+    async for item in ctx.state.watch_resyncing(namespace="far"):
+        if isinstance(item, StateSnapshot):
+            snapshots += 1
+            view = {entry.key: entry.value for entry in item.entries}
+        elif item.deleted:
+            view.pop(item.key, None)
+        else:
+            view[item.key] = item.value
+        if "stop" in view:
+            break
+    return {"view": view, "snapshots": snapshots}
 
 
 @agent(skills=["lister"], registry=registry)
