@@ -335,35 +335,6 @@ async def test_each_write_trims_its_namespaces_feed_to_exactly_feed_keep_rows(wh
         ]
 
 
-async def test_a_commit_drops_a_namespace_after_the_staged_writes_before_it(where: tuple[str, str]) -> None:
-    # Given a namespace with keys and a change feed,
-    url, schema = where
-    async with PostgresStore(url, schema=schema) as store:
-        d = await Driver.start(store)
-        for run_id in ("r1", "r2", "r3"):
-            await d.start_run(run_id)
-        await store.state_apply([StateOp("put", "run:r1", "k", 1), StateOp("put", "gone", "k", 1)])
-        # when one batch writes to it, drops it (r1), writes to it again (r2), and drops another (r3),
-        first = d.write("r1")
-        first.state_ops.append(StateOp("put", "run:r1", "k", 2))
-        first.drop_namespace = "run:r1"
-        second = d.write("r2")
-        second.state_ops.append(StateOp("update", "run:r1", "later", 1, "add"))
-        third = d.write("r3")
-        third.state_ops.append(StateOp("put", "gone", "j", 1))
-        third.drop_namespace = "gone"
-        result = await d.commit(first, second, third)
-
-        # then each write applies in batch order: the namespace starts over after its drop.
-        assert (result.conflicts, result.state_errors) == (set(), {})
-        assert [(e.key, e.value, e.version) for e in await store.state_list("run:r1")] == [("later", 1, 1)]
-        assert [(c.seq, c.key) for c in await store.state_changes("run:r1", 0)] == [(1, "later")]
-        assert await store.state_list("gone") == []
-        assert await store.state_changes("gone", 0) == []
-        (again,) = await store.state_apply([StateOp("put", "gone", "k", 3)])
-        assert again.version == 1
-
-
 # -- priority aging ------------------------------------------------------------------------
 
 

@@ -525,6 +525,29 @@ class TestState:
         assert info is not None
         assert info.seq == 2
 
+    async def test_a_commit_drops_a_namespace_after_the_staged_writes_before_it(self, store: Store) -> None:
+        # Given namespaces with keys and a change feed,
+        d = await Driver.start(store)
+        for run_id in ("r1", "r2", "r3"):
+            await d.start_run(run_id)
+        await store.state_apply([put("k", 1, namespace="run:r1"), put("k", 1, namespace="gone")])
+        # when one batch writes to one, drops it (r1), writes to it again (r2), and drops another (r3),
+        first = _staged(d.write("r1"), put("k", 2, namespace="run:r1"))
+        first.drop_namespace = "run:r1"
+        second = _staged(d.write("r2"), update("later", "add", 1, namespace="run:r1"))
+        third = _staged(d.write("r3"), put("j", 1, namespace="gone"))
+        third.drop_namespace = "gone"
+        result = await d.commit(first, second, third)
+
+        # then each write applies in batch order: a namespace starts over after its drop.
+        assert (result.conflicts, result.state_errors) == (set(), {})
+        assert [(e.key, e.value, e.version) for e in await store.state_list("run:r1")] == [("later", 1, 1)]
+        assert [(c.seq, c.key) for c in await store.state_changes("run:r1", 0)] == [(1, "later")]
+        assert await store.state_list("gone") == []
+        assert await store.state_changes("gone", 0) == []
+        (again,) = await store.state_apply([put("k", 3, namespace="gone")])
+        assert again.version == 1
+
     async def test_staged_writes_of_several_runs_in_one_batch_all_apply(self, store: Store) -> None:
         d = await Driver.start(store)
         for run_id in ("r1", "r2", "r3"):
