@@ -151,3 +151,29 @@ async def test_postgres_reads_after_a_cut_are_retried_or_unavailable(
                         await reader
     finally:
         await admin.close()
+
+
+async def test_a_worker_watch_behind_a_trimmed_feed_resyncs_to_the_store_s_state(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVEY_FEED_KEEP", "5")  # for this test's clients; the fleet gets it too
+    workflow = {"name": "far", "steps": {"late": {"skill": "too_late"}, "resync": {"skill": "resync"}}}
+    with fleet(backend, tmp_path, env={"COVEY_FEED_KEEP": "5"}) as start:
+        start("timekeeper", "--shard-ttl", "5")
+        start("worker", str(APP), "--concurrency", "2")
+        async with StoreClient(backend.store, backend.bus) as writer:
+            for i in range(40):  # before anyone watches: the feed keeps the last 5 of them
+                await writer.state_put("far", f"k{i % 7}", i)
+            await writer.state_delete("far", "k6")
+            run_id = await writer.submit(workflow)
+            for i in range(40, 60):
+                await writer.state_update("far", f"k{i % 5}", "add", 1)
+            await writer.state_put("far", "stop", True)
+            info = await asyncio.wait_for(writer.wait(run_id), 60)
+            final = {entry.key: entry.value for entry in await writer.state_list("far")}
+
+    assert info.status == "succeeded", info.error
+    assert info.output["late"]["after"] == 0, "a plain watch from the start is told the feed moved on"
+    assert info.output["late"]["oldest"] > 1
+    assert info.output["resync"]["snapshots"] >= 1
+    assert info.output["resync"]["view"] == final, "the resynced view is the store's state"
