@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -70,14 +72,20 @@ async def test_client_state_calls(tmp_path: Path) -> None:
         assert await client.state_get("team", "lead") is None
 
 
-async def test_a_watcher_older_than_the_feed_gets_cursor_expired_and_resyncs(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _trimmed_feed(tmp_path: Path) -> AsyncIterator[LocalClient]:
+    """A runner whose feeds keep 3 changes, after 10 puts to ``feed`` (k0 - k3 in turn): 8 - 10 are kept."""
     db = tmp_path / "covey.db"
     client = LocalClient(db)
     async with Runner(db) as runner:
         runner.store.feed_keep = 3
         for i in range(10):
             await client.state_put("feed", f"k{i % 4}", i)
+        yield client
 
+
+async def test_a_watcher_older_than_the_feed_gets_cursor_expired_and_resyncs(tmp_path: Path) -> None:
+    async with _trimmed_feed(tmp_path) as client:
         with pytest.raises(CursorExpired) as caught:
             async for _ in client.state_watch("feed"):
                 pass
@@ -150,12 +158,7 @@ async def test_covey_feed_keep_sets_how_much_every_feed_keeps(
 async def test_a_client_watch_that_resyncs_gives_a_snapshot_then_each_later_change_once(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "covey.db"
-    client = LocalClient(db)
-    async with Runner(db) as runner:
-        runner.store.feed_keep = 3
-        for i in range(10):
-            await client.state_put("feed", f"k{i % 4}", i)
+    async with _trimmed_feed(tmp_path) as client:
         await client.state_delete("feed", "k3")  # change 11
 
         items: list[StateChange | StateSnapshot] = []
