@@ -70,6 +70,7 @@ __all__ = [
     "WorkerInfo",
     "check_cursor",
     "configured_feed_keep",
+    "feed_trim_every",
     "report_row_id",
     "shard_of",
 ]
@@ -269,6 +270,16 @@ DEFAULT_FEED_KEEP = 10_000
 FEED_KEEP_VARIABLE = "COVEY_FEED_KEEP"
 
 
+def feed_trim_every(keep: int) -> int:
+    """Every how many changes a store may trim a feed that keeps ``keep``: 1% of it, so at most 1% more is held.
+
+    Trimming deletes at the feed's old end while writes append at its new
+    end: two places in the index per write. Trimming a batch at a time keeps
+    the cost of a bounded feed near that of an unbounded one.
+    """
+    return max(1, keep // 100)
+
+
 def configured_feed_keep() -> int:
     """``COVEY_FEED_KEEP`` if set (a whole number >= 1), else :data:`DEFAULT_FEED_KEEP`.
 
@@ -343,8 +354,8 @@ class Store(Protocol):
 
     feed_keep: int
     """How many of its latest changes each namespace's change feed keeps at least
-    (``COVEY_FEED_KEEP``, else :data:`DEFAULT_FEED_KEEP`): older ones are trimmed as writes come, a few at a
-    time, so a feed holds at most a small batch more. Settable on an open store."""
+    (``COVEY_FEED_KEEP``, else :data:`DEFAULT_FEED_KEEP`): older ones are trimmed as writes come, up
+    to :func:`feed_trim_every` at a time, so a feed holds at most 1% more. Settable on an open store."""
 
     async def now_ms(self) -> int:
         """The store's clock, in milliseconds since the epoch."""

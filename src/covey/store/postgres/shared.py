@@ -8,9 +8,10 @@ A batch of writes runs in three statements inside the caller's transaction:
    is assigned in commit order (a database sequence's values are not);
 2. read the keys the batch touches, in a new statement, so its snapshot holds
    every write committed before the lock was granted;
-3. write the new rows, the changes and the counters in one statement,
-   which also trims each namespace's feed to its last ``feed_keep`` changes
-   (those the batch itself pushes out are never inserted).
+3. write the new rows, the changes and the counters in one statement
+   (changes the batch itself pushes out of a feed are never inserted); about
+   once per 1% of ``feed_keep`` changes, a range delete trims a feed to its
+   last ``feed_keep``.
 
 Between 2 and 3 the batch is worked out in Python by :class:`StatePlan`
 (reducers are Python, and must behave the same on every store).
@@ -26,7 +27,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.base import check_cursor
+from covey.store.base import check_cursor, feed_trim_every
 from covey.store.postgres.connection import NOW_MS, Conn
 
 __all__ = [
@@ -60,14 +61,11 @@ WITH rows AS (
 ), changes AS (
     INSERT INTO state_changes (namespace, seq, key, version, value)
     SELECT * FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bigint[], $9::bytea[])
-), trimmed AS (
-    -- Sees the feed as it was before this statement: older changes, never the ones just inserted.
-    DELETE FROM state_changes AS t USING unnest($10::text[], $11::bigint[]) AS c (namespace, seq)
-    WHERE t.namespace = c.namespace AND t.seq <= c.seq - $12::bigint
 )
 UPDATE state_seq SET seq = c.seq FROM unnest($10::text[], $11::bigint[]) AS c (namespace, seq)
 WHERE state_seq.namespace = c.namespace
 """
+TRIM_SQL = "DELETE FROM state_changes WHERE namespace = $1 AND seq <= $2"
 DROP_COUNTERS_SQL = "DELETE FROM state_seq WHERE namespace = ANY($1::text[])"
 DROP_ROWS_SQL = """
 WITH rows AS (DELETE FROM state WHERE namespace = ANY($1::text[]))
@@ -134,6 +132,8 @@ class StatePlan:
         self.rows = rows
         self.seqs = seqs
         self.keep = keep
+        self.first_seqs = dict(seqs)
+        """Each namespace's last change number before this batch."""
         self.changes: list[tuple[str, int, str, int, bytes | None]] = []
         self.dirty: set[tuple[str, str]] = set()
 
@@ -174,12 +174,11 @@ class StatePlan:
         self.changes.append((namespace, seq, key, version, body))
 
     def write_args(self) -> list[Any]:
-        """The arguments of ``WRITE_SQL``: the keys' last rows, the changes kept, the counters, ``keep``.
+        """The arguments of ``WRITE_SQL``: the keys' last rows, the changes kept, the counters.
 
         A change the batch's own later ones push out of the feed is left out
-        rather than inserted and deleted: the trim in ``WRITE_SQL`` cannot see
-        rows inserted by the same statement. The last change of a namespace
-        is always kept (``keep`` >= 1), so there is at least one.
+        rather than inserted and deleted. The last change of a namespace is
+        always kept (``keep`` >= 1), so there is at least one.
         """
         keys = sorted(self.dirty)
         namespaces = sorted({namespace for namespace, _ in keys})
@@ -192,7 +191,19 @@ class StatePlan:
             *(list(column) for column in zip(*kept, strict=True)),
             namespaces,
             [self.seqs[namespace] for namespace in namespaces],
-            self.keep,
+        ]
+
+    def trims(self) -> list[tuple[str, int]]:
+        """(namespace, last change to delete) for each feed this batch takes past a trimming point.
+
+        A feed is trimmed once every :func:`~covey.store.base.feed_trim_every`
+        changes, by a range delete on its primary key: most writes delete nothing.
+        """
+        every = feed_trim_every(self.keep)
+        return [
+            (namespace, seq - self.keep)
+            for namespace, seq in sorted(self.seqs.items())
+            if seq > self.keep and seq // every > self.first_seqs.get(namespace, 0) // every
         ]
 
 
@@ -208,6 +219,8 @@ async def _plan(conn: Conn, ops: Sequence[StateOp], keep: int) -> StatePlan:
 async def _write(conn: Conn, plan: StatePlan) -> None:
     if plan.changes:
         await conn.execute(WRITE_SQL, *plan.write_args())
+        for namespace, last in plan.trims():
+            await conn.execute(TRIM_SQL, namespace, last)
 
 
 async def state_apply(

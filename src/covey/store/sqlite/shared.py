@@ -9,7 +9,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.base import DEFAULT_FEED_KEEP, CommitResult, RunWrite, check_cursor
+from covey.store.base import DEFAULT_FEED_KEEP, CommitResult, RunWrite, check_cursor, feed_trim_every
 from covey.store.sqlite.connection import chunks, qmarks
 from covey.store.sqlite.reads import Reads
 
@@ -98,8 +98,9 @@ class Shared(Reads):
     def _state_changed(self, namespace: str, key: str, version: int, body: bytes | None) -> None:
         """Append to the namespace's change feed, numbered in commit order (the single writer's order).
 
-        The feed keeps its last :attr:`feed_keep` changes: each append deletes
-        the one that falls out (a step down the primary key, no scan).
+        The feed keeps its last :attr:`feed_keep` changes: every
+        :func:`~covey.store.base.feed_trim_every` appends, one range delete at
+        the feed's old end takes those that fell out.
         """
         (seq,) = self.db.execute(
             "INSERT INTO state_seq VALUES (?, 1) ON CONFLICT (namespace) DO UPDATE SET seq = seq + 1 RETURNING seq",
@@ -108,10 +109,10 @@ class Shared(Reads):
         self.db.execute(
             "INSERT INTO state_changes VALUES (?, ?, ?, ?, ?)", (namespace, seq, key, version, body)
         )
-        if seq > self.feed_keep:
+        keep = self.feed_keep
+        if seq > keep and seq % feed_trim_every(keep) == 0:
             self.db.execute(
-                "DELETE FROM state_changes WHERE namespace = ? AND seq <= ?",
-                (namespace, seq - self.feed_keep),
+                "DELETE FROM state_changes WHERE namespace = ? AND seq <= ?", (namespace, seq - keep)
             )
 
     def state_changes(self, namespace: str, after_seq: int, limit: int) -> list[StateChange]:

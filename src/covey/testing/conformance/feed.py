@@ -6,14 +6,14 @@ import pytest
 
 from covey.errors import CursorExpired
 from covey.state.model import StateChange, StateOp, run_namespace
-from covey.store.base import DEFAULT_FEED_KEEP, Store
+from covey.store.base import DEFAULT_FEED_KEEP, Store, feed_trim_every
 from covey.testing.conformance import StoreFactory
 from covey.testing.conformance.driver import Driver
 
 __all__ = ["TestChangeFeed"]
 
 NS = "feed"
-#: Most changes a store may keep past ``feed_keep`` before it trims (the contract's slack).
+#: Most changes a store may keep past ``feed_keep`` of 3 (the contract allows 1%: none; this is generous).
 TRIM_SLACK = 64
 
 
@@ -75,6 +75,17 @@ class TestChangeFeed:
         assert kept[-1].value == 99
         assert _seqs(await store.state_changes(NS, 97)) == [98, 99, 100]
         assert await store.state_changes(NS, 100) == []
+
+    async def test_a_larger_feed_holds_at_most_one_percent_more_than_it_keeps(self, store: Store) -> None:
+        store.feed_keep = 200
+        await store.state_apply([put(f"k{i}", i) for i in range(300)])
+        for i in range(151):
+            await store.state_apply([put("k", i)])
+
+        oldest = (await _expired(store, NS, 0)).oldest
+        held = 451 - oldest + 1
+
+        assert 200 <= held <= 200 + feed_trim_every(200), f"{held} changes held"
 
     async def test_a_cursor_inside_what_is_kept_reads_on_without_error(self, store: Store) -> None:
         store.feed_keep = 3
