@@ -102,7 +102,7 @@ class WatchHub:
                         subscriber.queue.put_nowait(change)
 
     def _expire(self, namespace: str, gone: CursorExpired) -> None:
-        """Tell the subscribers the feed has moved past that they cannot resume; the pump reads on for the rest."""
+        """Tell the subscribers whose cursor the feed has moved past that they cannot resume; the pump reads on."""
         behind = {s for s in self._subscribers.get(namespace, ()) if s.cursor < gone.oldest - 1}
         for subscriber in behind:
             subscriber.queue.put_nowait(CursorExpired(namespace, subscriber.cursor, gone.oldest))

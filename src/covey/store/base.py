@@ -35,14 +35,12 @@ Semantics every implementation keeps:
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from covey.engine.commands import EnqueueTask, SetTimer
-from covey.errors import ConfigError, CursorExpired
 from covey.records import record
 from covey.state.model import StateChange, StateEntry, StateOp
 
@@ -51,10 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGING_MS",
-    "DEFAULT_FEED_KEEP",
-    "FEED_KEEP_VARIABLE",
     "SHARDS",
-    "BoundedFeeds",
     "ClaimRequest",
     "CommitBatch",
     "CommitResult",
@@ -68,9 +63,6 @@ __all__ = [
     "TaskInfo",
     "WaitingClaims",
     "WorkerInfo",
-    "check_cursor",
-    "configured_feed_keep",
-    "feed_trim_every",
     "report_row_id",
     "shard_of",
 ]
@@ -264,87 +256,6 @@ class WorkerInfo:
     started_ms: int
 
 
-#: How many of its latest changes each namespace's change feed keeps, by default (``Store.feed_keep``).
-DEFAULT_FEED_KEEP = 10_000
-#: The environment variable that sets it for every store a process opens (runner, nodes, workers, clients).
-FEED_KEEP_VARIABLE = "COVEY_FEED_KEEP"
-
-
-def feed_trim_every(keep: int) -> int:
-    """Every how many changes a store may trim a feed that keeps ``keep``: 1% of it, so at most 1% more is held.
-
-    Trimming deletes at the feed's old end while writes append at its new
-    end: two places in the index per write. Trimming a batch at a time keeps
-    the cost of a bounded feed near that of an unbounded one.
-    """
-    return max(1, keep // 100)
-
-
-def configured_feed_keep() -> int:
-    """``COVEY_FEED_KEEP`` if set (a whole number >= 1), else :data:`DEFAULT_FEED_KEEP`.
-
-    One variable rather than an option per command: every process that writes
-    shared state trims feeds, so they should all agree, and worker processes
-    inherit it.
-
-    Raises:
-        ConfigError: the variable is not a whole number of at least 1.
-    """
-    text = os.environ.get(FEED_KEEP_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_FEED_KEEP
-    try:
-        keep = int(text)
-    except ValueError:
-        keep = 0
-    if keep < 1:
-        raise ConfigError(f"{FEED_KEEP_VARIABLE} must be a whole number of changes, at least 1; got {text!r}")
-    return keep
-
-
-class BoundedFeeds:
-    """A store's ``feed_keep``: from :func:`configured_feed_keep` when the store is made, settable, at least 1.
-
-    Each store's writes trim the feeds they add to, with the value of the
-    moment, so a new value holds from the next write on. A bad
-    ``COVEY_FEED_KEEP`` is refused when the store object is made, before
-    anything is opened.
-    """
-
-    _feed_keep: int
-
-    def _read_feed_keep(self) -> None:
-        """Take the configured value (stores call it in ``__init__``)."""
-        self._feed_keep = configured_feed_keep()
-
-    @property
-    def feed_keep(self) -> int:
-        """How many of its latest changes each namespace's change feed keeps (see ``Store.feed_keep``)."""
-        return self._feed_keep
-
-    @feed_keep.setter
-    def feed_keep(self, keep: int) -> None:
-        # At least 1: an emptied feed would leave no first change for check_cursor to see a gap by.
-        if keep < 1:
-            raise ConfigError(f"a change feed must keep at least 1 change, not {keep}")
-        self._feed_keep = keep
-        self._feed_keep_changed(keep)
-
-    def _feed_keep_changed(self, keep: int) -> None:
-        """Hook for a store whose writer holds its own copy of the value."""
-
-
-def check_cursor(namespace: str, after_seq: int, changes: Sequence[StateChange]) -> None:
-    """Raise :class:`CursorExpired` if ``changes``, read after ``after_seq``, do not start right after it.
-
-    A namespace's changes are numbered 1, 2, 3... with no gaps, and trimming
-    takes the oldest: a first change past ``after_seq + 1`` means the ones in
-    between are gone. Every store's ``state_changes`` ends with this check.
-    """
-    if changes and changes[0].seq > after_seq + 1:
-        raise CursorExpired(namespace, after_seq, changes[0].seq)
-
-
 class Store(Protocol):
     """The durable source of truth; see the module docstring for the semantics."""
 
@@ -354,8 +265,8 @@ class Store(Protocol):
 
     feed_keep: int
     """How many of its latest changes each namespace's change feed keeps at least
-    (``COVEY_FEED_KEEP``, else :data:`DEFAULT_FEED_KEEP`): older ones are trimmed as writes come, up
-    to :func:`feed_trim_every` at a time, so a feed holds at most 1% more. Settable on an open store."""
+    (``COVEY_FEED_KEEP``, else :data:`~covey.store.feeds.DEFAULT_FEED_KEEP`): older ones are trimmed as writes come, up
+    to :func:`~covey.store.feeds.feed_trim_every` at a time, so a feed holds at most 1% more. Settable on an open store."""
 
     async def now_ms(self) -> int:
         """The store's clock, in milliseconds since the epoch."""
@@ -531,7 +442,7 @@ class Store(Protocol):
 
         Each namespace's feed keeps at least its last :attr:`feed_keep`
         changes; the older ones are trimmed as new ones are written. Sequence
-        numbers have no gaps, so :func:`check_cursor` tells a trimmed cursor
+        numbers have no gaps, so :func:`~covey.store.feeds.check_cursor` tells a trimmed cursor
         from the first row returned.
 
         Raises:

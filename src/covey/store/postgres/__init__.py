@@ -18,7 +18,6 @@ from typing import Any, Self
 from covey.bus.base import Bus
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
-    BoundedFeeds,
     ClaimRequest,
     CommitBatch,
     CommitResult,
@@ -28,6 +27,7 @@ from covey.store.base import (
     TaskInfo,
     WorkerInfo,
 )
+from covey.store.feeds import BoundedFeeds
 from covey.store.postgres import commit as commits
 from covey.store.postgres import reads, retention, shared, tasks
 from covey.store.postgres.connection import NOW_MS, Database

@@ -27,7 +27,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.base import check_cursor, feed_trim_every
+from covey.store.feeds import check_cursor, feed_trim_every
 from covey.store.postgres.connection import NOW_MS, Conn
 
 __all__ = [

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from covey.state.model import StateChange, StateEntry
-from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo, check_cursor
+from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo
+from covey.store.feeds import check_cursor
 from covey.store.redis.connection import Connection
 
 __all__ = ["Reads", "from_json", "inbox_row", "text"]

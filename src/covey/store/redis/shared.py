@@ -14,7 +14,7 @@ import orjson
 
 from covey.errors import Conflict, StaleLease, VersionConflict
 from covey.state.model import StateEntry, StateOp
-from covey.store.base import BoundedFeeds
+from covey.store.feeds import BoundedFeeds
 from covey.store.redis.plan import Blobs, KeyState, Planner
 from covey.store.redis.reads import Reads
 

@@ -24,7 +24,6 @@ from covey.bus.base import Bus
 from covey.errors import BackendError, BackendUnavailable
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import (
-    BoundedFeeds,
     ClaimRequest,
     CommitBatch,
     CommitResult,
@@ -34,6 +33,7 @@ from covey.store.base import (
     TaskInfo,
     WorkerInfo,
 )
+from covey.store.feeds import BoundedFeeds
 from covey.store.sqlite.core import SQLiteCore
 
 __all__ = ["SQLiteCore", "SQLiteStore"]

@@ -9,7 +9,8 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.base import DEFAULT_FEED_KEEP, CommitResult, RunWrite, check_cursor, feed_trim_every
+from covey.store.base import CommitResult, RunWrite
+from covey.store.feeds import DEFAULT_FEED_KEEP, check_cursor, feed_trim_every
 from covey.store.sqlite.connection import chunks, qmarks
 from covey.store.sqlite.reads import Reads
 

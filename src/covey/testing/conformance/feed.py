@@ -6,7 +6,8 @@ import pytest
 
 from covey.errors import CursorExpired
 from covey.state.model import StateChange, StateOp, run_namespace
-from covey.store.base import DEFAULT_FEED_KEEP, Store, feed_trim_every
+from covey.store.base import Store
+from covey.store.feeds import DEFAULT_FEED_KEEP, feed_trim_every
 from covey.testing.conformance import StoreFactory
 from covey.testing.conformance.driver import Driver
 
