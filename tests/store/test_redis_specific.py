@@ -26,7 +26,6 @@ from covey.errors import BackendError, BackendUnavailable, ConfigError, CoveyErr
 from covey.state.model import StateEntry, StateOp
 from covey.store.base import (
     AGING_MS,
-    DEFAULT_FEED_KEEP,
     SHARDS,
     ClaimRequest,
     CommitBatch,
@@ -35,6 +34,7 @@ from covey.store.base import (
     report_row_id,
     shard_of,
 )
+from covey.store.feeds import DEFAULT_FEED_KEEP
 from covey.store.redis import LAYOUT_VERSION, RedisStore
 from covey.store.redis.tasks import FOLLOW_UP_AFTER_S
 from covey.testing import wait_for
