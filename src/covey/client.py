@@ -347,8 +347,8 @@ class StoreClient:
 
         There it yields a :class:`~covey.state.resync.StateSnapshot` (every
         key now) and goes on with the changes after it, skipping those the
-        snapshot holds. A change to a key deleted before the snapshot may
-        come again ahead of its deletion.
+        snapshot holds. A change to a key deleted while the snapshot was
+        read may come again ahead of its deletion.
         """
 
         def page(ns: str, after_key: str, limit: int) -> Awaitable[list[StateEntry]]:

@@ -107,22 +107,27 @@ class CursorExpired(CoveyError):
     Each namespace keeps its most recent changes (``Store.feed_keep``, 10,000
     by default), so a watcher away for longer than that cannot resume without
     a gap. It resyncs from a snapshot: list the namespace, then watch from
-    ``oldest - 1``, skipping a change whose version the snapshot already has
-    for its key (that cursor was taken before the listing, so nothing is missed).
+    ``head``, skipping a change whose version the snapshot already has for
+    its key (every change up to ``head`` had committed before the listing
+    began, so the listing holds them all, and nothing after is missed).
 
     Attributes:
         namespace: the namespace watched.
         after: the cursor that was asked for.
         oldest: the sequence number of the oldest change still kept.
+        head: the namespace's last change when this was raised (None if not known:
+            then resume from ``oldest - 1``, skipping by version).
     """
 
-    def __init__(self, namespace: str, after: int, oldest: int) -> None:
+    def __init__(self, namespace: str, after: int, oldest: int, head: int | None = None) -> None:
         self.namespace = namespace
         self.after = after
         self.oldest = oldest
+        self.head = head
         super().__init__(
             f"namespace {namespace!r}: the changes after {after} are no longer all kept (the oldest is "
-            f"{oldest}); resync from a snapshot: list the namespace, then watch from {oldest - 1}"
+            f"{oldest}); resync from a snapshot: list the namespace, then watch from "
+            f"{oldest - 1 if head is None else head}"
         )
 
 

@@ -152,7 +152,7 @@ def test_state_watch_from_a_trimmed_cursor_says_how_to_resync(tmp_path: Path) ->
 
     assert result.returncode == 2
     assert "the changes after 0 are no longer all kept (the oldest is 8)" in result.stdout
-    assert "then watch from 7" in result.stdout
+    assert "then watch from 10" in result.stdout
     resumed = covey_cli("state", "watch", "feed", "--after", "7", "--count", "3", cwd=tmp_path)
     assert [json.loads(line)["value"] for line in resumed.stdout.splitlines()] == [7, 8, 9]
 
@@ -179,6 +179,6 @@ def test_state_watch_resync_prints_a_snapshot_then_the_changes_after_it(tmp_path
         if watcher.poll() is None:
             watcher.kill()
     snapshot, change = [json.loads(line) for line in log.read_text().splitlines()]
-    assert snapshot["snapshot"]["cursor"] == 7
+    assert snapshot["snapshot"]["cursor"] == 10
     assert {e["key"]: e["value"] for e in snapshot["snapshot"]["entries"]} == {"k0": 8, "k1": 9}
     assert (change["seq"], change["key"], change["value"]) == (11, "k0", 100)

@@ -195,7 +195,18 @@ def _reply(message: dict[str, Any], ok: dict[str, Any] | None, error: BaseExcept
 
 def _error_json(exc: CoveyError) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    for attr in ("step", "field", "reason", "namespace", "key", "expected", "version", "after", "oldest"):
+    for attr in (
+        "step",
+        "field",
+        "reason",
+        "namespace",
+        "key",
+        "expected",
+        "version",
+        "after",
+        "oldest",
+        "head",
+    ):
         if hasattr(exc, attr):
             body[attr] = getattr(exc, attr)
     return body

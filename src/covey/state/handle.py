@@ -106,8 +106,8 @@ class StateHandle:
         """:meth:`watch` that resyncs by itself: where the feed has moved past its cursor, it yields a
         :class:`~covey.state.resync.StateSnapshot` (every key now) and goes on with the changes after it.
 
-        A change to a key deleted before the snapshot may come again ahead of
-        its deletion; every other change comes once, in commit order.
+        A change to a key deleted while the snapshot was read may come again
+        ahead of its deletion; every other change comes once, in commit order.
         """
         if self._hub is None or self._list is None:
             raise RuntimeError("this context cannot watch (it was not built by a worker)")

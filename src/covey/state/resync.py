@@ -3,10 +3,12 @@
 A namespace's feed keeps its latest changes only, so a watcher away for long
 gets :class:`~covey.errors.CursorExpired`. :func:`resyncing` turns that into
 data: it lists the namespace (a :class:`StateSnapshot`, every key's value
-now), then watches again from ``oldest - 1``. That cursor was taken before
-the listing, so no change is missed; the changes the listing already holds
-are recognized by their versions and skipped, so none is seen twice. The
-watcher replaces its view with the snapshot and goes on applying changes.
+now), then watches again from the error's ``head``, the namespace's last
+change when the error was raised. Every change up to it had committed before
+the listing began, so the listing holds them; those committed while it was
+being read are recognized by their versions and skipped. Nothing is missed
+and nothing seen twice. The watcher replaces its view with the snapshot and
+goes on applying changes.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ async def resyncing(
                 yield change
             return
         except CursorExpired as gone:
+            # The head was read before the listing starts: every change up to it is in the listing.
+            # Without one, oldest - 1 is as safe, with older changes to skip by version.
+            cursor = gone.head if gone.head is not None else gone.oldest - 1
             entries = await list_all(namespace, page)
             listed = {entry.key: entry.version for entry in entries}
-            cursor = gone.oldest - 1
             yield StateSnapshot(namespace, cursor, entries)

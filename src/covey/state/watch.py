@@ -105,7 +105,7 @@ class WatchHub:
         """Tell the subscribers whose cursor the feed has moved past that they cannot resume; the pump reads on."""
         behind = {s for s in self._subscribers.get(namespace, ()) if s.cursor < gone.oldest - 1}
         for subscriber in behind:
-            subscriber.queue.put_nowait(CursorExpired(namespace, subscriber.cursor, gone.oldest))
+            subscriber.queue.put_nowait(CursorExpired(namespace, subscriber.cursor, gone.oldest, gone.head))
         self._subscribers[namespace] = self._subscribers.get(namespace, set()) - behind
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "check_cursor",
     "configured_feed_keep",
     "feed_trim_every",
+    "trimmed_past",
 ]
 
 #: How many of its latest changes each namespace's change feed keeps, by default (``Store.feed_keep``).
@@ -95,12 +96,24 @@ class BoundedFeeds:
         """Hook for a store whose writer holds its own copy of the value."""
 
 
-def check_cursor(namespace: str, after_seq: int, changes: Sequence[StateChange]) -> None:
-    """Raise :class:`CursorExpired` if ``changes``, read after ``after_seq``, do not start right after it.
+def trimmed_past(after_seq: int, changes: Sequence[StateChange]) -> bool:
+    """Whether ``changes``, read after ``after_seq``, do not start right after it: the feed was trimmed past it.
 
     A namespace's changes are numbered 1, 2, 3... with no gaps, and trimming
     takes the oldest: a first change past ``after_seq + 1`` means the ones in
-    between are gone. Every store's ``state_changes`` ends with this check.
+    between are gone.
     """
-    if changes and changes[0].seq > after_seq + 1:
-        raise CursorExpired(namespace, after_seq, changes[0].seq)
+    return bool(changes) and changes[0].seq > after_seq + 1
+
+
+def check_cursor(
+    namespace: str, after_seq: int, changes: Sequence[StateChange], head: int | None = None
+) -> None:
+    """Raise :class:`CursorExpired` if the feed was trimmed past ``after_seq`` (:func:`trimmed_past`).
+
+    Every store's ``state_changes`` ends with this check; when it fails, the
+    store reads the namespace's ``head`` (its last change) for the error, so
+    a resync can start right there.
+    """
+    if trimmed_past(after_seq, changes):
+        raise CursorExpired(namespace, after_seq, changes[0].seq, head)

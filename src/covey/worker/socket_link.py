@@ -237,7 +237,13 @@ def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
             str(body["namespace"]), str(body["key"]), int(body["expected"]), int(body["version"])
         )
     if cls is errors.CursorExpired:
-        return errors.CursorExpired(str(body["namespace"]), int(body["after"]), int(body["oldest"]))
+        head = body.get("head")
+        return errors.CursorExpired(
+            str(body["namespace"]),
+            int(body["after"]),
+            int(body["oldest"]),
+            None if head is None else int(head),
+        )
     if (
         isinstance(cls, type)
         and issubclass(cls, CoveyError)

@@ -27,7 +27,7 @@ import orjson
 from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.feeds import check_cursor, feed_trim_every
+from covey.store.feeds import check_cursor, feed_trim_every, trimmed_past
 from covey.store.postgres.connection import NOW_MS, Conn
 
 __all__ = [
@@ -65,6 +65,7 @@ WITH rows AS (
 UPDATE state_seq SET seq = c.seq FROM unnest($10::text[], $11::bigint[]) AS c (namespace, seq)
 WHERE state_seq.namespace = c.namespace
 """
+HEAD_SQL = "SELECT seq FROM state_seq WHERE namespace = $1"
 TRIM_SQL = "DELETE FROM state_changes WHERE namespace = $1 AND seq <= $2"
 DROP_COUNTERS_SQL = "DELETE FROM state_seq WHERE namespace = ANY($1::text[])"
 DROP_ROWS_SQL = """
@@ -299,7 +300,9 @@ async def state_changes(conn: Conn, namespace: str, after_seq: int, limit: int) 
         )
         for r in rows
     ]
-    check_cursor(namespace, after_seq, changes)
+    if trimmed_past(after_seq, changes):
+        head = await conn.fetchval(HEAD_SQL, namespace)
+        check_cursor(namespace, after_seq, changes, None if head is None else int(head))
     return changes
 
 

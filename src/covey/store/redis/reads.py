@@ -9,7 +9,7 @@ import orjson
 
 from covey.state.model import StateChange, StateEntry
 from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo
-from covey.store.feeds import check_cursor
+from covey.store.feeds import check_cursor, trimmed_past
 from covey.store.redis.connection import Connection
 
 __all__ = ["Reads", "from_json", "inbox_row", "text"]
@@ -215,7 +215,10 @@ class Reads(Connection):
             seq = int(entry_id.split(b"-")[0])
             key, version = text(fields[b"k"]), int(fields[b"n"])
             changes.append(StateChange(namespace, seq, key, version, from_json(body), body is None))
-        check_cursor(namespace, after_seq, changes)
+        if trimmed_past(after_seq, changes):
+            counter = self.keys.ns("nsseq", namespace)
+            head = await self.run(lambda r: r.get(counter), idempotent=True)
+            check_cursor(namespace, after_seq, changes, None if head is None else int(head))
         return changes
 
     # -- inbox, shards, timers, registry -----------------------------------------------

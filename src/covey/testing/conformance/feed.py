@@ -69,7 +69,7 @@ class TestChangeFeed:
 
         gone = await _expired(store, NS, 0)
 
-        assert (gone.namespace, gone.after) == (NS, 0)
+        assert (gone.namespace, gone.after, gone.head) == (NS, 0, 100)
         assert 100 - 3 - TRIM_SLACK < gone.oldest <= 100 - 3 + 1, "keeps at least 3, at most 3 + slack"
         kept = await store.state_changes(NS, gone.oldest - 1)
         assert _seqs(kept) == list(range(gone.oldest, 101))
@@ -106,7 +106,8 @@ class TestChangeFeed:
 
         assert gone.after == cursor == 2
         assert gone.oldest > cursor + 1
-        assert str(gone.oldest - 1) in str(gone), "the message says where to resume after a resync"
+        assert gone.head == 100, "the namespace's last change, where a resync resumes"
+        assert "watch from 100" in str(gone), "the message says where to resume after a resync"
 
     async def test_one_busy_namespace_trims_no_other(self, store: Store) -> None:
         store.feed_keep = 3
