@@ -26,7 +26,7 @@ from covey.ids import new_id
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, submit_pending, submit_row
+from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.resync import StateSnapshot, resyncing
 from covey.store.base import InboxRow, RunInfo, Store
@@ -222,16 +222,7 @@ class StoreClient:
     async def _run_or_pending(self, run_id: str) -> RunInfo | None:
         """The run, or None while its submit waits in the inbox; NotFound if it is in neither."""
         async with self.reader() as store:
-            info = await store.get_run(run_id)
-            if info is not None:
-                return info
-            if await submit_pending(store, run_id):
-                return None
-            # The engine may have taken the submit between the two reads: its run is stored by now.
-            info = await store.get_run(run_id)
-        if info is None:
-            raise NotFound(f"no run {run_id!r}")
-        return info
+            return await run_or_pending(store, run_id)
 
     @asynccontextmanager
     async def _hinted(self, topics: set[str]) -> AsyncIterator[Callable[[float], Awaitable[None]]]:

@@ -340,10 +340,11 @@ class EngineLoop:
         info = None if state is not None else await self.store.get_run(run_id)
         if info is not None and info.status != "running":
             return info.status
-        if state is None and info is None and not submitted:
-            raise NotFound(f"no run {run_id!r}")  # purged, or never submitted: it will not finish
-        if state is None and info is None and run_id in self._dropped:
-            raise NotFound(f"no run {run_id!r}: its submit was dropped")
+        if state is None and info is None:
+            if not submitted:
+                raise NotFound(f"no run {run_id!r}")  # purged, or never submitted: it will not finish
+            if run_id in self._dropped:
+                raise NotFound(f"no run {run_id!r}: its submit was dropped")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(future)
         return await future

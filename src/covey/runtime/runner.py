@@ -23,7 +23,7 @@ from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
 from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper, purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, submit_pending
+from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
 from covey.store.sqlite import SQLiteStore
@@ -178,12 +178,7 @@ class Runner:
         (never submitted, or purged) raises NotFound.
         """
         engine = self.engine
-        pending = False
-        if run_id not in engine.runs and await self.store.get_run(run_id) is None:
-            pending = await submit_pending(self.store, run_id)
-            # The engine may have taken the submit between the two reads: its run is stored by now.
-            if not pending and await self.store.get_run(run_id) is None:
-                raise NotFound(f"no run {run_id!r}")
+        pending = run_id not in engine.runs and await run_or_pending(self.store, run_id) is None
         await engine.wait_finished(run_id, submitted=pending)
         info = engine.finished_info(run_id) or await self.store.get_run(run_id)
         if info is None:  # finished, then purged before it was read (a retention of seconds)

@@ -14,15 +14,15 @@ from typing import Any
 
 from covey.codec import check_payload
 from covey.engine.events import RunSubmitted, event_to_json
-from covey.errors import InputError
+from covey.errors import InputError, NotFound
 from covey.ids import check_run_id, new_id
 from covey.runtime.batch import Submission
 from covey.schema import schema_problem
 from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
-from covey.store.base import InboxRow, Store, shard_of
+from covey.store.base import InboxRow, RunInfo, Store, shard_of
 
-__all__ = ["INBOX_PAGE", "WorkflowLike", "as_compiled", "prepare_submission", "submit_pending", "submit_row"]
+__all__ = ["INBOX_PAGE", "WorkflowLike", "as_compiled", "prepare_submission", "run_or_pending", "submit_row"]
 
 #: Inbox rows read per page when looking for a run's submit.
 INBOX_PAGE = 500
@@ -73,15 +73,24 @@ def submit_row(submission: Submission, at_ms: int) -> InboxRow:
     return InboxRow(f"submit:{submission.run_id}", submission.run_id, event_to_json(event))
 
 
-async def submit_pending(store: Store, run_id: str) -> bool:
-    """Whether a submit of ``run_id`` waits in the store's inbox (appended with no engine to take it yet).
+async def run_or_pending(store: Store, run_id: str) -> RunInfo | None:
+    """The run, or None while its submit waits in the store's inbox (appended with no engine to take it yet).
 
-    Only the run's shard of the inbox is read, a page at a time. Callers read
-    the run again afterwards: the engine may take the submit meanwhile.
+    Only the run's shard of the inbox is read, a page at a time.
+
+    Raises:
+        NotFound: the run is neither stored nor waiting (never submitted, or purged).
     """
+    info = await store.get_run(run_id)
+    if info is not None:
+        return info
     cursor, shard = 0, {shard_of(run_id)}
     while page := await store.read_inbox(cursor, INBOX_PAGE, shard):
         if any(row.run_id == run_id for row in page):
-            return True
+            return None
         cursor = page[-1].seq
-    return False
+    # The engine may have taken the submit between the two reads: its run is stored by now.
+    info = await store.get_run(run_id)
+    if info is None:
+        raise NotFound(f"no run {run_id!r}")
+    return info
