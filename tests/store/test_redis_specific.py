@@ -632,7 +632,7 @@ async def test_each_write_path_trims_a_feed_to_exactly_what_it_keeps(
 
 
 async def test_a_feed_keeps_at_least_one_change(url: str, prefix: str) -> None:
-    # An empty feed would hide a gap from check_cursor: it tells one by the first change it reads.
+    # An empty feed would hide a gap from trimmed_past: it tells one by the first change it reads.
     async with RedisStore(url, prefix=prefix) as store:
         with pytest.raises(ConfigError, match="at least 1"):
             store.feed_keep = 0

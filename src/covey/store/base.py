@@ -442,7 +442,7 @@ class Store(Protocol):
 
         Each namespace's feed keeps at least its last :attr:`feed_keep`
         changes; the older ones are trimmed as new ones are written. Sequence
-        numbers have no gaps, so :func:`~covey.store.feeds.check_cursor` tells a trimmed cursor
+        numbers have no gaps, so :func:`~covey.store.feeds.trimmed_past` tells a trimmed cursor
         from the first row returned.
 
         Raises:

@@ -4,7 +4,7 @@ A feed keeps its latest ``feed_keep`` changes (``COVEY_FEED_KEEP``, else
 10,000): the writes that add changes trim the oldest, a batch at a time
 (:func:`feed_trim_every`), in the same transaction or script. Changes are
 numbered without gaps, so a read whose first change is not the one right
-after its cursor has found the feed trimmed (:func:`check_cursor`), and says
+after its cursor has found the feed trimmed (:func:`trimmed_past`), and says
 so with :class:`~covey.errors.CursorExpired` rather than skipping the gap.
 """
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from covey.errors import ConfigError, CursorExpired
+from covey.errors import ConfigError
 from covey.state.model import StateChange
 
 __all__ = [
     "DEFAULT_FEED_KEEP",
     "FEED_KEEP_VARIABLE",
     "BoundedFeeds",
-    "check_cursor",
     "configured_feed_keep",
     "feed_trim_every",
     "trimmed_past",
@@ -86,7 +85,7 @@ class BoundedFeeds:
 
     @feed_keep.setter
     def feed_keep(self, keep: int) -> None:
-        # At least 1: an emptied feed would leave no first change for check_cursor to see a gap by.
+        # At least 1: an emptied feed would leave no first change for trimmed_past to see a gap by.
         if keep < 1:
             raise ConfigError(f"a change feed must keep at least 1 change, not {keep}")
         self._feed_keep = keep
@@ -101,19 +100,9 @@ def trimmed_past(after_seq: int, changes: Sequence[StateChange]) -> bool:
 
     A namespace's changes are numbered 1, 2, 3... with no gaps, and trimming
     takes the oldest: a first change past ``after_seq + 1`` means the ones in
-    between are gone.
+    between are gone. Every store's ``state_changes`` ends with this check;
+    when it holds, the store reads the namespace's head (its last change) and
+    raises :class:`~covey.errors.CursorExpired` with it, so a resync can
+    start right there.
     """
     return bool(changes) and changes[0].seq > after_seq + 1
-
-
-def check_cursor(
-    namespace: str, after_seq: int, changes: Sequence[StateChange], head: int | None = None
-) -> None:
-    """Raise :class:`CursorExpired` if the feed was trimmed past ``after_seq`` (:func:`trimmed_past`).
-
-    Every store's ``state_changes`` ends with this check; when it fails, the
-    store reads the namespace's ``head`` (its last change) for the error, so
-    a resync can start right there.
-    """
-    if trimmed_past(after_seq, changes):
-        raise CursorExpired(namespace, after_seq, changes[0].seq, head)

@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
+from covey.errors import CoveyError, CursorExpired, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
-from covey.store.feeds import check_cursor, feed_trim_every, trimmed_past
+from covey.store.feeds import feed_trim_every, trimmed_past
 from covey.store.postgres.connection import NOW_MS, Conn
 
 __all__ = [
@@ -302,7 +302,7 @@ async def state_changes(conn: Conn, namespace: str, after_seq: int, limit: int) 
     ]
     if trimmed_past(after_seq, changes):
         head = await conn.fetchval(HEAD_SQL, namespace)
-        check_cursor(namespace, after_seq, changes, None if head is None else int(head))
+        raise CursorExpired(namespace, after_seq, changes[0].seq, None if head is None else int(head))
     return changes
 
 

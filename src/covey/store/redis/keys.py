@@ -134,7 +134,7 @@ class Keys:
         return self.g
 
     def ns(self, kind: str, namespace: str) -> str:
-        """A namespace's ``nsdata``, ``nskeys`` or ``nsfeed`` key."""
+        """A namespace's ``nsdata``, ``nskeys``, ``nsfeed`` or ``nsseq`` key."""
         return f"{self.ns_tag(namespace)}{kind}:{namespace}"
 
     def lock(self, name: str) -> str:

@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
+from covey.errors import CursorExpired
 from covey.state.model import StateChange, StateEntry
 from covey.store.base import InboxRow, RunInfo, TaskInfo, WorkerInfo
-from covey.store.feeds import check_cursor, trimmed_past
+from covey.store.feeds import trimmed_past
 from covey.store.redis.connection import Connection
 
 __all__ = ["Reads", "from_json", "inbox_row", "text"]
@@ -218,7 +219,7 @@ class Reads(Connection):
         if trimmed_past(after_seq, changes):
             counter = self.keys.ns("nsseq", namespace)
             head = await self.run(lambda r: r.get(counter), idempotent=True)
-            check_cursor(namespace, after_seq, changes, None if head is None else int(head))
+            raise CursorExpired(namespace, after_seq, changes[0].seq, None if head is None else int(head))
         return changes
 
     # -- inbox, shards, timers, registry -----------------------------------------------

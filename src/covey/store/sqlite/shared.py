@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from covey.errors import CoveyError, InputError, StaleLease, VersionConflict
+from covey.errors import CoveyError, CursorExpired, InputError, StaleLease, VersionConflict
 from covey.state.model import StateChange, StateEntry, StateOp, encode_value
 from covey.state.reducers import apply_reducer
 from covey.store.base import CommitResult, RunWrite
-from covey.store.feeds import DEFAULT_FEED_KEEP, check_cursor, feed_trim_every, trimmed_past
+from covey.store.feeds import DEFAULT_FEED_KEEP, feed_trim_every, trimmed_past
 from covey.store.sqlite.connection import chunks, qmarks
 from covey.store.sqlite.reads import Reads
 
@@ -130,7 +130,7 @@ class Shared(Reads):
         ]
         if trimmed_past(after_seq, changes):
             head = self.db.execute("SELECT seq FROM state_seq WHERE namespace = ?", (namespace,)).fetchone()
-            check_cursor(namespace, after_seq, changes, head[0] if head else None)
+            raise CursorExpired(namespace, after_seq, changes[0].seq, head[0] if head else None)
         return changes
 
     def _drop_namespaces(self, namespaces: Sequence[str]) -> None:
