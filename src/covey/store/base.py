@@ -389,6 +389,15 @@ class Store(Protocol):
         """A run's unfinished task rows."""
         ...
 
+    async def backlog(self) -> int:
+        """Runs not finished: those running, plus the inputs waiting in the inbox (submits among them).
+
+        Admission control compares it with its limit before it accepts a new
+        run (:mod:`covey.runtime.admission`). It must be cheap enough to call
+        every second: an index count, not a scan of the runs' rows.
+        """
+        ...
+
     async def get_outputs(self, run_id: str, steps: Sequence[str]) -> dict[str, Any]:
         """Outputs of steps: a plain step's value, a map step's ordered list, None if none."""
         ...

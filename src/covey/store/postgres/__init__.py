@@ -175,6 +175,10 @@ class PostgresStore(BoundedFeeds):
         """Runs, newest first."""
         return await self._db.run(lambda conn: reads.list_runs(conn, status, limit))
 
+    async def backlog(self) -> int:
+        """Runs running, plus inputs waiting in the inbox."""
+        return await self._db.run(reads.backlog)
+
     async def list_tasks(self, run_id: str) -> list[TaskInfo]:
         """A run's task rows."""
         return await self._db.run(lambda conn: reads.list_tasks(conn, run_id))

@@ -15,6 +15,7 @@ from covey.store.base import RunInfo, TaskInfo
 from covey.store.postgres.connection import Conn
 
 __all__ = [
+    "backlog",
     "from_json",
     "get_run",
     "list_runs",
@@ -33,6 +34,7 @@ LIST_RUNS_SQL = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_ms DESC, run_
 LIST_RUNS_BY_STATUS_SQL = (
     f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY created_ms DESC, run_id LIMIT $2"
 )
+BACKLOG_SQL = "SELECT (SELECT count(*) FROM runs WHERE status = 'running') + (SELECT count(*) FROM inbox)"
 LIST_TASKS_SQL = (
     "SELECT task_id, step, idx, status, try_no, lease_no, worker_id, lease_until_ms FROM tasks"
     " WHERE run_id = $1 ORDER BY step, idx"
@@ -124,6 +126,11 @@ async def list_runs(conn: Conn, status: str | None, limit: int) -> list[RunInfo]
     else:
         rows = await conn.fetch(LIST_RUNS_SQL, limit)
     return [_run_info(row) for row in rows]
+
+
+async def backlog(conn: Conn) -> int:
+    """Runs running, plus the inputs waiting in the inbox (an index count each)."""
+    return int(await conn.fetchval(BACKLOG_SQL))
 
 
 async def list_tasks(conn: Conn, run_id: str) -> list[TaskInfo]:

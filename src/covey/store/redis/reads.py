@@ -156,6 +156,18 @@ class Reads(Connection):
         runs = sorted((self._run_info(row) for row in rows), key=lambda run: (-run.created_ms, run.run_id))
         return runs if limit < 0 else runs[:limit]
 
+    async def backlog(self) -> int:
+        """Runs running, plus inputs waiting in the inbox: two ZCARDs."""
+
+        async def read(r: Any) -> list[Any]:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.keys.runs("running")[0])
+                pipe.zcard(self.keys.global_key("inbox"))
+                return list(await pipe.execute())
+
+        running, waiting = await self.run(read, idempotent=True)
+        return int(running) + int(waiting)
+
     async def list_tasks(self, run_id: str) -> list[TaskInfo]:
         """A run's unfinished task rows, by step and index."""
         rows = await self.script("list_tasks", [self.keys.tasks(run_id)], idempotent=True)

@@ -312,6 +312,10 @@ class SQLiteStore(BoundedFeeds):
         runs: list[RunInfo] = await self._call("list_runs", status, limit)
         return runs
 
+    async def backlog(self) -> int:
+        """Runs running, plus inputs waiting in the inbox."""
+        return int(await self._call("backlog"))
+
     async def list_tasks(self, run_id: str) -> list[TaskInfo]:
         """A run's task rows."""
         tasks: list[TaskInfo] = await self._call("list_tasks", run_id)

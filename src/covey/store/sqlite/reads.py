@@ -82,6 +82,12 @@ class Reads(Connection):
         sql = f"SELECT {self._RUN_COLUMNS} FROM runs {where} ORDER BY created_ms DESC, run_id LIMIT ?"
         return [self._run_info(row) for row in self.db.execute(sql, (*args, limit))]
 
+    def backlog(self) -> int:
+        """Runs running, plus the inputs waiting in the inbox: two index counts."""
+        (running,) = self.db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()
+        (waiting,) = self.db.execute("SELECT count(*) FROM inbox").fetchone()
+        return int(running) + int(waiting)
+
     def list_tasks(self, run_id: str) -> list[TaskInfo]:
         """A run's unfinished task rows."""
         rows = self.db.execute(

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from covey.engine.commands import SetTimer
-from covey.engine.events import RunFinished
+from covey.engine.events import RunFinished, RunSubmitted, SignalReceived
 from covey.store.base import Store, WorkerInfo
 from covey.testing.conformance import StoreFactory
 from covey.testing.conformance.driver import SPEC, Driver, claim_request, inbox_row, task, wait_past
@@ -42,6 +42,27 @@ class TestReads:
 
         assert list(found) == ["r1"]
         assert [e["type"] for e in found["r1"]] == ["RunSubmitted", "SignalReceived"]
+
+    async def test_the_backlog_counts_running_runs_and_waiting_inputs(self, store: Store) -> None:
+        d = await Driver.start(store)
+        assert await store.backlog() == 0
+        for run_id in ("r1", "r2", "r3"):
+            await d.start_run(run_id)
+        await _finish(d, "r2", "succeeded")
+        assert await store.backlog() == 2  # r1 and r3 run; r2 is done
+
+        await store.append_inbox(
+            [
+                inbox_row("submit:r4", "r4", RunSubmitted("r4", dict(SPEC), None, 1)),
+                inbox_row("signal:r1:s", "r1", SignalReceived("signal:r1:s", "go", None, 1)),
+            ]
+        )
+        assert await store.backlog() == 4  # and two inputs wait to be decided
+
+        rows = await store.read_inbox(0, 10)
+        await d.commit(consumed=[row.seq for row in rows])
+        await _finish(d, "r1", "cancelled")
+        assert await store.backlog() == 1
 
     async def test_runs_are_listed_newest_first_and_filtered_by_status(self, store: Store) -> None:
         d = await Driver.start(store)
