@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         SpecError,
         StaleLease,
         StoreLocked,
+        TooBusy,
         VersionConflict,
     )
     from covey.runtime.runner import Runner
@@ -55,7 +56,8 @@ _LAZY = {
     "covey.embedded": ("Embedded", "run"),
     "covey.errors": (
         "AgentFailure", "BackendError", "BackendUnavailable", "ConfigError", "Conflict", "CoveyError",
-        "CursorExpired", "InputError", "NotFound", "Retry", "RunFailed", "SpecError", "StaleLease", "StoreLocked", "VersionConflict",
+        "CursorExpired", "InputError", "NotFound", "Retry", "RunFailed", "SpecError", "StaleLease", "StoreLocked", "TooBusy",
+        "VersionConflict",
     ),
     "covey.runtime.runner": ("Runner",),
     "covey.spec.builder": ("Workflow",),
@@ -107,6 +109,7 @@ __all__ = [
     "StepSpec",
     "StoreLocked",
     "TaskCancelled",
+    "TooBusy",
     "VersionConflict",
     "WaitSpec",
     "Workflow",

@@ -21,12 +21,19 @@ from typing import Any, Self
 from covey.bus.base import Bus, Subscription, topic_finished, topic_inbox, topic_state
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived, event_to_json
-from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
+from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound, TooBusy
 from covey.ids import new_id
+from covey.runtime.admission import Admission, MaxBacklog, max_backlog_of
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending, submit_row
+from covey.runtime.submit import (
+    WorkflowLike,
+    prepare_submission,
+    run_or_pending,
+    submit_row,
+    submitted_before,
+)
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.resync import StateSnapshot, resyncing
 from covey.store.base import InboxRow, RunInfo, Store
@@ -50,12 +57,15 @@ class StoreClient:
     suits commands; a program making many calls enters the client once
     (``async with StoreClient(url) as client``) to keep one connection open.
     Commands are hinted to the engine nodes on the bus; a lost hint only
-    delays them until the nodes' next look at the inbox.
+    delays them until the nodes' next look at the inbox. A submit is refused
+    with TooBusy while the store's backlog is full (``max_backlog``, by
+    default ``COVEY_MAX_BACKLOG`` or 100,000; see :mod:`covey.runtime.admission`).
     """
 
-    def __init__(self, store_url: str, bus_url: str | None = None) -> None:
+    def __init__(self, store_url: str, bus_url: str | None = None, *, max_backlog: MaxBacklog = None) -> None:
         self.store_url = store_url
         self.bus_url = bus_url
+        self.admission = Admission(max_backlog_of(max_backlog))
         self.reconnects = 0
         """How often a watch lost its connection and resumed."""
         self._store: Store | None = None
@@ -136,8 +146,17 @@ class StoreClient:
         answer = await self._command(
             "submit", workflow=dict(submission.workflow.source), input=run_input, run_id=submission.run_id
         )
-        if answer is _NO_RUNNER:
-            await self._append(lambda at_ms: submit_row(submission, at_ms))
+        if answer is not _NO_RUNNER:
+            return submission.run_id
+        async with self.writer() as store:
+            try:
+                await self.admission.admit(store)
+            except TooBusy:
+                if run_id is not None and await submitted_before(store, submission.run_id):
+                    return submission.run_id
+                raise
+            await store.append_inbox([submit_row(submission, await store.now_ms())])
+        await self.hint_inbox()
         return submission.run_id
 
     async def signal(
@@ -358,9 +377,9 @@ class StoreClient:
 class LocalClient(StoreClient):
     """A client for the embedded SQLite store at ``path``: through its runner's socket when one is up."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_backlog: MaxBacklog = None) -> None:
         self.path = Path(path)
-        super().__init__(f"sqlite:///{self.path}", "memory://")
+        super().__init__(f"sqlite:///{self.path}", "memory://", max_backlog=max_backlog)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SQLiteStore]:
@@ -413,11 +432,11 @@ class LocalClient(StoreClient):
                     yield change
 
 
-def connect(store_url: str, bus_url: str | None = None) -> StoreClient:
+def connect(store_url: str, bus_url: str | None = None, *, max_backlog: MaxBacklog = None) -> StoreClient:
     """A client for the store at ``store_url``: a LocalClient for SQLite, a StoreClient otherwise."""
     if store_url.partition("://")[0] in ("sqlite", store_url):
-        return LocalClient(sqlite_path(store_url))
-    return StoreClient(store_url, bus_url)
+        return LocalClient(sqlite_path(store_url), max_backlog=max_backlog)
+    return StoreClient(store_url, bus_url, max_backlog=max_backlog)
 
 
 #: Pause before reading a namespace again after the connection was lost or nothing was found.

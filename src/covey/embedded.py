@@ -20,6 +20,7 @@ from typing import Any, Self
 from covey.agents.app import app_ref_for, load_app
 from covey.agents.registry import AgentDef, Registry
 from covey.errors import ConfigError, RunFailed
+from covey.runtime.admission import MaxBacklog
 from covey.runtime.eventloop import run_async
 from covey.runtime.retention import DEFAULT_RETENTION_MS
 from covey.runtime.runner import DEFAULT_LEASE_MS, Runner
@@ -45,6 +46,8 @@ class Embedded:
         durable: fsync every commit (the default); False is the named non-durable mode.
         lease_ms: lease length.
         retention_ms: how long finished runs are kept before they are purged; None keeps them.
+        max_backlog: the most unfinished runs accepted before a submit is refused (TooBusy); None
+            for ``COVEY_MAX_BACKLOG`` or its default of 100,000.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Embedded:
         durable: bool = True,
         lease_ms: int = DEFAULT_LEASE_MS,
         retention_ms: int | None = DEFAULT_RETENTION_MS,
+        max_backlog: MaxBacklog = None,
     ) -> None:
         if agents is None and app is None:
             raise ConfigError("give the agents to serve (agents=[...]) or an app reference (app='module')")
@@ -83,6 +87,7 @@ class Embedded:
             agents=self.registry.names,
             lease_ms=lease_ms,
             retention_ms=retention_ms,
+            max_backlog=max_backlog,
         )
         self._local: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []

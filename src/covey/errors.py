@@ -8,6 +8,7 @@
   + Conflict                 a version or sequence number did not match; callers may retry
   + CursorExpired            a watcher's cursor is older than its namespace's change feed keeps
   + StaleLease               a report from a superseded lease; recorded, changes nothing
+  + TooBusy                  a submit refused: too many runs unfinished; retry after a pause
   + BackendError             the store or bus failed (driver errors are translated to this)
     - BackendUnavailable     the store or bus cannot be reached
     - StoreLocked            another runner owns this embedded store
@@ -35,6 +36,7 @@ __all__ = [
     "SpecError",
     "StaleLease",
     "StoreLocked",
+    "TooBusy",
     "VersionConflict",
 ]
 
@@ -128,6 +130,29 @@ class CursorExpired(CoveyError):
             f"namespace {namespace!r}: the changes after {after} are no longer all kept (the oldest is "
             f"{oldest}); resync from a snapshot: list the namespace, then watch from "
             f"{oldest - 1 if head is None else head}"
+        )
+
+
+class TooBusy(CoveyError):
+    """A submit was refused: the store holds as many unfinished runs as covey is set to accept.
+
+    Admission control: a bounded backlog and a clear answer instead of a queue
+    that grows until memory or disk runs out. Nothing was stored; submitting
+    the same run again after ``retry_after_s`` is safe.
+
+    Attributes:
+        backlog: runs unfinished when the submit was refused (running, or waiting in the inbox).
+        limit: the most covey accepts (``COVEY_MAX_BACKLOG``).
+        retry_after_s: how long to wait before trying again.
+    """
+
+    def __init__(self, backlog: int, limit: int, retry_after_s: float) -> None:
+        self.backlog = backlog
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"covey is too busy: {backlog:,} unfinished run{'' if backlog == 1 else 's'}, and the limit "
+            f"is {limit:,} (COVEY_MAX_BACKLOG); retry after {retry_after_s:g} s"
         )
 
 

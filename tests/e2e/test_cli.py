@@ -182,3 +182,15 @@ def test_state_watch_resync_prints_a_snapshot_then_the_changes_after_it(tmp_path
     assert snapshot["snapshot"]["cursor"] == 10
     assert {e["key"]: e["value"] for e in snapshot["snapshot"]["entries"]} == {"k0": 8, "k1": 9}
     assert (change["seq"], change["key"], change["value"]) == (11, "k0", 100)
+
+
+def test_a_submit_refused_for_a_full_backlog_exits_75(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COVEY_MAX_BACKLOG", "1")
+    assert covey_cli("submit", str(APPS / "approval.yaml"), cwd=tmp_path).returncode == 0
+
+    refused = covey_cli("submit", str(APPS / "approval.yaml"), cwd=tmp_path)
+
+    assert refused.returncode == 75, refused.stdout + refused.stderr
+    assert "covey is too busy: 1 unfinished run, and the limit is 1 (COVEY_MAX_BACKLOG)" in refused.stdout

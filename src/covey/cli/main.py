@@ -3,7 +3,8 @@
 Global options: ``--store URL`` (or ``COVEY_STORE``), default
 ``sqlite:///covey.db``, and ``--bus URL`` (or ``COVEY_BUS``), default the
 store's own server. Every covey error becomes a one-line message in red
-and exit code 2; a failed run exits 1.
+and exit code 2 (75, "try again later", when covey is too busy to accept a
+run); a failed run exits 1.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import click
 
 from covey.cli.render import console
 from covey.client import StoreClient, connect
-from covey.errors import CoveyError
+from covey.errors import CoveyError, TooBusy
 from covey.runtime.retention import DEFAULT_RETENTION, parse_retention
 from covey.store.open import backend_of, sqlite_path
 
 __all__ = ["cli", "main"]
 
 DEFAULT_STORE = "sqlite:///covey.db"
+#: Exit status of a command refused because covey is too busy: try again later (sysexits' EX_TEMPFAIL).
+EXIT_TOO_BUSY = 75
 
 
 class Settings:
@@ -117,6 +120,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except TooBusy as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(EXIT_TOO_BUSY)
     except CoveyError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(2)

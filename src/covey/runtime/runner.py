@@ -17,13 +17,14 @@ from typing import Any, Protocol, Self
 
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived
-from covey.errors import InputError, NotFound
+from covey.errors import InputError, NotFound, TooBusy
 from covey.ids import new_id
+from covey.runtime.admission import Admission, MaxBacklog, max_backlog_of
 from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
 from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper, purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending
+from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending, submitted_before
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
 from covey.store.sqlite import SQLiteStore
@@ -50,6 +51,8 @@ class Runner:
         serve_socket: listen on the local socket for worker processes and commands.
         lease_ms: lease length; workers heartbeat well within it.
         retention_ms: how long finished runs are kept before they are purged; None keeps them.
+        max_backlog: the most unfinished runs accepted before a submit is refused with TooBusy
+            (:mod:`covey.runtime.admission`); None for ``COVEY_MAX_BACKLOG`` or its default.
     """
 
     def __init__(
@@ -62,10 +65,12 @@ class Runner:
         serve_socket: bool = True,
         lease_ms: int = DEFAULT_LEASE_MS,
         retention_ms: int | None = DEFAULT_RETENTION_MS,
+        max_backlog: MaxBacklog = None,
     ) -> None:
         self.path = Path(path)
         self.retention_ms = retention_ms
         self.store = SQLiteStore(self.path, durable=durable)
+        self.admission = Admission(max_backlog_of(max_backlog))
         self.skills = skills
         self.agents = agents
         self.lease_ms = lease_ms
@@ -156,16 +161,31 @@ class Runner:
     async def submit(
         self, workflow: WorkflowLike, run_input: Any = None, *, run_id: str | None = None
     ) -> str:
-        """Start a run and return its id once committed; repeating a run id is a no-op."""
+        """Start a run and return its id once committed; repeating a run id is a no-op.
+
+        Raises:
+            TooBusy: the backlog is full (a repeated run id is still answered).
+        """
         submission = prepare_submission(
             workflow, run_input, run_id=run_id, skills=self.skills, agents=self.agents
         )
+        try:
+            await self.admission.admit(self.store)
+        except TooBusy:
+            if run_id is not None and await submitted_before(self.store, submission.run_id):
+                return submission.run_id
+            raise
         await self.engine.submit(submission, await self.store.now_ms())
         return submission.run_id
 
     async def submit_many(self, items: list[tuple[WorkflowLike, Any]]) -> list[str]:
-        """Start many runs in one group commit; every input is checked before any is stored."""
+        """Start many runs in one group commit; every input is checked before any is stored.
+
+        Raises:
+            TooBusy: the backlog has no room for all of them (none is stored).
+        """
         submissions = [prepare_submission(w, i, skills=self.skills, agents=self.agents) for w, i in items]
+        await self.admission.admit(self.store, len(submissions))
         at_ms = await self.store.now_ms()
         await asyncio.gather(*(self.engine.submit(s, at_ms) for s in submissions))
         return [s.run_id for s in submissions]

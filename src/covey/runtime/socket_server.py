@@ -206,6 +206,9 @@ def _error_json(exc: CoveyError) -> dict[str, Any]:
         "after",
         "oldest",
         "head",
+        "backlog",
+        "limit",
+        "retry_after_s",
     ):
         if hasattr(exc, attr):
             body[attr] = getattr(exc, attr)

@@ -22,7 +22,15 @@ from covey.spec.compile import CompiledWorkflow, check_targets, compile_workflow
 from covey.spec.model import WorkflowSpec
 from covey.store.base import InboxRow, RunInfo, Store, shard_of
 
-__all__ = ["INBOX_PAGE", "WorkflowLike", "as_compiled", "prepare_submission", "run_or_pending", "submit_row"]
+__all__ = [
+    "INBOX_PAGE",
+    "WorkflowLike",
+    "as_compiled",
+    "prepare_submission",
+    "run_or_pending",
+    "submit_row",
+    "submitted_before",
+]
 
 #: Inbox rows read per page when looking for a run's submit.
 INBOX_PAGE = 500
@@ -94,3 +102,16 @@ async def run_or_pending(store: Store, run_id: str) -> RunInfo | None:
     if info is None:
         raise NotFound(f"no run {run_id!r}")
     return info
+
+
+async def submitted_before(store: Store, run_id: str) -> bool:
+    """Whether a run with this id was submitted already: stored, or its submit waiting in the inbox.
+
+    A submit refused for a full backlog still answers a repeated run id, as
+    a repeated submit always does: with the run it names.
+    """
+    try:
+        await run_or_pending(store, run_id)
+    except NotFound:
+        return False
+    return True

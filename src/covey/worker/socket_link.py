@@ -236,6 +236,8 @@ def _rebuild_error(body: Mapping[str, Any]) -> CoveyError:
         return errors.VersionConflict(
             str(body["namespace"]), str(body["key"]), int(body["expected"]), int(body["version"])
         )
+    if cls is errors.TooBusy:
+        return errors.TooBusy(int(body["backlog"]), int(body["limit"]), float(body["retry_after_s"]))
     if cls is errors.CursorExpired:
         head = body.get("head")
         return errors.CursorExpired(
