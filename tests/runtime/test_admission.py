@@ -50,7 +50,10 @@ def test_the_limit_comes_from_the_variable(
 @pytest.mark.parametrize("text", ["0", "-3", "lots", "1.5"])
 def test_a_bad_variable_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     monkeypatch.setenv(MAX_BACKLOG_VARIABLE, text)
-    with pytest.raises(ConfigError, match=f"{MAX_BACKLOG_VARIABLE}='{text}'"):
+    with pytest.raises(
+        ConfigError,
+        match=f"{MAX_BACKLOG_VARIABLE} must be a whole number of at least 1 or 'unlimited'; got '{text}'",
+    ):
         configured_max_backlog()
 
 

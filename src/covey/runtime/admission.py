@@ -21,11 +21,11 @@ quota.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Literal
 
+from covey.environment import positive_int
 from covey.errors import ConfigError, TooBusy
 from covey.store.base import Store
 
@@ -77,18 +77,8 @@ def configured_max_backlog() -> int | None:
     Raises:
         ConfigError: the variable holds anything else.
     """
-    text = os.environ.get(MAX_BACKLOG_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_BACKLOG
-    if text.lower() == "unlimited":
-        return None
-    try:
-        limit = int(text)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ConfigError(f"{MAX_BACKLOG_VARIABLE}={text!r}: expected a positive integer or 'unlimited'")
-    return limit
+    limit = positive_int(MAX_BACKLOG_VARIABLE, DEFAULT_MAX_BACKLOG, words=frozenset({"unlimited"}))
+    return None if limit == "unlimited" else int(limit)
 
 
 class Admission:

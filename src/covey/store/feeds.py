@@ -10,9 +10,9 @@ so with :class:`~covey.errors.CursorExpired` rather than skipping the gap.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
+from covey.environment import positive_int
 from covey.errors import ConfigError
 from covey.state.model import StateChange
 
@@ -51,15 +51,8 @@ def configured_feed_keep() -> int:
     Raises:
         ConfigError: the variable is not a whole number of at least 1.
     """
-    text = os.environ.get(FEED_KEEP_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_FEED_KEEP
-    try:
-        keep = int(text)
-    except ValueError:
-        keep = 0
-    if keep < 1:
-        raise ConfigError(f"{FEED_KEEP_VARIABLE} must be a whole number of changes, at least 1; got {text!r}")
+    keep = positive_int(FEED_KEEP_VARIABLE, DEFAULT_FEED_KEEP)
+    assert isinstance(keep, int)  # no words allowed
     return keep
 
 
