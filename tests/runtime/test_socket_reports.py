@@ -13,12 +13,15 @@ from covey.errors import CoveyError
 from covey.runtime.protocol import FrameBuffer, FrameWriter, encode_frame, read_frame
 from covey.runtime.runner import Runner
 from covey.runtime.socket_server import _Connection
+from covey.store.base import ClaimRequest
 from covey.testing import wait_for
-from covey.worker.link import PROTOCOL_VERSION
-from covey.worker.socket_link import SocketLink
+from covey.worker.link import PROTOCOL_VERSION, LocalLink, NextClaim
+from covey.worker.socket_link import SocketLink, _Answers
 from covey.worker.worker import Worker
 
 PAIR = {"name": "pair", "steps": {"a": {"skill": "echo"}, "b": {"skill": "echo"}}}
+#: B consumes A's output: a hand-off.
+CHAIN = {"name": "chain", "steps": {"a": {"skill": "echo"}, "b": {"skill": "echo", "input": "${steps.a}"}}}
 
 
 def _done(lease: Any, output: Any) -> dict[str, Any]:
@@ -199,21 +202,27 @@ async def test_a_malformed_claim_answer_fails_that_claim_only(tmp_path: Path) ->
         assert len(await link.claim("w1", frozenset({"echo"}), {}, 10, 0)) == 1
 
 
-async def test_a_no_op_tries_report_and_the_next_claim_leave_the_worker_in_one_write(
+async def test_a_report_carries_the_next_claim_and_its_answer_the_next_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The try ends before the claimer resumes; its report waits for the claim, and one write carries both."""
-    writes: list[list[str]] = []
+    """A hand-off is one frame each way: A's report claims, and B's lease comes back in the report's answer."""
+    sent: list[dict[str, Any]] = []
+    answers: dict[int, dict[str, Any]] = {}
     watched: list[FrameWriter] = []
-    original = FrameWriter.flush
+    original_flush = FrameWriter.flush
+    original_received = _Answers.frames_received
 
-    def spy(self: FrameWriter) -> None:  # records what each write of the worker's link carries, then writes
+    def spy_flush(self: FrameWriter) -> None:  # records each frame the worker's link writes
         if self in watched:
-            data = b"".join(self._frames)
-            writes.append([str(frame.get("op")) for frame in FrameBuffer().feed(data)] if data else [])
-        original(self)
+            sent.extend(FrameBuffer().feed(b"".join(self._frames)))
+        original_flush(self)
 
-    monkeypatch.setattr(FrameWriter, "flush", spy)
+    def spy_received(self: _Answers, messages: list[dict[str, Any]]) -> None:  # and each answer it reads
+        answers.update({int(message["id"]): message for message in messages})
+        original_received(self, messages)
+
+    monkeypatch.setattr(FrameWriter, "flush", spy_flush)
+    monkeypatch.setattr(_Answers, "frames_received", spy_received)
     registry = Registry()
 
     @agent(skills=["echo"], registry=registry)
@@ -227,11 +236,98 @@ async def test_a_no_op_tries_report_and_the_next_claim_leave_the_worker_in_one_w
         serving = asyncio.create_task(worker.run())
         for i in range(5):
             assert (
-                await asyncio.wait_for(runner.wait(await runner.submit(PAIR, i)), 10)
+                await asyncio.wait_for(runner.wait(await runner.submit(CHAIN, i)), 10)
             ).status == "succeeded"
         worker.stop()
         await asyncio.wait_for(serving, 10)
 
-    with_reports = [ops for ops in writes if "report" in ops]
-    assert len(with_reports) >= 10  # a and b of five runs
-    assert all("claim" in ops for ops in with_reports), with_reports
+    reports = [frame for frame in sent if frame.get("op") == "report"]
+    of_a = [report for report in reports if report["results"][0]["task_id"].endswith("/a")]
+    assert len(of_a) == 5
+    # A's try ends before the worker's claimer is back: its report claims the worker's one slot...
+    assert [report["claim"]["limit"] for report in of_a] == [1] * 5
+    # ...and the answer brings B, the step A's result made ready.
+    handed_off = [lease["step"] for report in of_a for lease in answers[report["id"]]["ok"]["leases"]]
+    assert handed_off == ["b"] * 5
+
+
+def _claim_of(worker_id: str, limit: int, taken: list[list[Any]]) -> NextClaim:
+    return NextClaim(ClaimRequest(worker_id, frozenset({"echo"}), {}, limit, 0), taken.append)
+
+
+async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        await runner.submit(CHAIN, 7)
+        (lease_a,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
+        taken: list[list[Any]] = []
+
+        await link.report([_done(lease_a, 8)], claim=_claim_of("w1", 3, taken))
+
+        ((lease_b,),) = taken
+        assert (lease_b.step, lease_b.input) == ("b", 8)
+
+
+async def test_a_claim_in_a_report_that_finds_nothing_is_handed_no_leases(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        run_id = await runner.submit({"name": "one", "steps": {"a": {"skill": "echo"}}})
+        (lease,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
+        taken: list[list[Any]] = []
+
+        await link.report([_done(lease, 1)], claim=_claim_of("w1", 3, taken))
+
+        assert taken == [[]]
+        assert (await asyncio.wait_for(runner.wait(run_id), 5)).status == "succeeded"
+
+
+async def test_a_report_with_a_malformed_claim_is_refused_whole(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db") as runner:
+        reader, writer = await asyncio.open_unix_connection(str(runner.socket_path))
+        run_id = await runner.submit(CHAIN, 1)
+        async with SocketLink(runner.socket_path or "") as link:
+            (lease,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
+        report = {"id": 1, "op": "report", "results": [_done(lease, 2)], "claim": {"targets": ["echo"]}}
+
+        writer.write(encode_frame(report))
+        answer = await asyncio.wait_for(read_frame(reader), 5)
+
+        assert answer is not None
+        assert "malformed report" in answer["error"]["message"]
+        assert "worker_id" in answer["error"]["message"]
+        assert "TaskSucceeded" not in [event["type"] for event in await runner.store.load_history(run_id)]
+        writer.close()
+
+
+async def test_an_in_process_report_carries_its_claim_too(tmp_path: Path) -> None:
+    async with Runner(tmp_path / "covey.db", serve_socket=False) as runner:
+        link = LocalLink(runner.engine, runner.store, lease_ms=runner.lease_ms)
+        await runner.submit(CHAIN, 3)
+        (lease_a,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
+        taken: list[list[Any]] = []
+
+        await link.report([_done(lease_a, 4)], claim=_claim_of("w1", 1, taken))
+
+        ((lease_b,),) = taken
+        assert (lease_b.step, lease_b.input) == ("b", 4)
+
+
+async def test_a_worker_never_holds_more_leases_than_its_slots(tmp_path: Path) -> None:
+    """Claims in flight count against the slots: the parked one, and one a report carries."""
+    registry = Registry()
+    held: list[int] = []
+
+    @agent(skills=["echo"], registry=registry)
+    async def echo(value: Any) -> Any:
+        held.append(len(worker.running))  # leases the worker holds as this try starts
+        return value
+
+    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+        worker = Worker(registry, link, worker_id="w1", concurrency=2)
+        serving = asyncio.create_task(worker.run())
+        runs = [await runner.submit(CHAIN, i) for i in range(40)]
+        for run_id in runs:
+            assert (await asyncio.wait_for(runner.wait(run_id), 20)).status == "succeeded"
+        worker.stop()
+        await asyncio.wait_for(serving, 10)
+
+    assert len(held) == 80
+    assert max(held) == 2, "two slots: never more than two leases, and both used"

@@ -5,7 +5,8 @@ bytes as they arrive, in the read's own callback (an :class:`asyncio.Protocol`,
 no reader task): reports and claims are queued for the engine loop there and
 then, and decided at once when nothing else is in progress; every other
 request is answered from its own task, so a long-poll claim never holds up a
-report on the same connection.
+report on the same connection. A report may carry a claim of its own, which
+joins the report's batch and is answered in the report's answer.
 Errors a caller caused come back as ``{"error": {"type", "message", ...}}``
 and the caller re-raises them as the same covey error.
 """
@@ -108,14 +109,79 @@ def _queue_report(runner: Runner, message: dict[str, Any], outbox: FrameWriter) 
 
     The answer is queued from inside the engine loop's turn that committed (a
     :class:`~covey.runtime.answer.Reply`), so it leaves in the same write as
-    the lease that commit granted.
+    the lease that commit granted. A report may carry a claim (``claim``:
+    worker_id, targets, labels, limit): it joins the same batch, never
+    parks, and its leases travel in the report's answer (``leases``), so a
+    hand-off is one frame each way.
     """
     try:
         results = list(message["results"])
-        countdown = _Countdown(len(results), lambda error: outbox.queue(_reply(message, {}, error)))
+        claim = message.get("claim")
+        request = None if claim is None else _claim_request(runner, claim)
+        answer = _ReportAnswer(runner, message, outbox, request)
+        countdown = _Countdown(len(results), answer.reported)
         queue_results(runner.engine, results, runner.store.now_ms_nowait(), countdown.answers())
     except (KeyError, TypeError, ValueError) as exc:
         _answer_malformed(message, outbox, exc)
+        return
+    if request is not None:
+        runner.engine.claim_to(Reply(answer.leased), request)
+
+
+class _ReportAnswer:
+    """A report's answer: once its results are committed and, if it carried a claim, that claim granted.
+
+    The two are answered in the same turn of the engine loop (results first),
+    so one frame carries both. Should the results fail while the claim got
+    leases, those are given back to the store: the worker is told only of the failure.
+    """
+
+    def __init__(
+        self, runner: Runner, message: dict[str, Any], outbox: FrameWriter, claim: ClaimRequest | None
+    ) -> None:
+        self.runner = runner
+        self.message = message
+        self.outbox = outbox
+        self.claim = claim
+        self._reported = False
+        self._error: BaseException | None = None
+        self._leases: list[Lease] | None = None if claim is not None else []
+
+    def reported(self, error: BaseException | None) -> None:
+        self._reported, self._error = True, error
+        self._send()
+
+    def leased(self, leases: list[Lease] | None, error: BaseException | None) -> None:
+        self._leases = list(leases or ())
+        self._send()
+
+    def _send(self) -> None:
+        if not self._reported or self._leases is None:
+            return
+        if self._error is None:
+            ok = {"leases": [lease_to_json(lease) for lease in self._leases]} if self.claim else {}
+            self.outbox.queue(_reply(self.message, ok, None))
+            return
+        if self._leases and self.claim is not None:
+            held = [(lease.task_id, lease.lease_no) for lease in self._leases]
+            task = asyncio.get_running_loop().create_task(_give_back(self.runner, self.claim.worker_id, held))
+            _GIVING_BACK.add(task)
+            task.add_done_callback(_GIVING_BACK.discard)
+        self.outbox.queue(_reply(self.message, None, self._error))
+
+
+#: Leases being given back (a reference to each task until it ends).
+_GIVING_BACK: set[asyncio.Task[None]] = set()
+
+
+async def _give_back(runner: Runner, worker_id: str, leases: list[tuple[str, int]]) -> None:
+    """Give back leases granted to a claim whose report failed; they are ready again."""
+    try:
+        await runner.store.release(worker_id, leases)
+    except Exception:
+        log.exception("giving back %d lease(s) of a failed report; they expire instead", len(leases))
+        return
+    runner.engine.poke_claims()
 
 
 class _Countdown:
@@ -149,13 +215,7 @@ def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -
     (the hand-off then stays on the worker that is already awake).
     """
     try:
-        request = ClaimRequest(
-            str(message["worker_id"]),
-            frozenset(message["targets"]),
-            dict(message.get("labels") or {}),
-            int(message["limit"]),
-            runner.lease_ms,
-        )
+        request = _claim_request(runner, message)
         wait_s = float(message.get("wait_s", 0))
     except (KeyError, TypeError, ValueError) as exc:
         _answer_malformed(message, outbox, exc)
@@ -166,6 +226,17 @@ def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -
         outbox.queue(_reply(message, ok, error))
 
     runner.engine.claim_to(Reply(answer), request, wait_s=wait_s)
+
+
+def _claim_request(runner: Runner, fields: dict[str, Any]) -> ClaimRequest:
+    """A claim's request from its fields (a claim frame's, or the claim a report carries)."""
+    return ClaimRequest(
+        str(fields["worker_id"]),
+        frozenset(fields["targets"]),
+        dict(fields.get("labels") or {}),
+        int(fields["limit"]),
+        runner.lease_ms,
+    )
 
 
 def _answer_malformed(message: dict[str, Any], outbox: FrameWriter, exc: Exception) -> None:

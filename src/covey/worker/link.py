@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from covey.engine.events import Event, TaskFailed, TaskSucceeded
@@ -23,6 +24,7 @@ from covey.store.base import ClaimRequest, Lease, Store, WorkerInfo
 __all__ = [
     "PROTOCOL_VERSION",
     "LocalLink",
+    "NextClaim",
     "Take",
     "WorkerLink",
     "deliver_results",
@@ -38,6 +40,20 @@ Take = Callable[[list[Lease]], None]
 PROTOCOL_VERSION = 1
 
 
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """A claim that travels with a report: up to ``limit`` of the tasks the report's commit makes ready.
+
+    It never waits: the answer to the report carries whatever it leased
+    (often the very task the report's result made ready), handed to
+    ``take`` as soon as the link reads it. The hand-off then costs one
+    message each way, and no claim has to be built after the report.
+    """
+
+    request: ClaimRequest
+    take: Take
+
+
 class WorkerLink(Protocol):
     """The calls a worker makes; each is acknowledged only after it is committed."""
 
@@ -45,6 +61,10 @@ class WorkerLink(Protocol):
     """Whether a call that raised BackendUnavailable may be made again later (a shared store's
     server comes back), or the link is gone for good (the embedded runner this worker served
     stopped, and its successor voids this worker's leases)."""
+
+    claims_with_reports: bool
+    """Whether :meth:`report` takes a :class:`NextClaim` (a link to an engine loop does; one that
+    appends reports to a shared store's inbox does not)."""
 
     async def claim(
         self,
@@ -64,11 +84,15 @@ class WorkerLink(Protocol):
         """
         ...
 
-    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
+    async def report(
+        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
+    ) -> None:
         """Report finished tries (see :func:`covey.worker.execute.execute` for their shape).
 
         ``at_once``: no claim will follow in this turn to travel with the report, so
         a link that batches a turn's messages may send it without waiting for the turn's end.
+        ``claim`` (only where :attr:`claims_with_reports`): lease what the report's commit makes
+        ready; its ``take`` is handed the leases, an empty list if there were none.
         """
         ...
 
@@ -182,6 +206,7 @@ class LocalLink(StoreCalls):
     """A worker in the runner's own process: calls go straight to the engine loop."""
 
     recovers_from_outages = False
+    claims_with_reports = True
 
     def __init__(
         self, loop: EngineLoop, store: Store, *, lease_ms: int, feed: StateFeed | None = None
@@ -208,9 +233,11 @@ class LocalLink(StoreCalls):
             take(leases)
         return leases
 
-    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
-        """Hand results to the engine loop and wait for their commit."""
-        await deliver_results(self.loop, self.store, results)
+    async def report(
+        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
+    ) -> None:
+        """Hand results (and the claim that goes with them) to the engine loop's next batch; wait for its commit."""
+        await deliver_results(self.loop, self.store, results, claim)
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases in the store."""
@@ -244,13 +271,33 @@ class LocalLink(StoreCalls):
         return changes
 
 
-async def deliver_results(loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]]) -> None:
-    """Queue every result for one batch and wait until all are committed."""
+async def deliver_results(
+    loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]], claim: NextClaim | None = None
+) -> None:
+    """Queue every result, and the claim that goes with them, for one batch; wait until all are committed.
+
+    The claim's ``take`` is handed its leases even if the batch failed (then none).
+    """
     at_ms = await store.now_ms()
     running = asyncio.get_running_loop()
     futures: list[asyncio.Future[bool]] = [running.create_future() for _ in results]
     queue_results(loop, results, at_ms, futures)
-    await asyncio.gather(*futures)
+    if claim is None:
+        await asyncio.gather(*futures)
+        return
+    leased = loop.claim_nowait(claim.request)
+    try:
+        await asyncio.gather(*futures)
+    finally:
+        claim.take(await _granted(leased))
+
+
+async def _granted(leased: asyncio.Future[list[Lease]]) -> list[Lease]:
+    """A claim's leases; none if its batch failed (the report that carried it raises that error)."""
+    try:
+        return await leased
+    except Exception:
+        return []
 
 
 def queue_results(

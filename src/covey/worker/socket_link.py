@@ -20,7 +20,7 @@ from covey.errors import BackendUnavailable, CoveyError
 from covey.runtime.protocol import FramedProtocol, lease_from_json
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
-from covey.worker.link import PROTOCOL_VERSION, Take
+from covey.worker.link import PROTOCOL_VERSION, NextClaim, Take
 
 __all__ = ["SocketLink"]
 
@@ -29,6 +29,7 @@ class SocketLink:
     """A connection to a runner; use as ``async with SocketLink(path) as link``."""
 
     recovers_from_outages = False
+    claims_with_reports = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -116,9 +117,39 @@ class SocketLink:
         leases: list[Lease] = await self._call("claim", fields, received=received)
         return leases
 
-    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
-        """Report finished tries; with ``at_once``, written now rather than at the end of the turn."""
-        await self._call("report", {"results": list(results)}, at_once=at_once)
+    async def report(
+        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
+    ) -> None:
+        """Report finished tries; with ``at_once``, written now rather than at the end of the turn.
+
+        A ``claim`` travels in the same frame, and its leases in the answer
+        (handed to its ``take`` in the callback that reads it).
+        """
+        if claim is None:
+            await self._call("report", {"results": list(results)}, at_once=at_once)
+            return
+        taken = False
+
+        def received(answer: Any) -> None:
+            nonlocal taken
+            taken = True
+            claim.take([lease_from_json(item) for item in answer.get("leases") or ()])
+
+        request = claim.request
+        fields = {
+            "results": list(results),
+            "claim": {
+                "worker_id": request.worker_id,
+                "targets": sorted(request.targets),
+                "labels": dict(request.labels),
+                "limit": request.limit,
+            },
+        }
+        try:
+            await self._call("report", fields, at_once=at_once, received=received)
+        finally:
+            if not taken:
+                claim.take([])  # the report failed: the runner leased nothing with it
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases."""

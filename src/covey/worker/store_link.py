@@ -26,7 +26,7 @@ from covey.engine.events import TaskSucceeded, event_to_json
 from covey.runtime.hints import HintRouter
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import ClaimRequest, InboxRow, Lease, Store, WaitingClaims, report_row_id
-from covey.worker.link import StoreCalls, Take, result_event
+from covey.worker.link import NextClaim, StoreCalls, Take, result_event
 
 __all__ = ["POLL_MAX_S", "StoreLink"]
 
@@ -40,6 +40,7 @@ class StoreLink(StoreCalls):
     """The :class:`~covey.worker.link.WorkerLink` calls, made on the store; see the module docstring."""
 
     recovers_from_outages = True
+    claims_with_reports = False
 
     def __init__(self, store: Store, bus: Bus, *, lease_ms: int = 30_000) -> None:
         self.store = store
@@ -140,10 +141,13 @@ class StoreLink(StoreCalls):
         if self._waiting is not None:
             await self._waiting.wake_waiting(worker_id)
 
-    async def report(self, results: Sequence[dict[str, Any]], *, at_once: bool = False) -> None:
+    async def report(
+        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
+    ) -> None:
         """Append the results to the inbox (durable once this returns), then hint the engine nodes.
 
         A store that carries hints (:meth:`~covey.store.base.Store.carry_hints`) sends that hint itself.
+        No claim travels with it (``claims_with_reports`` is False): engine nodes decide the inbox.
         """
         at_ms = self.now_ms()
         rows = []

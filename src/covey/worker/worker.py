@@ -29,9 +29,9 @@ from covey.runtime.eventloop import wait_event
 from covey.state.handle import StateHandle
 from covey.state.model import run_namespace
 from covey.state.watch import WatchHub
-from covey.store.base import Lease, WorkerInfo
+from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.execute import execute
-from covey.worker.link import WorkerLink
+from covey.worker.link import NextClaim, WorkerLink
 
 __all__ = ["Worker"]
 
@@ -88,6 +88,9 @@ class Worker:
         self._reporting = False
         self._claim_waiting = False
         """A claim of this worker is out, waiting at covey for tasks."""
+        self._claimed = 0
+        """Slots asked for by claims sent and not yet answered (the claimer's, and those reports carry):
+        running tries plus these never pass :attr:`slots`."""
         self._taken_in_claimer = False
         """The last leases were taken inside the claiming task, not in the link's read callback."""
         self._unwanted: list[tuple[str, int]] = []
@@ -143,19 +146,21 @@ class Worker:
     async def _claimer(self) -> None:
         outage = OUTAGE_PAUSE_S
         while not self._stopping.is_set() and not _cancel_requested():
-            free = self.slots - len(self.running)
+            free = self._free()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            take = self._taker(free)
             try:
                 self._claim_waiting = True
                 try:
                     leases = await self.link.claim(
-                        self.id, self.targets, self.labels, free, CLAIM_WAIT_S, take=self._take
+                        self.id, self.targets, self.labels, free, CLAIM_WAIT_S, take=take
                     )
                 finally:
                     self._claim_waiting = False
+                    take.settle()
                 outage = OUTAGE_PAUSE_S
             except BackendUnavailable as exc:
                 if not self.link.recovers_from_outages:
@@ -180,6 +185,19 @@ class Worker:
                 # Leases taken in the link's read callback need no pause: their tries were
                 # scheduled before this task resumed, and have begun already.
                 await asyncio.sleep(0)
+
+    def _free(self) -> int:
+        """Slots neither running a try nor asked for by a claim in flight."""
+        return self.slots - len(self.running) - self._claimed
+
+    def _taker(self, limit: int) -> _Taker:
+        """Count ``limit`` slots as claimed until the claim's leases are taken (or it failed)."""
+        self._claimed += limit
+        return _Taker(self, limit)
+
+    def _unclaim(self, limit: int) -> None:
+        self._claimed -= limit
+        self._slot_freed.set()
 
     def _take(self, leases: list[Lease]) -> None:
         """A claim's leases, as soon as the link has them: start their tries (or, stopping, give them back).
@@ -238,9 +256,9 @@ class Worker:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
         self._results.append(result)
-        # With a claim already waiting at covey, none will follow the report in this turn to travel
-        # with it, so it need not wait for the turn's end to be written.
-        await self._flush(at_once=self._claim_waiting)
+        # A report that carries its own claim, or finds one already waiting at covey, has no claim
+        # to wait for: it is written now, not at the end of the turn.
+        await self._flush(at_once=self._claim_waiting or self.link.claims_with_reports)
 
     async def _flush(self, *, at_once: bool = False) -> None:
         """Report every pending result; one flush at a time, and it picks up results that arrive meanwhile.
@@ -255,8 +273,14 @@ class Worker:
         try:
             while self._results and not self.link_lost:
                 results, self._results = self._results, []
+                taker = self._report_taker()
+                claim = None if taker is None else NextClaim(self._claim_request(taker.limit), taker)
                 try:
-                    await self.link.report(results, at_once=at_once)
+                    try:
+                        await self.link.report(results, at_once=at_once, claim=claim)
+                    finally:
+                        if taker is not None:
+                            taker.settle()
                     self.completed += len(results)
                 except BackendUnavailable as exc:
                     if not self.link.recovers_from_outages:
@@ -273,6 +297,28 @@ class Worker:
         finally:
             self._reporting = False
             self._flushed.set()
+
+    def _report_taker(self) -> _Taker | None:
+        """The slots a report's claim asks for: every free one, for the tasks its commit makes ready.
+
+        Only from a worker that this report leaves idle (no try running) and
+        with no claim waiting at covey: the next task of the run then comes
+        back in the report's answer. That is a step that started and ended
+        before the worker's claimer was back. A busy worker keeps claiming
+        beside its reports instead: a claim in every report would hold its
+        claims behind its reports, one round trip at a time, and cost each
+        commit a claim query. None too if the link cannot carry a claim,
+        nothing is free, or the worker is stopping.
+        """
+        free = self._free()
+        idle = not self.running and not self._claim_waiting
+        if not (self.link.claims_with_reports and idle and free > 0) or self._stopping.is_set():
+            return None
+        return self._taker(free)
+
+    def _claim_request(self, limit: int) -> ClaimRequest:
+        """A claim for ``limit`` tasks this worker serves (the link sets the lease length)."""
+        return ClaimRequest(self.id, self.targets, self.labels, limit, 0)
 
     async def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self.running) and not _cancel_requested():
@@ -317,6 +363,34 @@ class Worker:
                 await self._flush()
             else:
                 await self._flushed.wait()
+        if self._unwanted and not self.link_lost:  # leases a report's claim brought once stopping
+            unwanted, self._unwanted = self._unwanted, []
+            with contextlib.suppress(Exception):
+                await self.link.release(self.id, unwanted)
+
+
+class _Taker:
+    """A claim's ``take``: starts the tries, and gives back the slots the claim held, exactly once.
+
+    The slots are given back when the leases arrive (in the link's read
+    callback, once their tries are started: the next claim, which the freed
+    slots wake, must not run ahead of them), or by :meth:`settle` once the
+    call returned or failed without leases.
+    """
+
+    def __init__(self, worker: Worker, limit: int) -> None:
+        self.worker = worker
+        self.limit = limit
+        self.done = False
+
+    def __call__(self, leases: list[Lease]) -> None:
+        self.worker._take(leases)  # first: the tries' first steps are scheduled before the claimer wakes
+        self.settle()
+
+    def settle(self) -> None:
+        if not self.done:
+            self.done = True
+            self.worker._unclaim(self.limit)
 
 
 def _cancel_requested() -> bool:
