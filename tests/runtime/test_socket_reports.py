@@ -13,7 +13,6 @@ from covey.errors import CoveyError
 from covey.runtime.protocol import FrameBuffer, FrameWriter, encode_frame, read_frame
 from covey.runtime.runner import Runner
 from covey.runtime.socket_server import _Connection
-from covey.store.base import ClaimRequest
 from covey.testing import wait_for
 from covey.worker.link import PROTOCOL_VERSION, LocalLink, NextClaim
 from covey.worker.socket_link import SocketLink, _Answers
@@ -252,7 +251,7 @@ async def test_a_report_carries_the_next_claim_and_its_answer_the_next_lease(
 
 
 def _claim_of(worker_id: str, limit: int, taken: list[list[Any]]) -> NextClaim:
-    return NextClaim(ClaimRequest(worker_id, frozenset({"echo"}), {}, limit, 0), taken.append)
+    return NextClaim(worker_id, frozenset({"echo"}), {}, limit, taken.append)
 
 
 async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_path: Path) -> None:
@@ -265,6 +264,9 @@ async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_pat
 
         ((lease_b,),) = taken
         assert (lease_b.step, lease_b.input) == ("b", 8)
+        assert (
+            lease_b.lease_until_ms >= await runner.store.now_ms() + runner.lease_ms - 5_000
+        )  # the runner's length
 
 
 async def test_a_claim_in_a_report_that_finds_nothing_is_handed_no_leases(tmp_path: Path) -> None:
@@ -308,6 +310,9 @@ async def test_an_in_process_report_carries_its_claim_too(tmp_path: Path) -> Non
 
         ((lease_b,),) = taken
         assert (lease_b.step, lease_b.input) == ("b", 4)
+        assert (
+            lease_b.lease_until_ms >= await runner.store.now_ms() + runner.lease_ms - 5_000
+        )  # the link's length
 
 
 async def test_a_worker_never_holds_more_leases_than_its_slots(tmp_path: Path) -> None:

@@ -50,8 +50,15 @@ class NextClaim:
     message each way, and no claim has to be built after the report.
     """
 
-    request: ClaimRequest
+    worker_id: str
+    targets: frozenset[str]
+    labels: Mapping[str, str]
+    limit: int
     take: Take
+
+    def request(self, lease_ms: int) -> ClaimRequest:
+        """The claim as the engine loop takes it, for leases of ``lease_ms`` (the link's lease length)."""
+        return ClaimRequest(self.worker_id, self.targets, dict(self.labels), self.limit, lease_ms)
 
 
 class WorkerLink(Protocol):
@@ -237,7 +244,7 @@ class LocalLink(StoreCalls):
         self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
     ) -> None:
         """Hand results (and the claim that goes with them) to the engine loop's next batch; wait for its commit."""
-        await deliver_results(self.loop, self.store, results, claim)
+        await deliver_results(self.loop, self.store, results, claim, self.lease_ms)
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases in the store."""
@@ -272,7 +279,11 @@ class LocalLink(StoreCalls):
 
 
 async def deliver_results(
-    loop: EngineLoop, store: Store, results: Sequence[Mapping[str, Any]], claim: NextClaim | None = None
+    loop: EngineLoop,
+    store: Store,
+    results: Sequence[Mapping[str, Any]],
+    claim: NextClaim | None = None,
+    lease_ms: int = 0,
 ) -> None:
     """Queue every result, and the claim that goes with them, for one batch; wait until all are committed.
 
@@ -285,7 +296,7 @@ async def deliver_results(
     if claim is None:
         await asyncio.gather(*futures)
         return
-    leased = loop.claim_nowait(claim.request)
+    leased = loop.claim_nowait(claim.request(lease_ms))
     try:
         await asyncio.gather(*futures)
     finally:

@@ -135,14 +135,13 @@ class SocketLink:
             taken = True
             claim.take([lease_from_json(item) for item in answer.get("leases") or ()])
 
-        request = claim.request
         fields = {
             "results": list(results),
-            "claim": {
-                "worker_id": request.worker_id,
-                "targets": sorted(request.targets),
-                "labels": dict(request.labels),
-                "limit": request.limit,
+            "claim": {  # the runner leases for its own lease length
+                "worker_id": claim.worker_id,
+                "targets": sorted(claim.targets),
+                "labels": dict(claim.labels),
+                "limit": claim.limit,
             },
         }
         try:

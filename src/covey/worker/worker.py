@@ -29,7 +29,7 @@ from covey.runtime.eventloop import wait_event
 from covey.state.handle import StateHandle
 from covey.state.model import run_namespace
 from covey.state.watch import WatchHub
-from covey.store.base import ClaimRequest, Lease, WorkerInfo
+from covey.store.base import Lease, WorkerInfo
 from covey.worker.execute import execute
 from covey.worker.link import NextClaim, WorkerLink
 
@@ -274,7 +274,11 @@ class Worker:
             while self._results and not self.link_lost:
                 results, self._results = self._results, []
                 taker = self._report_taker()
-                claim = None if taker is None else NextClaim(self._claim_request(taker.limit), taker)
+                claim = (
+                    None
+                    if taker is None
+                    else NextClaim(self.id, self.targets, self.labels, taker.limit, taker)
+                )
                 try:
                     try:
                         await self.link.report(results, at_once=at_once, claim=claim)
@@ -315,10 +319,6 @@ class Worker:
         if not (self.link.claims_with_reports and idle and free > 0) or self._stopping.is_set():
             return None
         return self._taker(free)
-
-    def _claim_request(self, limit: int) -> ClaimRequest:
-        """A claim for ``limit`` tasks this worker serves (the link sets the lease length)."""
-        return ClaimRequest(self.id, self.targets, self.labels, limit, 0)
 
     async def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self.running) and not _cancel_requested():
