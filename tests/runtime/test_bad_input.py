@@ -15,6 +15,8 @@ import pytest
 
 from covey import Embedded, InputError, Registry, SpecError, agent
 from covey.codec import MAX_PAYLOAD_BYTES
+from covey.runtime.runner import Runner
+from covey.spec.compile import MAX_SPEC_BYTES
 
 agents = Registry()
 
@@ -139,3 +141,11 @@ async def test_repeated_run_id_is_a_no_op(covey: Embedded) -> None:
     info = await covey.wait("same")
     assert info.output == {"a": {"v": 1}}
     assert len(await covey.runner.store.list_runs()) == 1
+
+
+async def test_a_workflow_over_the_spec_size_limit_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    huge = {"name": "huge", "description": "x" * MAX_SPEC_BYTES, "steps": {"a": {"skill": "echo"}}}
+    async with Runner(tmp_path / "covey.db", serve_socket=False) as runner:
+        with pytest.raises(SpecError, match="over the limit"):
+            await runner.submit(huge, run_id="r1")
+        assert await runner.store.list_runs() == []

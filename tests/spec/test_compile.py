@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from covey.errors import SpecError
-from covey.spec.compile import check_targets, compile_steps, compile_workflow
-from covey.spec.model import StepSpec
+from covey.spec.compile import MAX_SPEC_BYTES, check_targets, compile_steps, compile_workflow
+from covey.spec.model import StepSpec, WorkflowSpec
 
 
 def spec(**steps: dict[str, Any]) -> dict[str, Any]:
@@ -203,3 +203,19 @@ def test_compile_steps_refuses_a_cycle_among_added_steps() -> None:
         compile_steps(specs, known=frozenset({"x", "y", "old"}), signals=frozenset())
     specs = {"x": StepSpec(skill="s", after=["y", "old"]), "y": StepSpec(skill="s", after=["old"])}
     assert list(compile_steps(specs, known=frozenset({"x", "y", "old"}), signals=frozenset())) == ["x", "y"]
+
+
+def test_a_spec_over_the_size_limit_is_refused_saying_so() -> None:
+    huge = {"name": "huge", "description": "x" * MAX_SPEC_BYTES, "steps": {"a": {"skill": "s"}}}
+
+    with pytest.raises(SpecError, match=r"over the limit of 4,194,304"):
+        compile_workflow(huge)
+    with pytest.raises(SpecError, match=r"over the limit"):
+        compile_workflow(WorkflowSpec.model_validate(huge))
+
+
+def test_a_spec_just_under_the_limit_compiles() -> None:
+    spec = {"name": "big", "description": "", "steps": {"a": {"skill": "s"}}}
+    spec["description"] = "x" * (MAX_SPEC_BYTES - len(str(spec).encode()) - 100)
+
+    assert compile_workflow(spec).spec.name == "big"

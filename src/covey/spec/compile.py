@@ -28,6 +28,7 @@ from covey.spec.expr import Expr, Path, Template, compile_expr, compile_template
 from covey.spec.model import StepSpec, WorkflowSpec
 
 __all__ = [
+    "MAX_SPEC_BYTES",
     "CompiledStep",
     "CompiledWorkflow",
     "check_targets",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+#: Largest workflow spec accepted, in bytes of JSON: four times a payload's limit. A spec given as
+#: data (the Python API, a submit over the socket) is held to it; a spec file also to the count and
+#: depth of its values (``covey.spec.load``).
+MAX_SPEC_BYTES = 4 * 1_048_576
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +101,27 @@ def compile_workflow(spec: WorkflowSpec | Mapping[str, Any]) -> CompiledWorkflow
 
     Raises:
         SpecError: bad step names or targets, references to unknown steps,
-            unknown signals, bad expressions or schemas, or a dependency cycle.
+            unknown signals, bad expressions or schemas, a dependency cycle, or
+            a spec over :data:`MAX_SPEC_BYTES` of JSON.
     """
     if isinstance(spec, WorkflowSpec):
-        return _compile_source(orjson.dumps(spec.model_dump(mode="json", exclude_defaults=True)))
+        return _compile_source(_sized(orjson.dumps(spec.model_dump(mode="json", exclude_defaults=True))))
     try:
         text = orjson.dumps(spec)
     except TypeError:
         text = None
     if text is None:
         return _compile_source(
-            orjson.dumps(spec_from_json(spec).model_dump(mode="json", exclude_defaults=True))
+            _sized(orjson.dumps(spec_from_json(spec).model_dump(mode="json", exclude_defaults=True)))
         )
-    return _compile_json(text)
+    return _compile_json(_sized(text))
+
+
+def _sized(text: bytes) -> bytes:
+    """``text``, unless it is over :data:`MAX_SPEC_BYTES` (then a SpecError saying so)."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the workflow is {len(text):,} bytes of JSON, over the limit of {MAX_SPEC_BYTES:,}")
+    return text
 
 
 @lru_cache(maxsize=256)
