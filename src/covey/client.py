@@ -21,19 +21,13 @@ from typing import Any, Self
 from covey.bus.base import Bus, Subscription, topic_finished, topic_inbox, topic_state
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived, event_to_json
-from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound, TooBusy
+from covey.errors import BackendUnavailable, CoveyError, InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.admission import Admission, MaxBacklog, max_backlog_of
 from covey.runtime.hints import wait_for_hints
 from covey.runtime.lockfile import find_runner_socket
 from covey.runtime.retention import purge_older_than
-from covey.runtime.submit import (
-    WorkflowLike,
-    prepare_submission,
-    run_or_pending,
-    submit_row,
-    submitted_before,
-)
+from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending, submit_row
 from covey.state.model import StateChange, StateEntry, StateOp, check_key, check_namespace
 from covey.state.resync import StateSnapshot, resyncing
 from covey.store.base import InboxRow, RunInfo, Store
@@ -149,12 +143,8 @@ class StoreClient:
         if answer is not _NO_RUNNER:
             return submission.run_id
         async with self.writer() as store:
-            try:
-                await self.admission.admit(store)
-            except TooBusy:
-                if run_id is not None and await submitted_before(store, submission.run_id):
-                    return submission.run_id
-                raise
+            if not await self.admission.admit_submit(store, run_id):
+                return submission.run_id
             await store.append_inbox([submit_row(submission, await store.now_ms())])
         await self.hint_inbox()
         return submission.run_id

@@ -27,6 +27,7 @@ from typing import Literal
 
 from covey.environment import positive_int
 from covey.errors import ConfigError, TooBusy
+from covey.runtime.submit import submitted_before
 from covey.store.base import Store
 
 __all__ = [
@@ -114,6 +115,23 @@ class Admission:
         if self._full(runs):
             raise TooBusy(self._counted + self._admitted, self.limit, RETRY_AFTER_S)
         self._admitted += runs
+
+    async def admit_submit(self, store: Store, run_id: str | None) -> bool:
+        """Admit one submit; False if it repeats a run id submitted before, to be answered as it stands.
+
+        A repeated submit is a no-op that returns the first answer, full
+        backlog or not: only a run that would be new is refused.
+
+        Raises:
+            TooBusy: the backlog is full and ``run_id`` (if the caller chose one) names no run.
+        """
+        try:
+            await self.admit(store)
+        except TooBusy:
+            if run_id is not None and await submitted_before(store, run_id):
+                return False
+            raise
+        return True
 
     def _stale(self, now: float, after_s: float) -> bool:
         """Whether the count was never read, or read ``after_s`` or longer ago."""

@@ -17,14 +17,14 @@ from typing import Any, Protocol, Self
 
 from covey.codec import check_payload
 from covey.engine.events import CancelRequested, SignalReceived
-from covey.errors import InputError, NotFound, TooBusy
+from covey.errors import InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.admission import Admission, MaxBacklog, max_backlog_of
 from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
 from covey.runtime.retention import DEFAULT_RETENTION_MS, RetentionKeeper, purge_older_than
-from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending, submitted_before
+from covey.runtime.submit import WorkflowLike, prepare_submission, run_or_pending
 from covey.runtime.timekeeper import Timekeeper
 from covey.store.base import RunInfo
 from covey.store.sqlite import SQLiteStore
@@ -169,13 +169,8 @@ class Runner:
         submission = prepare_submission(
             workflow, run_input, run_id=run_id, skills=self.skills, agents=self.agents
         )
-        try:
-            await self.admission.admit(self.store)
-        except TooBusy:
-            if run_id is not None and await submitted_before(self.store, submission.run_id):
-                return submission.run_id
-            raise
-        await self.engine.submit(submission, await self.store.now_ms())
+        if await self.admission.admit_submit(self.store, run_id):
+            await self.engine.submit(submission, await self.store.now_ms())
         return submission.run_id
 
     async def submit_many(self, items: list[tuple[WorkflowLike, Any]]) -> list[str]:
