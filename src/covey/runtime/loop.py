@@ -196,8 +196,8 @@ class EngineLoop:
     def claim_nowait(self, request: ClaimRequest, *, wait_s: float = 0.0) -> asyncio.Future[list[Lease]]:
         """Queue a claim for the next batch now; the future resolves with its leases.
 
-        A claim that arrives with a report (a worker sends its next claim just
-        after its report) then joins the report's batch, and can take the task
+        A claim queued with a report (an in-process worker's report may carry
+        its next claim) then joins the report's batch, and can take the task
         the report makes ready.
         """
         future: asyncio.Future[list[Lease]] = asyncio.get_running_loop().create_future()
@@ -409,7 +409,7 @@ class EngineLoop:
         """Decide and commit what is queued within the caller's turn of the event loop, if nothing waits.
 
         The runner's socket calls it once it has read all a wake-up brought (a
-        worker's report and its next claim): the hand-off then skips the turn
+        worker's report, maybe carrying its next claim): the hand-off then skips the turn
         in which :meth:`run` would wake up and take the batch. It declines,
         leaving the work to :meth:`run`, when that must wait for something: an
         iteration or a commit in progress, a run to load, the store's inbox to
@@ -724,7 +724,7 @@ class EngineLoop:
             if run_id in result.conflicts:
                 continue
             for read in entry.reads:
-                self._spawn(self._read_state(read))
+                self.spawn(self._read_state(read))
             if entry.finished:
                 self._run_finished(run_id, result.outputs.get(run_id))
 
@@ -759,7 +759,7 @@ class EngineLoop:
                 self._parked.append(pending)
                 self._parks += 1
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a follow-up of a commit in the background, keeping a reference until it ends."""
         task = asyncio.create_task(work)
         self._background.add(task)
@@ -781,7 +781,7 @@ class EngineLoop:
         except Exception:
             log.exception("reading state for %s/%s failed; retrying", read.run_id, read.step)
             await asyncio.sleep(0.5)
-            self._spawn(self._read_state(read))
+            self.spawn(self._read_state(read))
             return
         nobody_waits: Reply[bool] = Reply(lambda _result, _error: None)
         self.deliver_to(nobody_waits, StateRead(read.step, values, at_ms), read.run_id)

@@ -164,14 +164,8 @@ class _ReportAnswer:
             return
         if self._leases and self.claim is not None:
             held = [(lease.task_id, lease.lease_no) for lease in self._leases]
-            task = asyncio.get_running_loop().create_task(_give_back(self.runner, self.claim.worker_id, held))
-            _GIVING_BACK.add(task)
-            task.add_done_callback(_GIVING_BACK.discard)
+            self.runner.engine.spawn(_give_back(self.runner, self.claim.worker_id, held))
         self.outbox.queue(_reply(self.message, None, self._error))
-
-
-#: Leases being given back (a reference to each task until it ends).
-_GIVING_BACK: set[asyncio.Task[None]] = set()
 
 
 async def _give_back(runner: Runner, worker_id: str, leases: list[tuple[str, int]]) -> None:
@@ -210,9 +204,9 @@ class _Countdown:
 def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -> None:
     """Queue a claim for the engine loop's next batch now, answer with its leases.
 
-    A worker sends its next claim right after a report: read together, both
-    join one batch, and the claim can take the task the report makes ready
-    (the hand-off then stays on the worker that is already awake).
+    A claim that arrives in the same read as a report joins its batch, and
+    can take the task the report makes ready; a claim parked earlier is woken
+    for it otherwise (the reporting worker's first).
     """
     try:
         request = _claim_request(runner, message)
