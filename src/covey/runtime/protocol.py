@@ -145,10 +145,9 @@ class FrameSink(Protocol):
 class FrameWriter:
     """One side's frames, written together once per turn of the event loop.
 
-    On the hand-off's path, frames travel in pairs. The runner answers a
-    report and hands the lease its commit granted in the same turn. The
-    worker sends a finished try's report and its next claim in the same turn.
-    One write carries both, so the peer wakes once and reads them together.
+    The runner answers every caller and claim of a commit in the same turn:
+    one write carries the answer to a report and the lease the same commit
+    granted to another claim, so the peer wakes once and reads them together.
     """
 
     def __init__(self, writer: FrameSink) -> None:

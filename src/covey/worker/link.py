@@ -91,13 +91,9 @@ class WorkerLink(Protocol):
         """
         ...
 
-    async def report(
-        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
-    ) -> None:
-        """Report finished tries (see :func:`covey.worker.execute.execute` for their shape).
+    async def report(self, results: Sequence[dict[str, Any]], *, claim: NextClaim | None = None) -> None:
+        """Report finished tries (see :func:`covey.worker.execute.execute` for their shape), sent at once.
 
-        ``at_once``: no claim will follow in this turn to travel with the report, so
-        a link that batches a turn's messages may send it without waiting for the turn's end.
         ``claim`` (only where :attr:`claims_with_reports`): lease what the report's commit makes
         ready; its ``take`` is handed the leases, an empty list if there were none.
         """
@@ -240,9 +236,7 @@ class LocalLink(StoreCalls):
             take(leases)
         return leases
 
-    async def report(
-        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
-    ) -> None:
+    async def report(self, results: Sequence[dict[str, Any]], *, claim: NextClaim | None = None) -> None:
         """Hand results (and the claim that goes with them) to the engine loop's next batch; wait for its commit."""
         await deliver_results(self.loop, self.store, results, claim, self.lease_ms)
 

@@ -117,16 +117,14 @@ class SocketLink:
         leases: list[Lease] = await self._call("claim", fields, received=received)
         return leases
 
-    async def report(
-        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
-    ) -> None:
-        """Report finished tries; with ``at_once``, written now rather than at the end of the turn.
+    async def report(self, results: Sequence[dict[str, Any]], *, claim: NextClaim | None = None) -> None:
+        """Report finished tries, written now rather than at the end of the turn: nothing follows to go with it.
 
         A ``claim`` travels in the same frame, and its leases in the answer
         (handed to its ``take`` in the callback that reads it).
         """
         if claim is None:
-            await self._call("report", {"results": list(results)}, at_once=at_once)
+            await self._call("report", {"results": list(results)}, at_once=True)
             return
         taken = False
 
@@ -145,7 +143,7 @@ class SocketLink:
             },
         }
         try:
-            await self._call("report", fields, at_once=at_once, received=received)
+            await self._call("report", fields, at_once=True, received=received)
         finally:
             if not taken:
                 claim.take([])  # the report failed: the runner leased nothing with it

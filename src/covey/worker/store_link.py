@@ -141,9 +141,7 @@ class StoreLink(StoreCalls):
         if self._waiting is not None:
             await self._waiting.wake_waiting(worker_id)
 
-    async def report(
-        self, results: Sequence[dict[str, Any]], *, at_once: bool = False, claim: NextClaim | None = None
-    ) -> None:
+    async def report(self, results: Sequence[dict[str, Any]], *, claim: NextClaim | None = None) -> None:
         """Append the results to the inbox (durable once this returns), then hint the engine nodes.
 
         A store that carries hints (:meth:`~covey.store.base.Store.carry_hints`) sends that hint itself.

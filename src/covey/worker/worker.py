@@ -175,13 +175,11 @@ class Worker:
                 await _pause(self._stopping, 0.5)
                 continue
             if self._unwanted:
-                unwanted, self._unwanted = self._unwanted, []
-                with contextlib.suppress(Exception):
-                    await self.link.release(self.id, unwanted)
+                await self._release_unwanted()
                 return
             if leases and self._taken_in_claimer:
                 # Let the tries begin before the next claim is built and sent: a try that ends at
-                # once then has its report queued first, and the claim goes in the same write.
+                # once then finds no claim of this worker waiting, and its report carries the next one.
                 # Leases taken in the link's read callback need no pause: their tries were
                 # scheduled before this task resumed, and have begun already.
                 await asyncio.sleep(0)
@@ -205,7 +203,7 @@ class Worker:
         The link may call this from the callback that read the answer, so the
         tries start without a turn of the event loop for the claimer to resume.
         """
-        self._claim_waiting = False  # answered: a report now waits to travel with the next claim
+        self._claim_waiting = False  # answered: until the claimer claims again, a report carries a claim
         self._taken_in_claimer = asyncio.current_task() is not None
         if self._stopping.is_set():
             self._unwanted += [(lease.task_id, lease.lease_no) for lease in leases]
@@ -256,11 +254,9 @@ class Worker:
             self.running.pop(lease.task_id, None)
             self._slot_freed.set()
         self._results.append(result)
-        # A report that carries its own claim, or finds one already waiting at covey, has no claim
-        # to wait for: it is written now, not at the end of the turn.
-        await self._flush(at_once=self._claim_waiting or self.link.claims_with_reports)
+        await self._flush()
 
-    async def _flush(self, *, at_once: bool = False) -> None:
+    async def _flush(self) -> None:
         """Report every pending result; one flush at a time, and it picks up results that arrive meanwhile.
 
         The try that finishes first reports at once from its own task (no hop to
@@ -281,7 +277,7 @@ class Worker:
                 )
                 try:
                     try:
-                        await self.link.report(results, at_once=at_once, claim=claim)
+                        await self.link.report(results, claim=claim)
                     finally:
                         if taker is not None:
                             taker.settle()
@@ -364,9 +360,13 @@ class Worker:
             else:
                 await self._flushed.wait()
         if self._unwanted and not self.link_lost:  # leases a report's claim brought once stopping
-            unwanted, self._unwanted = self._unwanted, []
-            with contextlib.suppress(Exception):
-                await self.link.release(self.id, unwanted)
+            await self._release_unwanted()
+
+    async def _release_unwanted(self) -> None:
+        """Give back the leases claims brought once the worker was stopping."""
+        unwanted, self._unwanted = self._unwanted, []
+        with contextlib.suppress(Exception):
+            await self.link.release(self.id, unwanted)
 
 
 class _Taker:
