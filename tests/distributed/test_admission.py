@@ -18,7 +18,7 @@ from covey.runtime.submit import submitted_before
 from covey.testing import wait_for
 from tests.distributed.conftest import Backend
 from tests.distributed.fleet import fleet
-from tests.runtime.test_admission import WAITING
+from tests.runtime.test_admission import WAITING, admitted_within
 
 
 async def test_a_full_backlog_refuses_then_makes_room(backend: Backend, tmp_path: Path) -> None:
@@ -36,13 +36,7 @@ async def test_a_full_backlog_refuses_then_makes_room(backend: Backend, tmp_path
             await client.signal("r1", "go")
             await client.wait("r1")
 
-            async def admitted() -> str | None:
-                try:
-                    return await client.submit(WAITING, run_id="r3")
-                except TooBusy:
-                    return None
-
-            assert await wait_for(admitted, 10.0, 0.05, message="r3 admitted once r1 finished") == "r3"
+            assert await admitted_within(lambda: client.submit(WAITING, run_id="r3"), 10.0) == "r3"
         async with client.reader() as store:
             assert await submitted_before(store, "r3")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +256,19 @@ def _claim_of(worker_id: str, limit: int, taken: list[list[Any]]) -> NextClaim:
     return NextClaim(worker_id, frozenset({"echo"}), {}, limit, taken.append)
 
 
-async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_path: Path) -> None:
-    async with Runner(tmp_path / "covey.db") as runner, SocketLink(runner.socket_path or "") as link:
+@asynccontextmanager
+async def _link_of(kind: str, runner: Runner) -> AsyncIterator[SocketLink | LocalLink]:
+    """A worker link to ``runner``: over its socket, or in its process."""
+    if kind == "socket":
+        async with SocketLink(runner.socket_path or "") as link:
+            yield link
+    else:
+        yield LocalLink(runner.engine, runner.store, lease_ms=runner.lease_ms)
+
+
+@pytest.mark.parametrize("kind", ["socket", "in-process"])
+async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_path: Path, kind: str) -> None:
+    async with Runner(tmp_path / "covey.db") as runner, _link_of(kind, runner) as link:
         await runner.submit(CHAIN, 7)
         (lease_a,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
         taken: list[list[Any]] = []
@@ -264,9 +277,8 @@ async def test_a_claim_in_a_report_takes_the_task_the_report_makes_ready(tmp_pat
 
         ((lease_b,),) = taken
         assert (lease_b.step, lease_b.input) == ("b", 8)
-        assert (
-            lease_b.lease_until_ms >= await runner.store.now_ms() + runner.lease_ms - 5_000
-        )  # the runner's length
+        # Leased for the runner's lease length (the claim carries none of its own).
+        assert lease_b.lease_until_ms >= await runner.store.now_ms() + runner.lease_ms - 5_000
 
 
 async def test_a_claim_in_a_report_that_finds_nothing_is_handed_no_leases(tmp_path: Path) -> None:
@@ -297,22 +309,6 @@ async def test_a_report_with_a_malformed_claim_is_refused_whole(tmp_path: Path) 
         assert "worker_id" in answer["error"]["message"]
         assert "TaskSucceeded" not in [event["type"] for event in await runner.store.load_history(run_id)]
         writer.close()
-
-
-async def test_an_in_process_report_carries_its_claim_too(tmp_path: Path) -> None:
-    async with Runner(tmp_path / "covey.db", serve_socket=False) as runner:
-        link = LocalLink(runner.engine, runner.store, lease_ms=runner.lease_ms)
-        await runner.submit(CHAIN, 3)
-        (lease_a,) = await link.claim("w1", frozenset({"echo"}), {}, 10, 0)
-        taken: list[list[Any]] = []
-
-        await link.report([_done(lease_a, 4)], claim=_claim_of("w1", 1, taken))
-
-        ((lease_b,),) = taken
-        assert (lease_b.step, lease_b.input) == ("b", 4)
-        assert (
-            lease_b.lease_until_ms >= await runner.store.now_ms() + runner.lease_ms - 5_000
-        )  # the link's length
 
 
 async def test_a_worker_never_holds_more_leases_than_its_slots(tmp_path: Path) -> None:
