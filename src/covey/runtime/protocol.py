@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 import orjson
 
 from covey.errors import CoveyError, InputError
+from covey.runtime.busy_poll import BusyPoll
 from covey.store.base import Lease
 
 __all__ = [
@@ -210,9 +211,11 @@ class FramedProtocol(asyncio.Protocol):
     transport has paused writing for a slow reader.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, poll: BusyPoll | None = None) -> None:
         self.frames = FrameBuffer()
         self.outbox = FrameWriter(self)
+        self.poll = poll
+        """Told of every read, to stop polling for an expected message (:mod:`covey.runtime.busy_poll`)."""
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolved once the connection is lost."""
@@ -229,6 +232,8 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, without the subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.poll is not None:
+            self.poll.arrived()
         try:
             messages = self.frames.feed(data)
         except CoveyError as exc:

@@ -20,6 +20,7 @@ from covey.engine.events import CancelRequested, SignalReceived
 from covey.errors import InputError, NotFound
 from covey.ids import new_id
 from covey.runtime.admission import Admission, MaxBacklog, max_backlog_of
+from covey.runtime.busy_poll import BusyPoll
 from covey.runtime.feed import StateFeed
 from covey.runtime.lockfile import RunnerLock, socket_path_for
 from covey.runtime.loop import EngineLoop
@@ -75,6 +76,8 @@ class Runner:
         self.agents = agents
         self.lease_ms = lease_ms
         self.socket_path = socket_path_for(self.path) if serve_socket else None
+        self.busy_poll = BusyPoll()
+        """Polls for a socket worker's report after each lease (:mod:`covey.runtime.busy_poll`)."""
         self._lock = RunnerLock(self.path)
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: asyncio.AbstractServer | None = None

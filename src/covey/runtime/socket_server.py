@@ -57,7 +57,7 @@ class _Connection(FramedProtocol):
     """
 
     def __init__(self, runner: Runner) -> None:
-        super().__init__()
+        super().__init__(runner.busy_poll)
         self.runner = runner
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -161,6 +161,8 @@ class _ReportAnswer:
         if self._error is None:
             ok = {"leases": [lease_to_json(lease) for lease in self._leases]} if self.claim else {}
             self.outbox.queue(_reply(self.message, ok, None))
+            if self._leases:
+                self.runner.busy_poll.expect()  # a quick agent reports soon
             return
         if self._leases and self.claim is not None:
             held = [(lease.task_id, lease.lease_no) for lease in self._leases]
@@ -218,6 +220,8 @@ def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -
     def answer(leases: list[Lease] | None, error: BaseException | None) -> None:
         ok = {"leases": [lease_to_json(lease) for lease in leases or ()]}
         outbox.queue(_reply(message, ok, error))
+        if leases:
+            runner.busy_poll.expect()  # a quick agent reports soon
 
     runner.engine.claim_to(Reply(answer), request, wait_s=wait_s)
 

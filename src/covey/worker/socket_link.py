@@ -17,6 +17,7 @@ from typing import Any, Self
 
 from covey import errors
 from covey.errors import BackendUnavailable, CoveyError
+from covey.runtime.busy_poll import BusyPoll
 from covey.runtime.protocol import FramedProtocol, lease_from_json
 from covey.state.model import StateChange, StateEntry, StateOp
 from covey.store.base import Lease, WorkerInfo
@@ -36,12 +37,14 @@ class SocketLink:
         self._connection: _Answers | None = None
         self._ids = itertools.count(1)
         self.lease_ms = 0
+        self.poll = BusyPoll()
+        """Polls for the answer to a report that carries a claim (:mod:`covey.runtime.busy_poll`)."""
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
         try:
             _, self._connection = await loop.create_unix_connection(
-                lambda: _Answers(self.path), str(self.path)
+                lambda: _Answers(self.path, self.poll), str(self.path)
             )
         except OSError as exc:
             raise BackendUnavailable(f"cannot reach the covey runner at {self.path}: {exc}") from None
@@ -142,6 +145,7 @@ class SocketLink:
                 "limit": claim.limit,
             },
         }
+        self.poll.expect()  # the answer, with the next task's lease, follows one commit: poll rather than sleep
         try:
             await self._call("report", fields, at_once=True, received=received)
         finally:
@@ -221,8 +225,8 @@ class SocketLink:
 class _Answers(FramedProtocol):
     """The link's connection: each answer resolves its request's future in the read's own callback."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__()
+    def __init__(self, path: Path, poll: BusyPoll) -> None:
+        super().__init__(poll)
         self.path = path
         self.waiting: dict[int, tuple[asyncio.Future[Any], Callable[[Any], Any] | None]] = {}
         """Requests sent and not yet answered: the future their caller awaits, and what turns an answer
