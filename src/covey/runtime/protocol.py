@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-from dataclasses import fields
 from typing import Any, Protocol, cast
 
 import orjson
@@ -30,7 +29,6 @@ __all__ = [
     "encode_frame",
     "flush_queued_frames",
     "lease_from_json",
-    "lease_to_json",
     "read_frame",
 ]
 
@@ -188,16 +186,9 @@ class FrameWriter:
             self.writer.write(b"".join(frames))
 
 
-_LEASE_FIELDS = tuple(f.name for f in fields(Lease))
-
-
-def lease_to_json(lease: Lease) -> dict[str, Any]:
-    """A lease as a JSON object (a shallow copy: its values are JSON already)."""
-    return {name: getattr(lease, name) for name in _LEASE_FIELDS}
-
-
 def lease_from_json(data: dict[str, Any]) -> Lease:
-    """A lease from :func:`lease_to_json`'s output."""
+    """A lease from its frame's JSON object: its fields by name (a frame carries a :class:`Lease` as
+    :func:`encode_frame` writes it, orjson writing a dataclass's fields in order)."""
     return Lease(**data)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from covey.codec import check_payload
 from covey.errors import ConfigError, CoveyError, InputError
 from covey.runtime.answer import Reply
-from covey.runtime.protocol import FramedProtocol, FrameWriter, flush_queued_frames, lease_to_json
+from covey.runtime.protocol import FramedProtocol, FrameWriter, flush_queued_frames
 from covey.state.model import StateOp, check_key, check_namespace
 from covey.store.base import ClaimRequest, Lease, WorkerInfo
 from covey.worker.link import PROTOCOL_VERSION, queue_results, stamped
@@ -159,7 +159,7 @@ class _ReportAnswer:
         if not self._reported or self._leases is None:
             return
         if self._error is None:
-            ok = {"leases": [lease_to_json(lease) for lease in self._leases]} if self.claim else {}
+            ok = {"leases": self._leases} if self.claim else {}  # orjson writes each Lease's fields
             self.outbox.queue(_reply(self.message, ok, None))
             if self._leases:
                 self.runner.busy_poll.expect()  # a quick agent reports soon
@@ -218,7 +218,7 @@ def _queue_claim(runner: Runner, message: dict[str, Any], outbox: FrameWriter) -
         return
 
     def answer(leases: list[Lease] | None, error: BaseException | None) -> None:
-        ok = {"leases": [lease_to_json(lease) for lease in leases or ()]}
+        ok = {"leases": leases or []}  # orjson writes each Lease's fields
         outbox.queue(_reply(message, ok, error))
         if leases:
             runner.busy_poll.expect()  # a quick agent reports soon

@@ -87,16 +87,19 @@ class Template:
     exprs: tuple[Expr, ...] = field(compare=False)
     escapes: bool = field(default=False, compare=False)
     """True when the template has no placeholder but some ``$${`` escape, so ``source`` is not its value."""
+    steps: frozenset[str] = field(init=False, compare=False)
+    """The steps this mapping reads (known once compiled: a claim asks for each task's)."""
+    roots: frozenset[str] = field(init=False, compare=False)
+    """The scope names its expressions read (``input``, ``steps``, ``state``...)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", frozenset(step for expr in self.exprs for step in expr.paths))
+        object.__setattr__(self, "roots", frozenset(root for expr in self.exprs for root in expr.roots))
 
     @property
     def is_literal(self) -> bool:
         """True when nothing in the template needs evaluating: ``source`` is its value."""
         return not self.exprs and not self.escapes
-
-    @property
-    def steps(self) -> frozenset[str]:
-        """The steps this mapping reads."""
-        return frozenset(step for expr in self.exprs for step in expr.paths)
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         """The mapping's value on ``scope``."""

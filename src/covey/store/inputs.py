@@ -21,12 +21,12 @@ __all__ = ["reads_input", "reads_state", "render_input", "template_of"]
 
 def reads_input(template: Template) -> bool:
     """True when the mapping reads the run's input (``${input...}``)."""
-    return any("input" in expr.roots for expr in template.exprs)
+    return "input" in template.roots
 
 
 def reads_state(template: Template) -> bool:
     """True when the mapping reads the run's shared state (``${state...}``)."""
-    return any("state" in expr.roots for expr in template.exprs)
+    return "state" in template.roots
 
 
 @lru_cache(maxsize=1024)

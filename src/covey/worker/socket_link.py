@@ -39,6 +39,8 @@ class SocketLink:
         self.lease_ms = 0
         self.poll = BusyPoll()
         """Polls for the answer to a report that carries a claim (:mod:`covey.runtime.busy_poll`)."""
+        self._targets: tuple[frozenset[str], list[str]] = (frozenset(), [])
+        """A worker's targets as its claims send them (sorted), kept: it claims for the same ones each time."""
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
@@ -112,7 +114,7 @@ class SocketLink:
 
         fields = {
             "worker_id": worker_id,
-            "targets": sorted(targets),
+            "targets": self._target_list(targets),
             "labels": dict(labels),
             "limit": limit,
             "wait_s": wait_s,
@@ -140,7 +142,7 @@ class SocketLink:
             "results": list(results),
             "claim": {  # the runner leases for its own lease length
                 "worker_id": claim.worker_id,
-                "targets": sorted(claim.targets),
+                "targets": self._target_list(claim.targets),
                 "labels": dict(claim.labels),
                 "limit": claim.limit,
             },
@@ -151,6 +153,12 @@ class SocketLink:
         finally:
             if not taken:
                 claim.take([])  # the report failed: the runner leased nothing with it
+
+    def _target_list(self, targets: frozenset[str]) -> list[str]:
+        known = self._targets[0]
+        if known is not targets and known != targets:
+            self._targets = (targets, sorted(targets))
+        return self._targets[1]
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]]) -> list[str]:
         """Extend leases."""

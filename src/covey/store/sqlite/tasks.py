@@ -326,10 +326,12 @@ class InputResolver:
         if reads_input(template) and run_id not in self.inputs:
             row = self.core.db.execute("SELECT input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             self.inputs[run_id] = from_json(row[0]) if row else None
-        missing = [s for s in template.steps if (run_id, s) not in self.outputs]
-        for step, value in self.core.get_outputs(run_id, missing).items():
-            self.outputs[(run_id, step)] = value
-        outputs = {s: self.outputs[(run_id, s)] for s in template.steps}
+        steps = template.steps
+        missing = [s for s in steps if (run_id, s) not in self.outputs]
+        if missing:
+            for step, value in self.core.get_outputs(run_id, missing).items():
+                self.outputs[(run_id, step)] = value
+        outputs = {s: self.outputs[(run_id, s)] for s in steps}
         state = self._state(run_id) if reads_state(template) else None
         try:
             return render_input(
