@@ -70,7 +70,7 @@ class Runner:
     ) -> None:
         self.path = Path(path)
         self.retention_ms = retention_ms
-        self.store = SQLiteStore(self.path, durable=durable)
+        self.store = SQLiteStore(self.path, durable=durable, sole_writer=True)  # it holds the lock
         self.admission = Admission(max_backlog_of(max_backlog))
         self.skills = skills
         self.agents = agents

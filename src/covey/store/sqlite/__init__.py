@@ -54,14 +54,21 @@ class SQLiteStore(BoundedFeeds):
         durable: fsync every commit (``synchronous=FULL``); False trades the
             last commits before a power loss for speed, and is named so.
         readonly: open for reading only (inspection while a runner writes).
+        sole_writer: nothing else writes the file while this store is open (the runner holds its
+            lock): each write transaction is begun ahead, while the event loop is idle
+            (``Connection.begin_ahead``), and holds the write lock until the next commit.
     """
 
     inbox_in_seq_order = True  # one writer assigns inbox seqs
 
-    def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, durable: bool = True, readonly: bool = False, sole_writer: bool = False
+    ) -> None:
         self.path = Path(path)
         self.durable = durable
         self.readonly = readonly
+        self.sole_writer = sole_writer and not readonly
+        self._beginning = False
         self._core: SQLiteCore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._in_flight = 0
@@ -140,11 +147,14 @@ class SQLiteStore(BoundedFeeds):
                 return call()
             except sqlite3.Error as exc:
                 raise self._backend_error(exc) from None
+            finally:
+                self._begin_ahead_soon()
         self._in_flight += 1
         try:
             return await self._run(call)
         finally:
             self._in_flight -= 1
+            self._begin_ahead_soon()
 
     def carry_hints(self, bus: Bus) -> bool:
         """Hints stay with the callers: see :meth:`covey.store.base.Store.carry_hints`."""
@@ -201,7 +211,25 @@ class SQLiteStore(BoundedFeeds):
         except sqlite3.Error as exc:
             raise self._backend_error(exc) from None
         self._settle_soon()
+        self._begin_ahead_soon()
         return result
+
+    def _begin_ahead_soon(self) -> None:
+        """As sole writer, begin the next write transaction on the event loop's next turn (after the
+        answers of the commit that just ended, and after applying its journaled writes)."""
+        if self.sole_writer and not self._beginning:
+            self._beginning = True
+            asyncio.get_running_loop().call_soon(self._begin_ahead)
+
+    def _begin_ahead(self) -> None:
+        self._beginning = False
+        core = self._core
+        if core is None or self._in_flight or self._settling or core.unapplied:
+            return  # busy, or writes to apply first: whoever is busy schedules this again
+        try:
+            core.begin_ahead()
+        except sqlite3.Error as exc:
+            log.warning("beginning the next write transaction ahead failed; the write will begin it: %s", exc)
 
     def _settle_soon(self) -> None:
         """Apply a journaled commit's writes on the event loop's next turn: after its answers are sent.
@@ -225,6 +253,7 @@ class SQLiteStore(BoundedFeeds):
             log.warning("applying journaled writes failed, retried on the next call: %s", exc)
             return
         self._flush_wal_behind()
+        self._begin_ahead_soon()
 
     def _flush_wal_behind(self) -> None:
         """fsync the WAL on a thread of its own, so the next durable commit finds the applied pages on disk.

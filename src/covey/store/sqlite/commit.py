@@ -223,8 +223,13 @@ class Commit(Tasks):
             return
         self._journal_seq = self.db.execute("INSERT INTO journal (body) VALUES (?)", (body,)).lastrowid or 0
 
-    def _commit(self, batch: CommitBatch) -> CommitResult:
+    def _on_begin(self) -> None:
+        """Forget what this connection knows without reading if another one committed meanwhile."""
         self._own.check(self.db)
+
+    def _commit(self, batch: CommitBatch) -> CommitResult:
+        if not self.began_ahead:  # else checked when it began, and nobody could commit since
+            self._own.check(self.db)
         self._check_epoch(batch)
         result = CommitResult()
         current = self._current_seqs([w.run_id for w in batch.runs])

@@ -58,6 +58,10 @@ class Connection:
         """Writes held for a journal row instead of executed (see :mod:`.journal`), while a commit records."""
         self.unapplied: list[tuple[int, Writes]] = []
         """Journal rows this connection committed whose writes the tables do not have yet."""
+        self._ahead = False
+        """A write transaction is open, begun ahead of the write that will use it (:meth:`begin_ahead`)."""
+        self.began_ahead = False
+        """The write transaction now running was begun ahead: what :meth:`_on_begin` checked still holds."""
         try:
             if readonly:
                 uri = f"file:{Path(self.path).resolve()}?mode=ro"
@@ -82,6 +86,9 @@ class Connection:
     def close(self) -> None:
         """Apply journaled writes (readers then find them in the tables), and close the connection."""
         try:
+            if self._ahead:
+                self._ahead = False
+                self.db.execute("ROLLBACK")  # it wrote nothing
             self.settle()
         except sqlite3.Error:
             pass  # the rows stay in the journal: the next writer to open the file replays them
@@ -127,8 +134,30 @@ class Connection:
 
     # -- transactions ------------------------------------------------------------------
 
-    def _write(self, fn: Any, *args: Any) -> Any:
+    def begin_ahead(self) -> None:
+        """Begin the next write transaction now, while nothing waits for it.
+
+        For the sole writer of a file (the runner, which holds its lock): the
+        next write then skips ``BEGIN IMMEDIATE``'s locking and the checks of
+        :meth:`_on_begin`, about 9 µs of a hand-off's path, because no other
+        connection can commit while this one holds the write lock. Never with
+        journaled writes unapplied (they get a transaction of their own, made
+        durable without an fsync), so a write begun ahead always has the
+        synchronous setting of a durable commit.
+        """
+        if self._ahead or self.readonly or self.unapplied:
+            return
         self.db.execute("BEGIN IMMEDIATE")
+        self._ahead = True
+        self._on_begin()
+
+    def _on_begin(self) -> None:
+        """Checks a write makes once its transaction has begun (see ``Commit``): here, none."""
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        self.began_ahead, self._ahead = self._ahead, False
+        if not self.began_ahead:
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(*args)
         except BaseException:
