@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from covey.runtime.runner import Runner
+from covey.store import sqlite as sqlite_store
 from covey.store.base import CommitBatch
 from covey.store.sqlite import SQLiteStore
 from covey.testing import wait_for
 from covey.testing.conformance.driver import Driver, claim_request, task
+
+
+@pytest.fixture(autouse=True)
+def _unused_transactions_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction begun ahead stays until used, unless a test says otherwise (it ends when idle)."""
+    monkeypatch.setattr(sqlite_store, "AHEAD_UNUSED_S", 60.0)
 
 
 def _other_writer_can_write(path: Path) -> bool:
@@ -69,6 +76,23 @@ async def test_the_sole_writer_holds_its_next_transaction_from_the_turn_after_a_
         await wait_for(lambda: _runs(path) == ["r1", "r2"], timeout=5)  # committed, and applied
     assert _other_writer_can_write(path), "closing rolls the transaction begun ahead back"
     assert _runs(path) == ["r1", "r2"]
+
+
+async def test_an_unused_transaction_begun_ahead_ends_once_the_store_is_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle runner does not keep the write lock: a command that opened the file just as it started
+    gets it."""
+    monkeypatch.setattr(sqlite_store, "AHEAD_UNUSED_S", 0.01)
+    path = tmp_path / "covey.db"
+    async with SQLiteStore(path, sole_writer=True) as store:
+        d = await Driver.start(store)
+        await _hand_off(store, d, "r1")
+        await wait_for(lambda: _other_writer_can_write(path), timeout=5)
+        assert not _in_transaction(store)
+
+        await _hand_off(store, d, "r2")  # a write after it begins its own transaction
+        await wait_for(lambda: _runs(path) == ["r1", "r2"], timeout=5)
 
 
 async def test_no_transaction_is_begun_ahead_while_journaled_writes_are_unapplied(tmp_path: Path) -> None:

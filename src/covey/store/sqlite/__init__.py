@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 #: Commits touching at most this many runs and claims run on the event loop's thread (see ``_call``).
 INLINE_COMMIT_LIMIT = 8
+#: A write transaction begun ahead and unused this long is rolled back: an idle runner does not hold
+#: the write lock, so a command that opened the file for writing just as the runner started waits
+#: for at most this, not for the runner to stop.
+AHEAD_UNUSED_S = 0.02
 
 log = logging.getLogger("covey.store.sqlite")
 
@@ -227,9 +231,22 @@ class SQLiteStore(BoundedFeeds):
         if core is None or self._in_flight or self._settling or core.unapplied:
             return  # busy, or writes to apply first: whoever is busy schedules this again
         try:
-            core.begin_ahead()
+            began = core.begin_ahead()
         except sqlite3.Error as exc:
             log.warning("beginning the next write transaction ahead failed; the write will begin it: %s", exc)
+            return
+        if began:
+            asyncio.get_running_loop().call_later(AHEAD_UNUSED_S, self._end_unused_ahead, core.writes)
+
+    def _end_unused_ahead(self, writes: int) -> None:
+        """Roll back a transaction begun ahead that no write has used since (the store fell idle)."""
+        core = self._core
+        if core is None or self._in_flight or core.writes != writes:
+            return  # closed, busy, or used (a later one has its own deadline)
+        try:
+            core.end_ahead()
+        except sqlite3.Error as exc:
+            log.warning("ending an unused write transaction failed: %s", exc)
 
     def _settle_soon(self) -> None:
         """Apply a journaled commit's writes on the event loop's next turn: after its answers are sent.

@@ -62,6 +62,8 @@ class Connection:
         """A write transaction is open, begun ahead of the write that will use it (:meth:`begin_ahead`)."""
         self.began_ahead = False
         """The write transaction now running was begun ahead: what :meth:`_on_begin` checked still holds."""
+        self.writes = 0
+        """Write transactions so far: tells whether one begun ahead has been used since."""
         try:
             if readonly:
                 uri = f"file:{Path(self.path).resolve()}?mode=ro"
@@ -86,9 +88,7 @@ class Connection:
     def close(self) -> None:
         """Apply journaled writes (readers then find them in the tables), and close the connection."""
         try:
-            if self._ahead:
-                self._ahead = False
-                self.db.execute("ROLLBACK")  # it wrote nothing
+            self.end_ahead()
             self.settle()
         except sqlite3.Error:
             pass  # the rows stay in the journal: the next writer to open the file replays them
@@ -134,8 +134,8 @@ class Connection:
 
     # -- transactions ------------------------------------------------------------------
 
-    def begin_ahead(self) -> None:
-        """Begin the next write transaction now, while nothing waits for it.
+    def begin_ahead(self) -> bool:
+        """Begin the next write transaction now, while nothing waits for it; whether it did.
 
         For the sole writer of a file (the runner, which holds its lock): the
         next write then skips ``BEGIN IMMEDIATE``'s locking and the checks of
@@ -146,15 +146,23 @@ class Connection:
         synchronous setting of a durable commit.
         """
         if self._ahead or self.readonly or self.unapplied:
-            return
+            return False
         self.db.execute("BEGIN IMMEDIATE")
         self._ahead = True
         self._on_begin()
+        return True
+
+    def end_ahead(self) -> None:
+        """Roll back a transaction begun ahead that nothing used (it wrote nothing)."""
+        if self._ahead:
+            self._ahead = False
+            self.db.execute("ROLLBACK")
 
     def _on_begin(self) -> None:
         """Checks a write makes once its transaction has begun (see ``Commit``): here, none."""
 
     def _write(self, fn: Any, *args: Any) -> Any:
+        self.writes += 1
         self.began_ahead, self._ahead = self._ahead, False
         if not self.began_ahead:
             self.db.execute("BEGIN IMMEDIATE")
