@@ -11,14 +11,22 @@ import os
 
 from covey.errors import ConfigError
 
-__all__ = ["positive_int"]
+__all__ = ["positive_int", "positive_int_or_word"]
 
 
-def positive_int(variable: str, default: int, *, words: frozenset[str] = frozenset()) -> int | str:
+def positive_int(variable: str, default: int) -> int:
     """The whole number of at least 1 that ``variable`` holds, ``default`` if it is unset or blank.
 
-    ``words`` are other values it may hold (``unlimited``): one of them is
-    returned as given, lowercased.
+    Raises:
+        ConfigError: naming the variable and what it holds, when it is anything else.
+    """
+    value = positive_int_or_word(variable, default, "")
+    assert value is not None  # no word is accepted
+    return value
+
+
+def positive_int_or_word(variable: str, default: int, word: str) -> int | None:
+    """As :func:`positive_int`, or None when ``variable`` holds ``word`` (``unlimited``, ``off``) in any case.
 
     Raises:
         ConfigError: naming the variable and what it holds, when it is anything else.
@@ -26,13 +34,13 @@ def positive_int(variable: str, default: int, *, words: frozenset[str] = frozens
     text = os.environ.get(variable, "").strip()
     if not text:
         return default
-    if text.lower() in words:
-        return text.lower()
+    if word and text.lower() == word:
+        return None
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        also = "".join(f" or {word!r}" for word in sorted(words))
+        also = f" or {word!r}" if word else ""
         raise ConfigError(f"{variable} must be a whole number of at least 1{also}; got {text!r}")
     return value

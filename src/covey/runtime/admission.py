@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from covey.environment import positive_int
+from covey.environment import positive_int_or_word
 from covey.errors import ConfigError, TooBusy
 from covey.runtime.submit import submitted_before
 from covey.store.base import Store
@@ -78,8 +78,7 @@ def configured_max_backlog() -> int | None:
     Raises:
         ConfigError: the variable holds anything else.
     """
-    limit = positive_int(MAX_BACKLOG_VARIABLE, DEFAULT_MAX_BACKLOG, words=frozenset({"unlimited"}))
-    return None if limit == "unlimited" else int(limit)
+    return positive_int_or_word(MAX_BACKLOG_VARIABLE, DEFAULT_MAX_BACKLOG, "unlimited")
 
 
 class Admission:

@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable
 
-from covey.environment import positive_int
+from covey.environment import positive_int_or_word
 
 __all__ = ["BUSY_POLL_VARIABLE", "DEFAULT_BUSY_POLL_US", "BusyPoll", "busy_poll_us"]
 
@@ -60,8 +60,8 @@ def busy_poll_us() -> int:
     Raises:
         ConfigError: naming the variable, when it holds anything but a whole number >= 1 or ``off``.
     """
-    value = positive_int(BUSY_POLL_VARIABLE, DEFAULT_BUSY_POLL_US, words=frozenset({"off"}))
-    return 0 if value == "off" else int(value)
+    value = positive_int_or_word(BUSY_POLL_VARIABLE, DEFAULT_BUSY_POLL_US, "off")
+    return 0 if value is None else value
 
 
 class BusyPoll:

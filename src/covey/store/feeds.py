@@ -51,9 +51,7 @@ def configured_feed_keep() -> int:
     Raises:
         ConfigError: the variable is not a whole number of at least 1.
     """
-    keep = positive_int(FEED_KEEP_VARIABLE, DEFAULT_FEED_KEEP)
-    assert isinstance(keep, int)  # no words allowed
-    return keep
+    return positive_int(FEED_KEEP_VARIABLE, DEFAULT_FEED_KEEP)
 
 
 class BoundedFeeds:
