@@ -120,9 +120,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except TooBusy as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        sys.exit(EXIT_TOO_BUSY)
     except CoveyError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        sys.exit(2)
+        sys.exit(EXIT_TOO_BUSY if isinstance(exc, TooBusy) else 2)

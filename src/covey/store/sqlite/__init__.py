@@ -228,8 +228,8 @@ class SQLiteStore(BoundedFeeds):
     def _begin_ahead(self) -> None:
         self._beginning = False
         core = self._core
-        if core is None or self._in_flight or self._settling or core.unapplied:
-            return  # busy, or writes to apply first: whoever is busy schedules this again
+        if core is None or self._in_flight:
+            return  # closed, or the writer thread is busy: its call schedules this again when it ends
         try:
             began = core.begin_ahead()
         except sqlite3.Error as exc:

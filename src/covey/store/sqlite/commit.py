@@ -229,7 +229,7 @@ class Commit(Tasks):
 
     def _commit(self, batch: CommitBatch) -> CommitResult:
         if not self.began_ahead:  # else checked when it began, and nobody could commit since
-            self._own.check(self.db)
+            self._on_begin()
         self._check_epoch(batch)
         result = CommitResult()
         current = self._current_seqs([w.run_id for w in batch.runs])
